@@ -1,0 +1,21 @@
+package tensor_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/tillerlm/tiller/tensor"
+	"github.com/tillerlm/tiller/tensor/tensortest"
+)
+
+// The CPU backend passes the conformance suite with one thread (everything inline), two, and an
+// odd number that splits work unevenly.
+func TestCPUConformance(t *testing.T) {
+	for _, threads := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
+			b := tensor.NewCPU(threads)
+			defer b.Close()
+			tensortest.Run(t, b, tensortest.F32)
+		})
+	}
+}

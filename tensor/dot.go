@@ -1,0 +1,266 @@
+package tensor
+
+import (
+	"os"
+	"sync"
+)
+
+// The inner loops of MatMul (and the dot of attention), as a set of kernels chosen once at start-up:
+// the portable Go below, or assembly for the running CPU (dot_amd64.go). Every set returns the
+// same values up to F32 summation order: weights are widened exactly to F32, products are
+// accumulated in F32, nothing is rounded to a narrower type.
+
+// kernels is one implementation of the inner loops.
+type kernels struct {
+	name string
+
+	// dot*: Σ_k x[k]·w[k] over len(x) elements; w may be longer.
+	dotF32  func(x, w []float32) float32
+	dotBF16 func(x []float32, w []uint16) float32
+	dotF16  func(x []float32, w []uint16) float32
+
+	// dot4*: out[r] = Σ_k x[k]·w[r·ldw + k] for r = 0..3: four weight rows share each load of x.
+	// w holds at least 3·ldw + len(x) elements.
+	dot4F32  func(out *[4]float32, x, w []float32, ldw int)
+	dot4BF16 func(out *[4]float32, x []float32, w []uint16, ldw int)
+	dot4F16  func(out *[4]float32, x []float32, w []uint16, ldw int)
+
+	// dot4x4*: out[t·4 + r] = Σ_k x[t·ldx + k]·w[r·ldw + k] over n elements, for four tokens t and
+	// four weight rows r: a small batch widens each weight once for four tokens.
+	dot4x4F32  func(out *[16]float32, x []float32, ldx int, w []float32, ldw, n int)
+	dot4x4BF16 func(out *[16]float32, x []float32, ldx int, w []uint16, ldw, n int)
+	dot4x4F16  func(out *[16]float32, x []float32, ldx int, w []uint16, ldw, n int)
+
+	// widenBlock*: dst[i·cols + k] = src[i·lds + k] as F32 for i < rows, k < cols: a block of
+	// weight rows, widened into a contiguous (rows, cols) tile.
+	widenBlockF32  func(dst, src []float32, lds, rows, cols int)
+	widenBlockBF16 func(dst []float32, src []uint16, lds, rows, cols int)
+	widenBlockF16  func(dst []float32, src []uint16, lds, rows, cols int)
+
+	// transpose: dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols. The GEMM packs its tokens
+	// and writes its output back with it.
+	transpose func(dst []float32, ldd int, src []float32, lds, rows, cols int)
+
+	// gemm is the micro-kernel of the prefill GEMM, on a tile of gemmRows weight rows × 32 tokens:
+	//
+	//	c[i·ldc + t] += Σ_{k<kc} a[i·lda + k] · b[k·32 + t]   for i < gemmRows, t < 32
+	//
+	// a: (gemmRows, lda) widened weights; b: (kc, 32) tokens packed k-major; c: the tile of the
+	// transposed output, (gemmRows, ldc). Unless pf is 0, the kernel may also prefetch 2·kc bytes
+	// of each of the gemmRows rows at pf + i·pfStride: the weights of the next slice.
+	gemm     func(a []float32, lda int, b, c []float32, ldc, kc int, pf uintptr, pfStride int)
+	gemmRows int
+}
+
+// gemmCols is the number of tokens in one packed panel and in one GEMM tile.
+const gemmCols = 32
+
+// portable is the pure-Go set: the fallback everywhere and the reference in tests.
+var portable = &kernels{
+	name:     "go",
+	dotF32:   dotF32Go,
+	dotBF16:  dotBF16Go,
+	dotF16:   dotF16Go,
+	dot4F32:  dot4F32Go,
+	dot4BF16: dot4BF16Go,
+	dot4F16:  dot4F16Go,
+
+	dot4x4F32:  dot4x4Of(dot4F32Go),
+	dot4x4BF16: dot4x4Of(dot4BF16Go),
+	dot4x4F16:  dot4x4Of(dot4F16Go),
+
+	widenBlockF32:  widenBlockGo(func(dst, src []float32) { copy(dst, src) }),
+	widenBlockBF16: widenBlockGo(widenBF16Go),
+	widenBlockF16:  widenBlockGo(widenF16Go),
+
+	transpose: transposeGo,
+	gemm:      gemmGo,
+	gemmRows:  4,
+}
+
+// kernelSets lists the sets this CPU can run, slowest first; kern is the one in use, the last of
+// them unless the environment variable TILLER_KERNELS names another ("go", "avx2", "avx512"), which
+// is how benchmarks compare them.
+var (
+	kernelSets = []*kernels{portable}
+	kern       = portable
+)
+
+func init() {
+	kernelSets = append(kernelSets, archKernels()...)
+	kern = kernelSets[len(kernelSets)-1]
+	if name := os.Getenv("TILLER_KERNELS"); name != "" {
+		for _, k := range kernelSets {
+			if k.name == name {
+				kern = k
+			}
+		}
+	}
+}
+
+// KernelName says which set of CPU kernels MatMul uses: "go", "avx2" or "avx512".
+func KernelName() string { return kern.name }
+
+// The entry points of the other ops (attention's q·k, widening a norm weight or an embedding row).
+func dotF32(x, w []float32) float32         { return kern.dotF32(x, w) }
+func widenBF16(dst []float32, src []uint16) { kern.widenBlockBF16(dst, src, 0, 1, len(dst)) }
+func widenF16(dst []float32, src []uint16)  { kern.widenBlockF16(dst, src, 0, 1, len(dst)) }
+
+// dotF32Go is Σ x[k]·w[k].
+func dotF32Go(x, w []float32) float32 {
+	w = w[:len(x)]
+	var s0, s1, s2, s3 float32
+	k := 0
+	for ; k+4 <= len(x); k += 4 {
+		s0 += x[k] * w[k]
+		s1 += x[k+1] * w[k+1]
+		s2 += x[k+2] * w[k+2]
+		s3 += x[k+3] * w[k+3]
+	}
+	for ; k < len(x); k++ {
+		s0 += x[k] * w[k]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dotBF16Go is Σ x[k]·w[k] with w in bfloat16, widened exactly.
+func dotBF16Go(x []float32, w []uint16) float32 {
+	w = w[:len(x)]
+	var s0, s1, s2, s3 float32
+	k := 0
+	for ; k+4 <= len(x); k += 4 {
+		s0 += x[k] * F32FromBF16(w[k])
+		s1 += x[k+1] * F32FromBF16(w[k+1])
+		s2 += x[k+2] * F32FromBF16(w[k+2])
+		s3 += x[k+3] * F32FromBF16(w[k+3])
+	}
+	for ; k < len(x); k++ {
+		s0 += x[k] * F32FromBF16(w[k])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dotF16Go is Σ x[k]·w[k] with w in binary16, widened exactly.
+func dotF16Go(x []float32, w []uint16) float32 {
+	w = w[:len(x)]
+	t := f16Table()
+	var s0, s1, s2, s3 float32
+	k := 0
+	for ; k+4 <= len(x); k += 4 {
+		s0 += x[k] * t[w[k]]
+		s1 += x[k+1] * t[w[k+1]]
+		s2 += x[k+2] * t[w[k+2]]
+		s3 += x[k+3] * t[w[k+3]]
+	}
+	for ; k < len(x); k++ {
+		s0 += x[k] * t[w[k]]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func dot4F32Go(out *[4]float32, x, w []float32, ldw int) {
+	for r := range out {
+		out[r] = dotF32Go(x, w[r*ldw:r*ldw+len(x)])
+	}
+}
+
+func dot4BF16Go(out *[4]float32, x []float32, w []uint16, ldw int) {
+	for r := range out {
+		out[r] = dotBF16Go(x, w[r*ldw:r*ldw+len(x)])
+	}
+}
+
+func dot4F16Go(out *[4]float32, x []float32, w []uint16, ldw int) {
+	for r := range out {
+		out[r] = dotF16Go(x, w[r*ldw:r*ldw+len(x)])
+	}
+}
+
+// dot4x4Of makes a four-token kernel out of a four-row one: one call per token.
+func dot4x4Of[W float32 | uint16](dot4 func(out *[4]float32, x []float32, w []W, ldw int)) func(out *[16]float32, x []float32, ldx int, w []W, ldw, n int) {
+	return func(out *[16]float32, x []float32, ldx int, w []W, ldw, n int) {
+		for t := range 4 {
+			dot4((*[4]float32)(out[4*t:]), x[t*ldx:t*ldx+n], w, ldw)
+		}
+	}
+}
+
+// widenBF16Go writes src as F32 into dst.
+func widenBF16Go(dst []float32, src []uint16) {
+	src = src[:len(dst)]
+	for k, h := range src {
+		dst[k] = F32FromBF16(h)
+	}
+}
+
+// widenF16Go writes src as F32 into dst.
+func widenF16Go(dst []float32, src []uint16) {
+	src = src[:len(dst)]
+	t := f16Table()
+	for k, h := range src {
+		dst[k] = t[h]
+	}
+}
+
+// widenBlockGo makes a portable block widen out of a row widen.
+func widenBlockGo[W float32 | uint16](row func(dst []float32, src []W)) func(dst []float32, src []W, lds, rows, cols int) {
+	return func(dst []float32, src []W, lds, rows, cols int) {
+		for i := 0; i < rows; i++ {
+			row(dst[i*cols:(i+1)*cols], src[i*lds:i*lds+cols])
+		}
+	}
+}
+
+func transposeGo(dst []float32, ldd int, src []float32, lds, rows, cols int) {
+	for i := 0; i < rows; i++ {
+		row := src[i*lds : i*lds+cols]
+		for j, v := range row {
+			dst[j*ldd+i] = v
+		}
+	}
+}
+
+// gemmGo is the portable micro-kernel, on 4 rows × 32 tokens, in sub-tiles of 2 rows × 4 tokens
+// whose eight sums stay in registers over all of kc.
+func gemmGo(a []float32, lda int, b, c []float32, ldc, kc int, _ uintptr, _ int) {
+	b = b[:kc*gemmCols]
+	for i := 0; i < 4; i += 2 {
+		a0 := a[i*lda : i*lda+kc]
+		a1 := a[(i+1)*lda : (i+1)*lda+kc]
+		c0 := c[i*ldc : i*ldc+gemmCols]
+		c1 := c[(i+1)*ldc : (i+1)*ldc+gemmCols]
+		for t := 0; t < gemmCols; t += 4 {
+			var s00, s01, s02, s03, s10, s11, s12, s13 float32
+			for k, x0 := range a0 {
+				x1 := a1[k]
+				bk := (*[4]float32)(b[k*gemmCols+t:])
+				s00 += x0 * bk[0]
+				s01 += x0 * bk[1]
+				s02 += x0 * bk[2]
+				s03 += x0 * bk[3]
+				s10 += x1 * bk[0]
+				s11 += x1 * bk[1]
+				s12 += x1 * bk[2]
+				s13 += x1 * bk[3]
+			}
+			c0[t] += s00
+			c0[t+1] += s01
+			c0[t+2] += s02
+			c0[t+3] += s03
+			c1[t] += s10
+			c1[t+1] += s11
+			c1[t+2] += s12
+			c1[t+3] += s13
+		}
+	}
+}
+
+// f16Table maps every binary16 bit pattern to its F32 value: one load per element instead of the
+// bit manipulation of a conversion.
+var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
+	t := new([1 << 16]float32)
+	for i := range t {
+		t[i] = F32FromF16(uint16(i))
+	}
+	return t
+})

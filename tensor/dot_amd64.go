@@ -1,0 +1,250 @@
+//go:build amd64 && !purego
+
+package tensor
+
+import "golang.org/x/sys/cpu"
+
+// archKernels returns the assembly kernel sets (dot_amd64.s) this CPU runs, slowest first.
+// cpu.X86 also checks that the OS saves the Y and Z registers.
+func archKernels() []*kernels {
+	// AVX2 has too few registers for a 4×4 tile with its operands: it runs its four-row kernel
+	// once per token.
+	avx2.dot4x4F32 = dot4x4Of(avx2.dot4F32)
+	avx2.dot4x4BF16 = dot4x4Of(avx2.dot4BF16)
+	avx2.dot4x4F16 = dot4x4Of(avx2.dot4F16)
+	var sets []*kernels
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C {
+		sets = append(sets, avx2)
+	}
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512DQ {
+		sets = append(sets, avx512)
+	}
+	return sets
+}
+
+// The wrappers below check the slice bounds the assembly relies on, so a wrong length panics in Go
+// instead of reading past a buffer.
+
+var avx512 = &kernels{
+	name:     "avx512",
+	dotF32:   func(x, w []float32) float32 { return dot1Z(x, w, dotF32AVX512) },
+	dotBF16:  func(x []float32, w []uint16) float32 { return dot1Z(x, w, dotBF16AVX512) },
+	dotF16:   func(x []float32, w []uint16) float32 { return dot1Z(x, w, dotF16AVX512) },
+	dot4F32:  func(out *[4]float32, x, w []float32, ldw int) { dot4Z(out, x, w, ldw, dot4F32AVX512) },
+	dot4BF16: func(out *[4]float32, x []float32, w []uint16, ldw int) { dot4Z(out, x, w, ldw, dot4BF16AVX512) },
+	dot4F16:  func(out *[4]float32, x []float32, w []uint16, ldw int) { dot4Z(out, x, w, ldw, dot4F16AVX512) },
+	dot4x4F32: func(out *[16]float32, x []float32, ldx int, w []float32, ldw, n int) {
+		dot4x4Z(out, x, ldx, w, ldw, n, dot4x4F32AVX512)
+	},
+	dot4x4BF16: func(out *[16]float32, x []float32, ldx int, w []uint16, ldw, n int) {
+		dot4x4Z(out, x, ldx, w, ldw, n, dot4x4BF16AVX512)
+	},
+	dot4x4F16: func(out *[16]float32, x []float32, ldx int, w []uint16, ldw, n int) {
+		dot4x4Z(out, x, ldx, w, ldw, n, dot4x4F16AVX512)
+	},
+	widenBlockF32: func(dst, src []float32, lds, rows, cols int) {
+		widenBlock(dst, src, lds, rows, cols, widenBlockF32AVX512)
+	},
+	widenBlockBF16: func(dst []float32, src []uint16, lds, rows, cols int) {
+		widenBlock(dst, src, lds, rows, cols, widenBlockBF16AVX512)
+	},
+	widenBlockF16: func(dst []float32, src []uint16, lds, rows, cols int) {
+		widenBlock(dst, src, lds, rows, cols, widenBlockF16AVX512)
+	},
+	gemm: func(a []float32, lda int, b, c []float32, ldc, kc int, pf uintptr, pfStride int) {
+		c = c[:11*ldc+gemmCols]
+		if kc == 0 {
+			return
+		}
+		a = a[:11*lda+kc]
+		b = b[:kc*gemmCols]
+		gemm12x32AVX512(&a[0], lda, &b[0], &c[0], ldc, kc, pf, pfStride)
+	},
+	transpose: transposeZ,
+	gemmRows:  12,
+}
+
+var avx2 = &kernels{
+	name: "avx2",
+	dotF32: func(x, w []float32) float32 {
+		body := len(x) &^ 15
+		return dot1Z(x[:body], w, dotF32AVX2) + dotF32Go(x[body:], w[body:])
+	},
+	dotBF16: func(x []float32, w []uint16) float32 {
+		body := len(x) &^ 15
+		return dot1Z(x[:body], w, dotBF16AVX2) + dotBF16Go(x[body:], w[body:])
+	},
+	dotF16: func(x []float32, w []uint16) float32 {
+		body := len(x) &^ 15
+		return dot1Z(x[:body], w, dotF16AVX2) + dotF16Go(x[body:], w[body:])
+	},
+	dot4F32: func(out *[4]float32, x, w []float32, ldw int) {
+		body := len(x) &^ 15
+		dot4Z(out, x[:body], w, ldw, dot4F32AVX2)
+		for r := range out {
+			out[r] += dotF32Go(x[body:], w[r*ldw+body:r*ldw+len(x)])
+		}
+	},
+	dot4BF16: func(out *[4]float32, x []float32, w []uint16, ldw int) {
+		body := len(x) &^ 15
+		dot4Z(out, x[:body], w, ldw, dot4BF16AVX2)
+		for r := range out {
+			out[r] += dotBF16Go(x[body:], w[r*ldw+body:r*ldw+len(x)])
+		}
+	},
+	dot4F16: func(out *[4]float32, x []float32, w []uint16, ldw int) {
+		body := len(x) &^ 15
+		dot4Z(out, x[:body], w, ldw, dot4F16AVX2)
+		for r := range out {
+			out[r] += dotF16Go(x[body:], w[r*ldw+body:r*ldw+len(x)])
+		}
+	},
+	widenBlockF32: func(dst, src []float32, lds, rows, cols int) {
+		widenBlock(dst, src, lds, rows, cols, widenBlockF32AVX2)
+	},
+	widenBlockBF16: func(dst []float32, src []uint16, lds, rows, cols int) {
+		widenBlock(dst, src, lds, rows, cols, widenBlockBF16AVX2)
+	},
+	widenBlockF16: func(dst []float32, src []uint16, lds, rows, cols int) {
+		widenBlock(dst, src, lds, rows, cols, widenBlockF16AVX2)
+	},
+	gemm: func(a []float32, lda int, b, c []float32, ldc, kc int, pf uintptr, pfStride int) {
+		c = c[:5*ldc+gemmCols]
+		if kc == 0 {
+			return
+		}
+		a = a[:5*lda+kc]
+		b = b[:kc*gemmCols]
+		gemm6x32AVX2(&a[0], lda, &b[0], &c[0], ldc, kc, pf, pfStride)
+	},
+	transpose: transposeZ,
+	gemmRows:  6,
+}
+
+func dot1Z[W float32 | uint16](x []float32, w []W, f func(x *float32, w *W, n int) float32) float32 {
+	if len(x) == 0 {
+		return 0
+	}
+	w = w[:len(x)]
+	return f(&x[0], &w[0], len(x))
+}
+
+func dot4Z[W float32 | uint16](out *[4]float32, x []float32, w []W, ldw int, f func(x *float32, w *W, ldw, n int, out *[4]float32)) {
+	if len(x) == 0 {
+		*out = [4]float32{}
+		return
+	}
+	w = w[:3*ldw+len(x)]
+	f(&x[0], &w[0], ldw, len(x), out)
+}
+
+func dot4x4Z[W float32 | uint16](out *[16]float32, x []float32, ldx int, w []W, ldw, n int, f func(x *float32, ldx int, w *W, ldw, n int, out *[16]float32)) {
+	if n == 0 {
+		*out = [16]float32{}
+		return
+	}
+	x = x[:3*ldx+n]
+	w = w[:3*ldw+n]
+	f(&x[0], ldx, &w[0], ldw, n, out)
+}
+
+// transposeZ does the whole 8×8 blocks in assembly (AVX2, which every AVX-512 CPU has) and the
+// edges in Go.
+func transposeZ(dst []float32, ldd int, src []float32, lds, rows, cols int) {
+	if rows == 0 || cols == 0 {
+		return
+	}
+	r8, c8 := rows&^7, cols&^7
+	if r8 > 0 && c8 > 0 {
+		_ = src[(r8-1)*lds+c8-1]
+		_ = dst[(c8-1)*ldd+r8-1]
+		transposeAVX2(&dst[0], ldd, &src[0], lds, r8, c8)
+	}
+	if c8 < cols {
+		transposeGo(dst[c8*ldd:], ldd, src[c8:], lds, rows, cols-c8)
+	}
+	if r8 < rows && c8 > 0 {
+		transposeGo(dst[r8:], ldd, src[r8*lds:], lds, rows-r8, c8)
+	}
+}
+
+func widenBlock[W float32 | uint16](dst []float32, src []W, lds, rows, cols int, f func(dst *float32, src *W, lds, rows, cols int)) {
+	if rows == 0 || cols == 0 {
+		return
+	}
+	dst = dst[:rows*cols]
+	src = src[:(rows-1)*lds+cols]
+	f(&dst[0], &src[0], lds, rows, cols)
+}
+
+//go:noescape
+func dotF32AVX512(x, w *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX512(x *float32, w *uint16, n int) float32
+
+//go:noescape
+func dotF16AVX512(x *float32, w *uint16, n int) float32
+
+//go:noescape
+func dot4F32AVX512(x, w *float32, ldw, n int, out *[4]float32)
+
+//go:noescape
+func dot4BF16AVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
+
+//go:noescape
+func dot4F16AVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
+
+//go:noescape
+func dot4x4F32AVX512(x *float32, ldx int, w *float32, ldw, n int, out *[16]float32)
+
+//go:noescape
+func dot4x4BF16AVX512(x *float32, ldx int, w *uint16, ldw, n int, out *[16]float32)
+
+//go:noescape
+func dot4x4F16AVX512(x *float32, ldx int, w *uint16, ldw, n int, out *[16]float32)
+
+//go:noescape
+func widenBlockF32AVX512(dst, src *float32, lds, rows, cols int)
+
+//go:noescape
+func widenBlockBF16AVX512(dst *float32, src *uint16, lds, rows, cols int)
+
+//go:noescape
+func widenBlockF16AVX512(dst *float32, src *uint16, lds, rows, cols int)
+
+//go:noescape
+func gemm12x32AVX512(a *float32, lda int, b, c *float32, ldc, kc int, pf uintptr, pfStride int)
+
+//go:noescape
+func dotF32AVX2(x, w *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX2(x *float32, w *uint16, n int) float32
+
+//go:noescape
+func dotF16AVX2(x *float32, w *uint16, n int) float32
+
+//go:noescape
+func dot4F32AVX2(x, w *float32, ldw, n int, out *[4]float32)
+
+//go:noescape
+func dot4BF16AVX2(x *float32, w *uint16, ldw, n int, out *[4]float32)
+
+//go:noescape
+func dot4F16AVX2(x *float32, w *uint16, ldw, n int, out *[4]float32)
+
+//go:noescape
+func widenBlockF32AVX2(dst, src *float32, lds, rows, cols int)
+
+//go:noescape
+func widenBlockBF16AVX2(dst *float32, src *uint16, lds, rows, cols int)
+
+//go:noescape
+func widenBlockF16AVX2(dst *float32, src *uint16, lds, rows, cols int)
+
+//go:noescape
+func transposeAVX2(dst *float32, ldd int, src *float32, lds, rows, cols int)
+
+//go:noescape
+func gemm6x32AVX2(a *float32, lda int, b, c *float32, ldc, kc int, pf uintptr, pfStride int)

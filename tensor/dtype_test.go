@@ -1,0 +1,134 @@
+package tensor
+
+import (
+	"math"
+	"testing"
+)
+
+func TestBF16RoundsToNearestEven(t *testing.T) {
+	cases := []struct {
+		in   uint32 // float32 bits
+		want uint16
+	}{
+		{0x3f800000, 0x3f80}, // 1.0 exactly
+		{0x3f808000, 0x3f80}, // halfway, even below: stays
+		{0x3f818000, 0x3f82}, // halfway, odd below: rounds up to even
+		{0x3f808001, 0x3f81}, // just above halfway: up
+		{0x3f807fff, 0x3f80}, // just below halfway: down
+		{0xbf818000, 0xbf82}, // negative, same rule on the magnitude
+		{0x7f7fffff, 0x7f80}, // largest finite float rounds to +Inf
+		{0x7f800000, 0x7f80}, // +Inf
+		{0xff800000, 0xff80}, // -Inf
+		{0x00000001, 0x0000}, // smallest denormal rounds to zero
+		{0x80000000, 0x8000}, // -0 keeps its sign
+	}
+	for _, c := range cases {
+		if got := BF16FromF32(math.Float32frombits(c.in)); got != c.want {
+			t.Errorf("BF16FromF32(%#08x) = %#04x, want %#04x", c.in, got, c.want)
+		}
+	}
+	nan := BF16FromF32(math.Float32frombits(0x7f800001)) // a NaN whose payload sits in the dropped bits
+	if !math.IsNaN(float64(F32FromBF16(nan))) {
+		t.Errorf("NaN became %#04x", nan)
+	}
+}
+
+// Every bfloat16 widens exactly and rounds back to itself.
+func TestBF16RoundTrip(t *testing.T) {
+	for h := 0; h < 1<<16; h++ {
+		f := F32FromBF16(uint16(h))
+		if math.IsNaN(float64(f)) {
+			continue
+		}
+		if got := BF16FromF32(f); got != uint16(h) {
+			t.Fatalf("%#04x -> %g -> %#04x", h, f, got)
+		}
+	}
+}
+
+func TestF16RoundTrip(t *testing.T) {
+	for h := 0; h < 1<<16; h++ {
+		f := F32FromF16(uint16(h))
+		if math.IsNaN(float64(f)) {
+			continue
+		}
+		if got := F16FromF32(f); got != uint16(h) {
+			t.Fatalf("%#04x -> %g -> %#04x", h, f, got)
+		}
+	}
+	if got := F32FromF16(0x3c00); got != 1 {
+		t.Errorf("0x3c00 = %g, want 1", got)
+	}
+}
+
+func TestParseDType(t *testing.T) {
+	for s, want := range map[string]DType{"BF16": BF16, "bfloat16": BF16, "F32": F32, "float16": F16, "I32": I32} {
+		if got, err := ParseDType(s); err != nil || got != want {
+			t.Errorf("ParseDType(%q) = %v, %v", s, got, err)
+		}
+	}
+	if _, err := ParseDType("F8_E4M3"); err == nil {
+		t.Error("F8_E4M3 parsed")
+	}
+}
+
+func TestTensorViews(t *testing.T) {
+	x := New(F32, 3, 4)
+	for i := range x.F32() {
+		x.F32()[i] = float32(i)
+	}
+	if x.Rows() != 3 || x.Cols() != 4 || x.Numel() != 12 {
+		t.Fatalf("shape helpers: %d %d %d", x.Rows(), x.Cols(), x.Numel())
+	}
+	s := x.Slice(1, 3)
+	if s.F32()[0] != 4 || s.Numel() != 8 {
+		t.Errorf("slice: %v", s.F32())
+	}
+	s.F32()[0] = -1
+	if x.F32()[4] != -1 {
+		t.Error("slice does not share storage")
+	}
+	r := x.Reshape(2, 6)
+	if r.Cols() != 6 || r.F32()[4] != -1 {
+		t.Errorf("reshape: %v", r)
+	}
+	b := x.Convert(BF16)
+	if got := b.ToF32()[5]; got != 5 {
+		t.Errorf("convert to bf16: %g", got)
+	}
+	if _, err := Wrap(F32, make([]byte, 7), 2); err == nil {
+		t.Error("Wrap accepted 7 bytes for 2 floats")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("F32 view of a BF16 tensor did not panic")
+		}
+	}()
+	b.F32()
+}
+
+func TestKVCacheBlocks(t *testing.T) {
+	c := NewKVCache(1, 1, 2, 4, 3)
+	if err := c.Reserve(0, 5); err != nil { // 2 blocks
+		t.Fatal(err)
+	}
+	if c.Capacity(0) != 8 || c.FreeBlocks() != 1 {
+		t.Fatalf("capacity %d, free %d", c.Capacity(0), c.FreeBlocks())
+	}
+	if err := c.Reserve(1, 8); err == nil {
+		t.Fatal("reserved 2 blocks with 1 free")
+	}
+	if c.FreeBlocks() != 1 {
+		t.Fatal("a failed reserve took blocks")
+	}
+	if c.row(0, 5) != 1*4+1 {
+		t.Errorf("position 5 of sequence 0 at row %d", c.row(0, 5))
+	}
+	c.Release(0)
+	if c.FreeBlocks() != 3 || c.Capacity(0) != 0 {
+		t.Errorf("after release: free %d, capacity %d", c.FreeBlocks(), c.Capacity(0))
+	}
+	if err := c.Reserve(1, 12); err != nil {
+		t.Fatal(err)
+	}
+}
