@@ -1,0 +1,209 @@
+package llama
+
+import (
+	"fmt"
+
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// Batch is a flat batch of tokens, each with its sequence id and position. Prefill of a prompt,
+// one decode step of many sequences, or a mix of both are all this one shape.
+type Batch struct {
+	Tokens []int32 // token ids
+	Seq    []int32 // sequence id of each token: the KV cache slot it reads and writes
+	Pos    []int32 // position of each token within its sequence
+	Logits []bool  // which tokens produce logits, in token order; nil means the last token only
+}
+
+// Prompt makes the batch of one sequence's tokens at positions start, start+1, …, asking for logits
+// at the last token only, or at every token when all is set.
+func Prompt(seq int32, tokens []int32, start int, all bool) Batch {
+	b := Batch{Tokens: tokens, Seq: make([]int32, len(tokens)), Pos: make([]int32, len(tokens)), Logits: make([]bool, len(tokens))}
+	for i := range tokens {
+		b.Seq[i], b.Pos[i] = seq, int32(start+i)
+		b.Logits[i] = all || i == len(tokens)-1
+	}
+	return b
+}
+
+// Runner runs a model's forward pass on a backend. It owns the activations (the run state), sized
+// for the largest batch seen so far, so repeated steps of one shape allocate nothing. Not safe for
+// concurrent use.
+type Runner struct {
+	Model   *Model
+	Backend tensor.Backend
+
+	n, m      int // tokens and logit rows the views below are shaped for
+	cap, mcap int // tokens and logit rows the storage below can hold
+
+	x     *tensor.Tensor // (n, dim) residual stream
+	xn    *tensor.Tensor // (n, dim) normalised residual
+	q     *tensor.Tensor // (n, heads, head_dim)
+	k, v  *tensor.Tensor // (n, kv_heads, head_dim)
+	q2    *tensor.Tensor // q as (n, heads·head_dim), the projection's output
+	k2    *tensor.Tensor // k as (n, kv_heads·head_dim)
+	v2    *tensor.Tensor // v as (n, kv_heads·head_dim)
+	att   *tensor.Tensor // (n, heads·head_dim) attention output before o_proj
+	proj  *tensor.Tensor // (n, dim) o_proj or down_proj output
+	gate  *tensor.Tensor // (n, ffn)
+	up    *tensor.Tensor // (n, ffn)
+	rows  []int32        // (m) tokens that produce logits
+	last  *tensor.Tensor // (m, dim) their final hidden states
+	logit *tensor.Tensor // (m, vocab)
+
+	store struct { // backing storage the views above are cut from
+		x, xn, q, k, v, att, proj, gate, up, last, logit []float32
+	}
+}
+
+// NewRunner prepares a runner; storage is allocated on the first Forward.
+func NewRunner(m *Model, b tensor.Backend) *Runner {
+	return &Runner{Model: m, Backend: b}
+}
+
+// view cuts a tensor of shape from the front of *buf, growing the buffer to hold capRows rows when needed.
+func view(buf *[]float32, capRows int, shape ...int) *tensor.Tensor {
+	per := 1
+	for _, d := range shape[1:] {
+		per *= d
+	}
+	if len(*buf) < capRows*per {
+		*buf = make([]float32, capRows*per)
+	}
+	return tensor.FromF32((*buf)[:shape[0]*per], shape...)
+}
+
+func (r *Runner) shape(n, m int) {
+	if n == r.n && m == r.m {
+		return
+	}
+	c := r.Model.Config
+	if n > r.cap {
+		r.cap = max(n, 2*r.cap)
+	}
+	if m > r.mcap {
+		r.mcap = max(m, 2*r.mcap)
+	}
+	s := &r.store
+	r.x = view(&s.x, r.cap, n, c.Dim)
+	r.xn = view(&s.xn, r.cap, n, c.Dim)
+	r.q = view(&s.q, r.cap, n, c.Heads, c.HeadDim)
+	r.k = view(&s.k, r.cap, n, c.KVHeads, c.HeadDim)
+	r.v = view(&s.v, r.cap, n, c.KVHeads, c.HeadDim)
+	r.q2 = r.q.Reshape(n, c.Heads*c.HeadDim)
+	r.k2 = r.k.Reshape(n, c.KVHeads*c.HeadDim)
+	r.v2 = r.v.Reshape(n, c.KVHeads*c.HeadDim)
+	r.att = view(&s.att, r.cap, n, c.Heads*c.HeadDim)
+	r.proj = view(&s.proj, r.cap, n, c.Dim)
+	r.gate = view(&s.gate, r.cap, n, c.FFNDim)
+	r.up = view(&s.up, r.cap, n, c.FFNDim)
+	r.last = view(&s.last, r.mcap, m, c.Dim)
+	r.logit = view(&s.logit, r.mcap, m, c.Vocab)
+	if cap(r.rows) < r.mcap {
+		r.rows = make([]int32, 0, r.mcap)
+	}
+	r.n, r.m = n, m
+}
+
+// NewKVCache makes a cache for the model: enough blocks of blockSize positions for the given total
+// number of positions across all sequences.
+func (m *Model) NewKVCache(positions, blockSize int) *tensor.KVCache {
+	c := m.Config
+	blocks := (positions + blockSize - 1) / blockSize
+	return tensor.NewKVCache(c.Layers, c.KVHeads, c.HeadDim, blockSize, max(blocks, 1))
+}
+
+// Check validates a batch against the model and cache: token ids in the vocabulary, positions
+// under max_position_embeddings, parallel slices of one length. Forward calls it; callers that
+// take input from users may call it first for a better error.
+func (m *Model) Check(b Batch) error {
+	n := len(b.Tokens)
+	if n == 0 {
+		return fmt.Errorf("empty batch")
+	}
+	if len(b.Seq) != n || len(b.Pos) != n || (b.Logits != nil && len(b.Logits) != n) {
+		return fmt.Errorf("batch of %d tokens has %d sequence ids, %d positions and %d logit flags", n, len(b.Seq), len(b.Pos), len(b.Logits))
+	}
+	c := m.Config
+	for i, t := range b.Tokens {
+		if t < 0 || int(t) >= c.Vocab {
+			return fmt.Errorf("token %d of the batch is id %d, outside the vocabulary of %d", i, t, c.Vocab)
+		}
+		if b.Pos[i] < 0 || int(b.Pos[i]) >= c.MaxPositions {
+			return fmt.Errorf("token %d of the batch is at position %d; the model takes positions 0 to %d (max_position_embeddings %d)", i, b.Pos[i], c.MaxPositions-1, c.MaxPositions)
+		}
+		if b.Seq[i] < 0 {
+			return fmt.Errorf("token %d of the batch has sequence id %d", i, b.Seq[i])
+		}
+	}
+	return nil
+}
+
+// Forward runs the batch through the model, writing each token's keys and values into kv, and
+// returns the logits of the tokens the batch asks for: (rows, vocab) F32, in token order. The
+// returned tensor is the runner's and holds until the next call.
+func (r *Runner) Forward(b Batch, kv *tensor.KVCache) (*tensor.Tensor, error) {
+	m := r.Model
+	if err := m.Check(b); err != nil {
+		return nil, err
+	}
+	for i := range b.Tokens {
+		if need := int(b.Pos[i]) + 1; kv.Capacity(int(b.Seq[i])) < need {
+			if err := kv.Reserve(int(b.Seq[i]), need); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rows := 0
+	for i := range b.Tokens {
+		if b.Logits == nil && i == len(b.Tokens)-1 || b.Logits != nil && b.Logits[i] {
+			rows++
+		}
+	}
+	r.shape(len(b.Tokens), rows)
+	r.rows = r.rows[:0]
+	for i := range b.Tokens {
+		if b.Logits == nil && i == len(b.Tokens)-1 || b.Logits != nil && b.Logits[i] {
+			r.rows = append(r.rows, int32(i))
+		}
+	}
+
+	be := r.Backend
+	be.Embedding(r.x, m.Embed, b.Tokens)
+	for l := range m.Layers {
+		r.layer(l, b, kv)
+	}
+	if rows == 0 {
+		return r.logit, nil
+	}
+	be.Embedding(r.last, r.x, r.rows) // gather the rows that produce logits
+	be.RMSNorm(r.last, r.last, m.Norm, m.Config.NormEps)
+	be.MatMul(r.logit, r.last, m.LMHead, nil)
+	return r.logit, nil
+}
+
+// layer runs decoder block l on the residual stream r.x in place:
+// h = x + o_proj(attention(rope(q), rope(k), v)) over rmsnorm(x); x' = h + down(silu(gate) ⊙ up) over rmsnorm(h).
+func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache) {
+	be, w, c := r.Backend, &r.Model.Layers[l], r.Model.Config
+
+	// Attention block.
+	be.RMSNorm(r.xn, r.x, w.AttnNorm, c.NormEps)
+	be.MatMul(r.q2, r.xn, w.WQ, w.BQ)
+	be.MatMul(r.k2, r.xn, w.WK, w.BK)
+	be.MatMul(r.v2, r.xn, w.WV, w.BV)
+	be.RoPE(r.q, b.Pos, r.Model.InvFreq)
+	be.RoPE(r.k, b.Pos, r.Model.InvFreq)
+	be.StoreKV(kv, l, r.k, r.v, b.Seq, b.Pos)
+	be.Attention(r.att, r.q, kv, l, b.Seq, b.Pos)
+	be.MatMul(r.proj, r.att, w.WO, w.BO)
+	be.Add(r.x, r.x, r.proj)
+
+	// MLP block.
+	be.RMSNorm(r.xn, r.x, w.MLPNorm, c.NormEps)
+	be.MatMul(r.gate, r.xn, w.WGate, w.BGate)
+	be.MatMul(r.up, r.xn, w.WUp, w.BUp)
+	be.SiLUMul(r.gate, r.gate, r.up)
+	be.MatMul(r.proj, r.gate, w.WDown, w.BDown)
+	be.Add(r.x, r.x, r.proj)
+}
