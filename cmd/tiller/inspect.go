@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/llama/safetensors"
+)
+
+func runInspect(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("inspect", "--model DIR", stderr)
+	dir := fs.String("model", "", "model folder in Hugging Face layout")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usagef("--model is required")
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	m, err := llama.Load(*dir, llama.LoadOptions{Log: stderr})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	c := m.Config
+	fmt.Fprintf(stdout, "model      %s (%s)\n", *dir, c.ModelType)
+	fmt.Fprintf(stdout, "shape      %d layers, hidden %d, ffn %d, %d heads × %d, %d kv heads, vocab %d\n",
+		c.Layers, c.Dim, c.FFNDim, c.Heads, c.HeadDim, c.KVHeads, c.Vocab)
+	rope := "none"
+	switch c.RopeScaling.Type {
+	case "linear":
+		rope = fmt.Sprintf("linear, factor %g", c.RopeScaling.Factor)
+	case "llama3":
+		s := c.RopeScaling
+		rope = fmt.Sprintf("llama3, factor %g, low %g, high %g, original context %d", s.Factor, s.LowFreqFactor, s.HighFreqFactor, s.OriginalMaxPositions)
+	}
+	fmt.Fprintf(stdout, "context    %d positions; rope theta %g, scaling %s\n", c.MaxPositions, c.RopeTheta, rope)
+	fmt.Fprintf(stdout, "norm eps   %g; attention bias %v, mlp bias %v, tied embeddings %v\n", c.NormEps, c.AttentionBias, c.MLPBias, c.TieEmbeddings)
+	fmt.Fprintf(stdout, "tokens     bos %d, eos %v, stop %v\n", c.BOS, c.EOS, m.StopIDs())
+	fmt.Fprintf(stdout, "parameters %d (%s)\n\n", c.Params(), count(c.Params()))
+
+	perDType := map[string]int64{}
+	var total int64
+	fmt.Fprintf(stdout, "%-52s %-5s %-16s %12s\n", "tensor", "dtype", "shape", "bytes")
+	for _, w := range m.Weights() {
+		t := *w.Dst
+		n := int64(len(t.Data))
+		fmt.Fprintf(stdout, "%-52s %-5s %-16s %12d\n", w.Name, t.DType, safetensors.ShapeString(t.Shape), n)
+		perDType[t.DType.String()] += n
+		total += n
+	}
+	kvPerToken := int64(2 * c.Layers * c.KVHeads * c.HeadDim * 4)
+	fmt.Fprintf(stdout, "\nweights    %.3f GB", float64(total)/1e9)
+	names := make([]string, 0, len(perDType))
+	for d := range perDType {
+		names = append(names, d)
+	}
+	sort.Strings(names)
+	for _, d := range names {
+		fmt.Fprintf(stdout, "; %s %.3f GB", d, float64(perDType[d])/1e9)
+	}
+	fmt.Fprintf(stdout, "\nKV cache   %d bytes per position (f32 on the CPU); %.3f GB at the full context of %d\n",
+		kvPerToken, float64(kvPerToken)*float64(c.MaxPositions)/1e9, c.MaxPositions)
+	return nil
+}

@@ -1,0 +1,168 @@
+// Command tiller runs LLaMA-family models: generate text, score it, inspect checkpoints, write
+// random-weight checkpoints at real shapes, and tokenize.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+)
+
+// commands are the subcommands' entry points: each gets the arguments after its name and the
+// streams to write to.
+var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
+	"generate": runGenerate,
+	"score":    runScore,
+	"tokenize": runTokenize,
+	"inspect":  runInspect,
+	"init":     runInit,
+}
+
+// summaries are the one-line descriptions `tiller --help` lists.
+var summaries = map[string]string{
+	"generate": "generate text from a prompt, streamed to stdout",
+	"score":    "per-token log-probabilities and perplexity of a text",
+	"tokenize": "token ids and pieces of a text",
+	"inspect":  "config, parameter count and tensor table of a checkpoint",
+	"init":     "write a random-weight checkpoint in Hugging Face layout",
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, so tests can call it: 0 on success, 1 on an error, 2 on bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "tiller: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	err := cmd(args[1:], stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "tiller %s: %v\n", args[0], err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "tiller %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "tiller — run, inspect and steer LLaMA-family models")
+	fmt.Fprintln(w, "\nusage: tiller COMMAND [flags] [arguments]\n\ncommands:")
+	names := make([]string, 0, len(summaries))
+	for n := range summaries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n", n, summaries[n])
+	}
+	fmt.Fprintln(w, "\n`tiller COMMAND --help` lists a command's flags.")
+}
+
+// usageError is a mistake in the command line (exit code 2), as opposed to a failure (exit code 1).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// newFlags makes a flag set whose usage text starts with the command's synopsis.
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tiller %s %s\n\n%s\n\nflags:\n", name, synopsis, summaries[name])
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse reads flags wherever they appear among the arguments (Go's flag package stops at the first
+// argument that is not a flag) and returns the others in order.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+// modelFlags are the flags every command that runs a model takes.
+type modelFlags struct {
+	dir     string
+	threads int
+}
+
+func (m *modelFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.dir, "model", "", "model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json)")
+	fs.IntVar(&m.threads, "threads", runtime.NumCPU(), "CPU threads")
+}
+
+func (m *modelFlags) check() error {
+	if m.dir == "" {
+		return usagef("--model is required")
+	}
+	if m.threads < 1 {
+		return usagef("--threads %d, want >= 1", m.threads)
+	}
+	return nil
+}
+
+// text joins the positional arguments into one prompt; "-" alone reads standard input.
+func text(args []string, what string) (string, error) {
+	if len(args) == 0 {
+		return "", usagef("no %s given", what)
+	}
+	if len(args) == 1 && args[0] == "-" {
+		b, err := io.ReadAll(os.Stdin)
+		return string(b), err
+	}
+	return strings.Join(args, " "), nil
+}
+
+// count prints a parameter count the way model cards do: 8.03 B, 1.24 M, 950.
+func count(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f B", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.2f M", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f K", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}

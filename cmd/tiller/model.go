@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/llama/tokenizer"
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// loaded is a model with its tokenizer and a runner on the CPU backend.
+type loaded struct {
+	model   *llama.Model
+	tok     *tokenizer.Tokenizer
+	backend *tensor.CPU
+	runner  *llama.Runner
+}
+
+func (l *loaded) Close() {
+	l.backend.Close()
+	l.tok.Close()
+	l.model.Close()
+}
+
+// prefetchAbove is the checkpoint size past which loading reads the weights in with progress,
+// rather than leaving the first forward pass to stall on disk.
+const prefetchAbove = 1 << 30
+
+// open loads the model folder and its tokenizer, checking that they agree.
+func open(mf modelFlags, stderr io.Writer) (*loaded, error) {
+	cfg, err := llama.ReadConfig(mf.dir)
+	if err != nil {
+		return nil, err
+	}
+	bytes := cfg.Params() * 2
+	m, err := llama.Load(mf.dir, llama.LoadOptions{Log: stderr, Prefetch: bytes > prefetchAbove})
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.Load(mf.dir)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	if tok.VocabSize() > m.Config.Vocab {
+		tok.Close()
+		m.Close()
+		return nil, fmt.Errorf("%s has ids up to %d but the model's vocab_size is %d: tokenizer and model do not belong together",
+			tok.Path(), tok.VocabSize()-1, m.Config.Vocab)
+	}
+	b := tensor.NewCPU(mf.threads)
+	return &loaded{model: m, tok: tok, backend: b, runner: llama.NewRunner(m, b)}, nil
+}
+
+// encode turns the prompt into ids: as one user turn of the chat template (after an optional
+// system turn) with the assistant's turn opened, or as plain text with the tokenizer's BOS.
+func (l *loaded) encode(prompt string, chat bool, system string, generationPrompt bool) ([]int32, error) {
+	if !chat {
+		if system != "" {
+			return nil, usagef("--system needs --chat")
+		}
+		return l.tok.Encode(prompt, true)
+	}
+	var msgs []tokenizer.Message
+	if system != "" {
+		msgs = append(msgs, tokenizer.Message{Role: "system", Content: system})
+	}
+	msgs = append(msgs, tokenizer.Message{Role: "user", Content: prompt})
+	return l.tok.EncodeChat(msgs, generationPrompt)
+}
