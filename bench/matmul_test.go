@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"testing"
+
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// MatMul on the linear layers of Llama 3.1 8B, BF16 weights, 2 threads.
+//
+// Decode (n = 1) is a GEMV that reads every weight once: it reports GB/s of weights, the read
+// bandwidth measured just before (read-GB/s, see memory_test.go) and the fraction of it reached
+// (x-read). Prefill (n = 64, 256) is a GEMM of 2·n·out·in FLOPs: it reports GFLOP/s, the FMA
+// throughput of the same cores measured just before (peak-GFLOP/s) and the fraction (x-peak).
+// A small batch (n = 4, 16: several sequences decoding together) takes the GEMV path with its
+// four-token kernel and reports GFLOP/s too. The weights are random BF16 of realistic
+// magnitude (never zeros, no subnormals), with enough copies that one pass over all of them reads
+// at least 1 GiB, far past the caches, and each call uses the next copy.
+
+const matmulThreads = 2
+
+// weightBytes is the least memory the copies of one layer's weights span.
+const weightBytes = 1 << 30
+
+// matmulWeights holds the copies of the current shape; one shape at a time bounds the memory.
+var matmulWeights struct {
+	out, in int
+	copies  []*tensor.Tensor
+}
+
+func weightsFor(out, in int) []*tensor.Tensor {
+	m := &matmulWeights
+	if m.out == out && m.in == in {
+		return m.copies
+	}
+	m.copies = nil // let the previous shape go before allocating the next
+	size := out * in * 2
+	n := max(1, (weightBytes+size-1)/size)
+	state := uint64(out)<<32 | uint64(in)
+	for range n {
+		w := tensor.New(tensor.BF16, out, in)
+		u := w.U16()
+		for i := 0; i < len(u); i += 4 {
+			// xorshift64*: four weights per step, each ±m·2^e with e in [-9, -2].
+			state ^= state >> 12
+			state ^= state << 25
+			state ^= state >> 27
+			r := state * 0x2545f4914f6cdd1d
+			for k := 0; k < 4 && i+k < len(u); k++ {
+				h := uint16(r >> (16 * k))
+				u[i+k] = h&0x807f | (0x76+h>>8&7)<<7
+			}
+		}
+		m.copies = append(m.copies, w)
+	}
+	m.out, m.in = out, in
+	return m.copies
+}
+
+func benchMatMul(b *testing.B, out, in, n int) {
+	ws := weightsFor(out, in)
+	x := tensor.New(tensor.F32, n, in)
+	xs := x.F32()
+	for i := range xs {
+		xs[i] = float32(i%97)/97 - 0.5
+	}
+	dst := tensor.New(tensor.F32, n, out)
+	cpu := tensor.NewCPU(matmulThreads)
+	defer cpu.Close()
+	// The ceiling, measured right before: read bandwidth for the GEMV, FMA throughput for the GEMM.
+	var ceiling float64
+	if n == 1 {
+		ceiling = readBandwidth()
+	} else {
+		ceiling = fmaPeak()
+	}
+	cpu.MatMul(dst, x, ws[0], nil) // warm up: scratch buffers, page faults of dst
+	b.ResetTimer()
+	for i := range b.N {
+		cpu.MatMul(dst, x, ws[i%len(ws)], nil)
+	}
+	sec := b.Elapsed().Seconds()
+	if n == 1 {
+		gbs := float64(b.N) * float64(out*in*2) / sec / 1e9
+		b.ReportMetric(gbs, "GB/s")
+		b.ReportMetric(ceiling, "read-GB/s")
+		b.ReportMetric(gbs/ceiling, "x-read")
+	} else {
+		gflops := float64(b.N) * 2 * float64(n) * float64(out) * float64(in) / sec / 1e9
+		b.ReportMetric(gflops, "GFLOP/s")
+		if ceiling > 0 {
+			b.ReportMetric(ceiling, "peak-GFLOP/s")
+			b.ReportMetric(gflops/ceiling, "x-peak")
+		}
+	}
+}
+
+// Llama 3.1 8B: d_model 4096, 32 heads and 8 kv heads of 128, d_mlp 14336, vocabulary 128256.
+const (
+	dModel = 4096
+	dKV    = 1024
+	dMLP   = 14336
+	vocab  = 128256
+)
+
+func BenchmarkMatMulQProj1(b *testing.B)   { benchMatMul(b, dModel, dModel, 1) }
+func BenchmarkMatMulQProj4(b *testing.B)   { benchMatMul(b, dModel, dModel, 4) }
+func BenchmarkMatMulQProj16(b *testing.B)  { benchMatMul(b, dModel, dModel, 16) }
+func BenchmarkMatMulQProj64(b *testing.B)  { benchMatMul(b, dModel, dModel, 64) }
+func BenchmarkMatMulQProj256(b *testing.B) { benchMatMul(b, dModel, dModel, 256) }
+
+func BenchmarkMatMulKVProj1(b *testing.B)   { benchMatMul(b, dKV, dModel, 1) }
+func BenchmarkMatMulKVProj64(b *testing.B)  { benchMatMul(b, dKV, dModel, 64) }
+func BenchmarkMatMulKVProj256(b *testing.B) { benchMatMul(b, dKV, dModel, 256) }
+
+func BenchmarkMatMulOProj1(b *testing.B)   { benchMatMul(b, dModel, dModel, 1) }
+func BenchmarkMatMulOProj64(b *testing.B)  { benchMatMul(b, dModel, dModel, 64) }
+func BenchmarkMatMulOProj256(b *testing.B) { benchMatMul(b, dModel, dModel, 256) }
+
+func BenchmarkMatMulGateUp1(b *testing.B)   { benchMatMul(b, dMLP, dModel, 1) }
+func BenchmarkMatMulGateUp64(b *testing.B)  { benchMatMul(b, dMLP, dModel, 64) }
+func BenchmarkMatMulGateUp256(b *testing.B) { benchMatMul(b, dMLP, dModel, 256) }
+
+func BenchmarkMatMulDown1(b *testing.B)   { benchMatMul(b, dModel, dMLP, 1) }
+func BenchmarkMatMulDown64(b *testing.B)  { benchMatMul(b, dModel, dMLP, 64) }
+func BenchmarkMatMulDown256(b *testing.B) { benchMatMul(b, dModel, dMLP, 256) }
+
+func BenchmarkMatMulLMHead1(b *testing.B)   { benchMatMul(b, vocab, dModel, 1) }
+func BenchmarkMatMulLMHead64(b *testing.B)  { benchMatMul(b, vocab, dModel, 64) }
+func BenchmarkMatMulLMHead256(b *testing.B) { benchMatMul(b, vocab, dModel, 256) }
