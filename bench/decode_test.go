@@ -79,7 +79,7 @@ func benchDecode(b *testing.B, name string, threads int) {
 	m := r.Model
 	prompt := []int32{128000, 9906, 11, 1268, 527, 499, 3432, 30, 358, 1097, 7060, 11, 9523, 369, 10371, 13}
 	steps := b.N + 1
-	kv := m.NewKVCache(len(prompt)+steps, 16)
+	kv := r.NewKVCache(len(prompt)+steps, 16)
 	logits, err := r.Forward(llama.Prompt(0, prompt, 0, false), kv)
 	if err != nil {
 		b.Fatal(err)
@@ -108,7 +108,7 @@ func benchPrefill(b *testing.B, name string, threads, n int) {
 	for i := range prompt {
 		prompt[i] = int32((i*7919 + 13) % m.Config.Vocab)
 	}
-	kv := m.NewKVCache(n, 16)
+	kv := r.NewKVCache(n, 16)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		kv.Release(0)

@@ -26,15 +26,14 @@ func Prompt(seq int32, tokens []int32, start int, all bool) Batch {
 	return b
 }
 
-// Runner runs a model's forward pass on a backend. It owns the activations (the run state), sized
-// for the largest batch seen so far, so repeated steps of one shape allocate nothing. Not safe for
-// concurrent use.
+// Runner runs a model's forward pass on a backend. It owns the activations (the run state), in
+// the backend's memory and sized for the largest batch seen so far, so repeated steps of one shape
+// allocate nothing. Not safe for concurrent use.
 type Runner struct {
-	Model   *Model
+	Model   *Model // weights in the backend's memory
 	Backend tensor.Backend
 
-	n, m      int // tokens and logit rows the views below are shaped for
-	cap, mcap int // tokens and logit rows the storage below can hold
+	n, m int // tokens and logit rows the views below are shaped for
 
 	x     *tensor.Tensor // (n, dim) residual stream
 	xn    *tensor.Tensor // (n, dim) normalised residual
@@ -49,28 +48,50 @@ type Runner struct {
 	up    *tensor.Tensor // (n, ffn)
 	rows  []int32        // (m) tokens that produce logits
 	last  *tensor.Tensor // (m, dim) their final hidden states
-	logit *tensor.Tensor // (m, vocab)
+	logit *tensor.Tensor // (m, vocab) in the backend's memory
+	host  *tensor.Tensor // (m, vocab) the logits on the host, when the backend's memory is not
 
-	store struct { // backing storage the views above are cut from
-		x, xn, q, k, v, att, proj, gate, up, last, logit []float32
+	store struct { // backing tensors the views above are cut from, in the backend's memory
+		x, xn, q, k, v, att, proj, gate, up, last, logit, host *tensor.Tensor
 	}
 }
 
-// NewRunner prepares a runner; storage is allocated on the first Forward.
+// NewRunner prepares a runner, moving the weights into the backend's memory if they are not there
+// (on the CPU they stay where they are). Activations are allocated on the first Forward.
 func NewRunner(m *Model, b tensor.Backend) *Runner {
-	return &Runner{Model: m, Backend: b}
+	return &Runner{Model: m.To(b), Backend: b}
 }
 
-// view cuts a tensor of shape from the front of *buf, growing the buffer to hold capRows rows when needed.
-func view(buf *[]float32, capRows int, shape ...int) *tensor.Tensor {
+// To returns the model with every weight uploaded to b; on the CPU, m itself.
+func (m *Model) To(b tensor.Backend) *Model {
+	if up := b.Upload(m.Embed); up == m.Embed {
+		return m
+	}
+	c := *m
+	c.Layers = append([]Layer(nil), m.Layers...)
+	for _, w := range c.Weights() {
+		if *w.Dst != nil {
+			*w.Dst = b.Upload(*w.Dst)
+		}
+	}
+	if c.Config.TieEmbeddings {
+		c.LMHead = c.Embed
+	}
+	c.files = nil // the original keeps the mapping
+	return &c
+}
+
+// view cuts a (rows, …) tensor from the front of *buf, reallocating it in the backend's memory
+// with room for capRows rows when it is too small.
+func (r *Runner) view(buf **tensor.Tensor, capRows int, dtype tensor.DType, shape ...int) *tensor.Tensor {
 	per := 1
 	for _, d := range shape[1:] {
 		per *= d
 	}
-	if len(*buf) < capRows*per {
-		*buf = make([]float32, capRows*per)
+	if *buf == nil || (*buf).Shape[0] < shape[0] {
+		*buf = r.Backend.Alloc(dtype, capRows, per)
 	}
-	return tensor.FromF32((*buf)[:shape[0]*per], shape...)
+	return (*buf).Slice(0, shape[0]).Reshape(shape...)
 }
 
 func (r *Runner) shape(n, m int) {
@@ -78,39 +99,47 @@ func (r *Runner) shape(n, m int) {
 		return
 	}
 	c := r.Model.Config
-	if n > r.cap {
-		r.cap = max(n, 2*r.cap)
-	}
-	if m > r.mcap {
-		r.mcap = max(m, 2*r.mcap)
-	}
+	// Grow by doubling, so a sequence of growing batches reallocates a logarithmic number of times.
+	capN, capM := max(n, 2*r.n), max(m, 2*r.m)
 	s := &r.store
-	r.x = view(&s.x, r.cap, n, c.Dim)
-	r.xn = view(&s.xn, r.cap, n, c.Dim)
-	r.q = view(&s.q, r.cap, n, c.Heads, c.HeadDim)
-	r.k = view(&s.k, r.cap, n, c.KVHeads, c.HeadDim)
-	r.v = view(&s.v, r.cap, n, c.KVHeads, c.HeadDim)
+	r.x = r.view(&s.x, capN, tensor.F32, n, c.Dim)
+	r.xn = r.view(&s.xn, capN, tensor.F32, n, c.Dim)
+	r.q = r.view(&s.q, capN, tensor.F32, n, c.Heads, c.HeadDim)
+	r.k = r.view(&s.k, capN, tensor.F32, n, c.KVHeads, c.HeadDim)
+	r.v = r.view(&s.v, capN, tensor.F32, n, c.KVHeads, c.HeadDim)
 	r.q2 = r.q.Reshape(n, c.Heads*c.HeadDim)
 	r.k2 = r.k.Reshape(n, c.KVHeads*c.HeadDim)
 	r.v2 = r.v.Reshape(n, c.KVHeads*c.HeadDim)
-	r.att = view(&s.att, r.cap, n, c.Heads*c.HeadDim)
-	r.proj = view(&s.proj, r.cap, n, c.Dim)
-	r.gate = view(&s.gate, r.cap, n, c.FFNDim)
-	r.up = view(&s.up, r.cap, n, c.FFNDim)
-	r.last = view(&s.last, r.mcap, m, c.Dim)
-	r.logit = view(&s.logit, r.mcap, m, c.Vocab)
-	if cap(r.rows) < r.mcap {
-		r.rows = make([]int32, 0, r.mcap)
+	r.att = r.view(&s.att, capN, tensor.F32, n, c.Heads*c.HeadDim)
+	r.proj = r.view(&s.proj, capN, tensor.F32, n, c.Dim)
+	r.gate = r.view(&s.gate, capN, tensor.F32, n, c.FFNDim)
+	r.up = r.view(&s.up, capN, tensor.F32, n, c.FFNDim)
+	r.last = r.view(&s.last, capM, tensor.F32, m, c.Dim)
+	r.logit = r.view(&s.logit, capM, tensor.F32, m, c.Vocab)
+	r.host = r.logit
+	if !r.logit.OnHost() {
+		if s.host == nil || s.host.Shape[0] < m {
+			s.host = tensor.New(tensor.F32, capM, c.Vocab)
+		}
+		r.host = s.host.Slice(0, m)
+	}
+	if cap(r.rows) < m {
+		r.rows = make([]int32, 0, capM)
 	}
 	r.n, r.m = n, m
 }
 
-// NewKVCache makes a cache for the model: enough blocks of blockSize positions for the given total
-// number of positions across all sequences.
-func (m *Model) NewKVCache(positions, blockSize int) *tensor.KVCache {
+// NewKVCache makes a cache for the model in b's memory: enough blocks of blockSize positions for
+// the given total number of positions across all sequences.
+func (m *Model) NewKVCache(b tensor.Backend, positions, blockSize int) *tensor.KVCache {
 	c := m.Config
 	blocks := (positions + blockSize - 1) / blockSize
-	return tensor.NewKVCache(c.Layers, c.KVHeads, c.HeadDim, blockSize, max(blocks, 1))
+	return tensor.NewKVCache(b, c.Layers, c.KVHeads, c.HeadDim, blockSize, max(blocks, 1))
+}
+
+// NewKVCache makes a cache for the runner's model in its backend's memory.
+func (r *Runner) NewKVCache(positions, blockSize int) *tensor.KVCache {
+	return r.Model.NewKVCache(r.Backend, positions, blockSize)
 }
 
 // Check validates a batch against the model and cache: token ids in the vocabulary, positions
@@ -140,8 +169,8 @@ func (m *Model) Check(b Batch) error {
 }
 
 // Forward runs the batch through the model, writing each token's keys and values into kv, and
-// returns the logits of the tokens the batch asks for: (rows, vocab) F32, in token order. The
-// returned tensor is the runner's and holds until the next call.
+// returns the logits of the tokens the batch asks for: (rows, vocab) F32 on the host, in token
+// order. The returned tensor is the runner's and holds until the next call.
 func (r *Runner) Forward(b Batch, kv *tensor.KVCache) (*tensor.Tensor, error) {
 	m := r.Model
 	if err := m.Check(b); err != nil {
@@ -174,12 +203,15 @@ func (r *Runner) Forward(b Batch, kv *tensor.KVCache) (*tensor.Tensor, error) {
 		r.layer(l, b, kv)
 	}
 	if rows == 0 {
-		return r.logit, nil
+		return r.host, nil
 	}
 	be.Embedding(r.last, r.x, r.rows) // gather the rows that produce logits
 	be.RMSNorm(r.last, r.last, m.Norm, m.Config.NormEps)
 	be.MatMul(r.logit, r.last, m.LMHead, nil)
-	return r.logit, nil
+	if r.host != r.logit {
+		be.Download(r.host, r.logit)
+	}
+	return r.host, nil
 }
 
 // layer runs decoder block l on the residual stream r.x in place:

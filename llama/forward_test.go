@@ -20,7 +20,7 @@ func TestPrefillMatchesDecode(t *testing.T) {
 			m, _ := tinyModel(t, dt, nil)
 			r := newRunner(t, m, 2)
 			vocab := m.Config.Vocab
-			full, err := r.Forward(Prompt(0, prompt, 0, true), m.NewKVCache(len(prompt), 4))
+			full, err := r.Forward(Prompt(0, prompt, 0, true), r.NewKVCache(len(prompt), 4))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -28,7 +28,7 @@ func TestPrefillMatchesDecode(t *testing.T) {
 			if maxAbs(want) < 1 {
 				t.Fatalf("logits within ±%g: the random model is too weak for this test", maxAbs(want))
 			}
-			kv := m.NewKVCache(len(prompt), 4)
+			kv := r.NewKVCache(len(prompt), 4)
 			got, err := r.Forward(Prompt(0, prompt[:3], 0, true), kv)
 			if err != nil {
 				t.Fatal(err)
@@ -57,7 +57,7 @@ func TestBatchMatchesAlone(t *testing.T) {
 	seqs := [][]int32{prompt, {1, 9, 9, 9}, {1, 50, 60, 70, 80, 90, 14}}
 	alone := make([][]float32, len(seqs))
 	for s, toks := range seqs {
-		out, err := r.Forward(Prompt(0, toks, 0, true), m.NewKVCache(len(toks), 4))
+		out, err := r.Forward(Prompt(0, toks, 0, true), r.NewKVCache(len(toks), 4))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func TestBatchMatchesAlone(t *testing.T) {
 	// Step 1: first 2 tokens of sequence 0 and 1 and 5 of sequence 2, interleaved. Sequence ids
 	// 3, 5 and 4 in the cache: ids need not be dense or ordered.
 	ids := []int32{3, 5, 4}
-	kv := m.NewKVCache(64, 4)
+	kv := r.NewKVCache(64, 4)
 	got := make([][]float32, len(seqs))
 	step := func(upto []int) {
 		var b Batch
@@ -109,7 +109,7 @@ func TestBatchMatchesAlone(t *testing.T) {
 func TestDecodeAllocatesNothing(t *testing.T) {
 	m, _ := tinyModel(t, tensor.BF16, nil)
 	r := newRunner(t, m, 2)
-	kv := m.NewKVCache(64, 16)
+	kv := r.NewKVCache(64, 16)
 	if _, err := r.Forward(Prompt(0, prompt, 0, false), kv); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 func TestForwardRejectsBadBatches(t *testing.T) {
 	m, _ := tinyModel(t, tensor.F32, nil)
 	r := newRunner(t, m, 1)
-	kv := m.NewKVCache(64, 16)
+	kv := r.NewKVCache(64, 16)
 	cases := []struct {
 		b    Batch
 		want string
@@ -153,7 +153,7 @@ func TestForwardRejectsBadBatches(t *testing.T) {
 			t.Errorf("batch %+v: error %v, want %q", c.b, err, c.want)
 		}
 	}
-	small := m.NewKVCache(8, 4)
+	small := r.NewKVCache(8, 4)
 	if _, err := r.Forward(Prompt(0, prompt, 0, false), small); err == nil || !strings.Contains(err.Error(), "KV cache full") {
 		t.Errorf("prompt past the cache: %v", err)
 	}

@@ -76,7 +76,7 @@ func (r *Runner) Generate(prompt []int32, opts GenerateOptions, emit func(int32)
 	if stop == nil {
 		stop = m.StopIDs()
 	}
-	kv := m.NewKVCache(total, 16)
+	kv := r.NewKVCache(total, 16)
 	sampler := NewSampler(opts.Sampler, m.Config.Vocab)
 	context := make([]int32, 0, total)
 	context = append(context, prompt...)
@@ -117,7 +117,7 @@ func (r *Runner) Score(tokens []int32) (logprobs []float64, logits *tensor.Tenso
 	if len(tokens) < 2 {
 		return nil, nil, fmt.Errorf("scoring needs at least 2 tokens, got %d", len(tokens))
 	}
-	kv := r.Model.NewKVCache(len(tokens), 16)
+	kv := r.NewKVCache(len(tokens), 16)
 	out, err := r.Forward(Prompt(0, tokens, 0, true), kv)
 	if err != nil {
 		return nil, nil, err

@@ -63,13 +63,13 @@ func TestHFParity(t *testing.T) {
 			r := newRunner(t, m, 2)
 			vocab := m.Config.Vocab
 
-			out, err := r.Forward(Prompt(0, ref.prefillIDs, 0, true), m.NewKVCache(len(ref.prefillIDs), 16))
+			out, err := r.Forward(Prompt(0, ref.prefillIDs, 0, true), r.NewKVCache(len(ref.prefillIDs), 16))
 			if err != nil {
 				t.Fatal(err)
 			}
 			closeRows(t, "prefill", out.F32(), ref.prefillLogits, 1e-4)
 
-			kv := m.NewKVCache(len(ref.decodeIDs), 16)
+			kv := r.NewKVCache(len(ref.decodeIDs), 16)
 			out, err = r.Forward(Prompt(0, ref.decodeIDs[:ref.promptLen], 0, true), kv)
 			if err != nil {
 				t.Fatal(err)

@@ -10,6 +10,16 @@ package tensor
 //
 // A backend runs one op at a time; it is not safe for concurrent use.
 type Backend interface {
+	// Alloc returns a zeroed tensor in the backend's memory.
+	Alloc(dtype DType, shape ...int) *Tensor
+
+	// Upload returns a copy of the host tensor t in the backend's memory; on the CPU, t itself.
+	Upload(t *Tensor) *Tensor
+
+	// Download copies src, a tensor in the backend's memory, into the host tensor dst of the same
+	// dtype and size.
+	Download(dst, src *Tensor)
+
 	// Embedding gathers rows of a table: dst[i] = table[ids[i]].
 	// table: (vocab, d) F32/BF16/F16; dst: (n, d) F32; len(ids) = n.
 	Embedding(dst, table *Tensor, ids []int32)

@@ -40,6 +40,20 @@ func (c *CPU) Threads() int { return c.pool.threads }
 // Close stops the backend's goroutines.
 func (c *CPU) Close() { c.pool.close() }
 
+// Alloc makes a host tensor.
+func (c *CPU) Alloc(dtype DType, shape ...int) *Tensor { return New(dtype, shape...) }
+
+// Upload returns t: the CPU computes in host memory.
+func (c *CPU) Upload(t *Tensor) *Tensor { return t }
+
+// Download copies src into dst.
+func (c *CPU) Download(dst, src *Tensor) {
+	if dst.DType != src.DType || len(dst.Data) != len(src.Data) {
+		panic(fmt.Sprintf("tensor: download of %v into %v", src, dst))
+	}
+	copy(dst.Data, src.Data)
+}
+
 func sameShape(op string, a, b *Tensor) {
 	if a.Numel() != b.Numel() || a.Cols() != b.Cols() {
 		panic(fmt.Sprintf("tensor: %s of %v and %v", op, a.Shape, b.Shape))

@@ -108,7 +108,7 @@ func TestTensorViews(t *testing.T) {
 }
 
 func TestKVCacheBlocks(t *testing.T) {
-	c := NewKVCache(1, 1, 2, 4, 3)
+	c := NewKVCache(NewCPU(1), 1, 1, 2, 4, 3)
 	if err := c.Reserve(0, 5); err != nil { // 2 blocks
 		t.Fatal(err)
 	}
@@ -131,4 +131,22 @@ func TestKVCacheBlocks(t *testing.T) {
 	if err := c.Reserve(1, 12); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A device tensor carries an address instead of host bytes: views offset the address, and a host
+// view of it is a programmer error.
+func TestDeviceTensorViews(t *testing.T) {
+	d := &Tensor{Shape: []int{4, 3}, DType: BF16, Dev: 0x1000}
+	if s := d.Slice(1, 3); s.Dev != 0x1000+3*2 || s.Shape[0] != 2 || s.OnHost() {
+		t.Errorf("slice of a device tensor: %+v", s)
+	}
+	if r := d.Reshape(12); r.Dev != 0x1000 {
+		t.Errorf("reshape lost the address: %+v", r)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("host view of a device tensor did not panic")
+		}
+	}()
+	d.U16()
 }

@@ -16,15 +16,15 @@ type KVCache struct {
 	free   []int32   // blocks no sequence holds, used from the end
 }
 
-// NewKVCache allocates blocks×blockSize positions for each of layers layers.
-func NewKVCache(layers, kvHeads, headDim, blockSize, blocks int) *KVCache {
+// NewKVCache allocates blocks×blockSize positions for each of layers layers in b's memory.
+func NewKVCache(b Backend, layers, kvHeads, headDim, blockSize, blocks int) *KVCache {
 	if blockSize < 1 || blocks < 1 {
 		panic(fmt.Sprintf("tensor: KV cache of %d blocks of %d positions", blocks, blockSize))
 	}
 	c := &KVCache{Layers: layers, KVHeads: kvHeads, HeadDim: headDim, BlockSize: blockSize}
 	for l := 0; l < layers; l++ {
-		c.K = append(c.K, New(F32, blocks, blockSize, kvHeads, headDim))
-		c.V = append(c.V, New(F32, blocks, blockSize, kvHeads, headDim))
+		c.K = append(c.K, b.Alloc(F32, blocks, blockSize, kvHeads, headDim))
+		c.V = append(c.V, b.Alloc(F32, blocks, blockSize, kvHeads, headDim))
 	}
 	c.free = make([]int32, blocks)
 	for i := range c.free {

@@ -5,14 +5,20 @@ import (
 	"unsafe"
 )
 
-// Tensor is a dense, row-major array of one dtype. Data holds the elements little-endian; for a
-// tensor made by New it is aligned to its element size, and the typed views (F32, U16, I32) share
-// it without copying. A tensor does not own a backend: ops take destinations the caller owns.
+// Tensor is a dense, row-major array of one dtype, in host memory or in a backend's device memory.
+// On the host, Data holds the elements little-endian; for a tensor made by New it is aligned to its
+// element size, and the typed views (F32, U16, I32) share it without copying. In device memory,
+// Data is nil and Dev is the address of the first element; the backend that allocated it owns the
+// memory. Ops take destinations the caller owns.
 type Tensor struct {
 	Shape []int
 	DType DType
-	Data  []byte
+	Data  []byte // host storage; nil for a device tensor
+	Dev   uint64 // device address (a CUDA CUdeviceptr) of a device tensor; 0 on the host
 }
+
+// OnHost reports whether the elements are in host memory, where the typed views work.
+func (t *Tensor) OnHost() bool { return t.Dev == 0 }
 
 // New allocates a zeroed tensor. Storage is allocated as 8-byte words so that every typed view is
 // aligned.
@@ -96,6 +102,7 @@ func (t *Tensor) F32() []float32 {
 
 // U16 views the raw 16-bit elements of a BF16 or F16 tensor.
 func (t *Tensor) U16() []uint16 {
+	t.mustHost()
 	if t.DType != BF16 && t.DType != F16 {
 		panic(fmt.Sprintf("tensor: U16 view of a %s tensor", t.DType))
 	}
@@ -115,8 +122,15 @@ func (t *Tensor) I32() []int32 {
 }
 
 func (t *Tensor) must(d DType) {
+	t.mustHost()
 	if t.DType != d {
 		panic(fmt.Sprintf("tensor: %s view of a %s tensor", d, t.DType))
+	}
+}
+
+func (t *Tensor) mustHost() {
+	if t.Dev != 0 {
+		panic(fmt.Sprintf("tensor: host view of a %v tensor in device memory", t))
 	}
 }
 
@@ -125,7 +139,7 @@ func (t *Tensor) Reshape(shape ...int) *Tensor {
 	if numel(shape) != t.Numel() {
 		panic(fmt.Sprintf("tensor: reshape %v to %v", t.Shape, shape))
 	}
-	return &Tensor{Shape: append([]int(nil), shape...), DType: t.DType, Data: t.Data}
+	return &Tensor{Shape: append([]int(nil), shape...), DType: t.DType, Data: t.Data, Dev: t.Dev}
 }
 
 // Slice returns a view of rows [lo, hi) along the first dimension.
@@ -135,11 +149,15 @@ func (t *Tensor) Slice(lo, hi int) *Tensor {
 	}
 	row := numel(t.Shape[1:]) * t.DType.Size()
 	shape := append([]int{hi - lo}, t.Shape[1:]...)
+	if t.Dev != 0 {
+		return &Tensor{Shape: shape, DType: t.DType, Dev: t.Dev + uint64(lo*row)}
+	}
 	return &Tensor{Shape: shape, DType: t.DType, Data: t.Data[lo*row : hi*row]}
 }
 
-// ToF32 returns the elements widened to float32 in a new slice.
+// ToF32 returns the elements of a host tensor widened to float32 in a new slice.
 func (t *Tensor) ToF32() []float32 {
+	t.mustHost()
 	out := make([]float32, t.Numel())
 	switch t.DType {
 	case F32:

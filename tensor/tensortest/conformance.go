@@ -51,6 +51,18 @@ func poisoned(shape ...int) *tensor.Tensor {
 	return t
 }
 
+// on uploads host tensors to the backend under test; back downloads a result into a fresh host
+// tensor. On the CPU both are free; on a device they make the suite test the kernels themselves.
+type on struct{ b tensor.Backend }
+
+func (o on) up(t *tensor.Tensor) *tensor.Tensor { return o.b.Upload(t) }
+
+func (o on) back(t *tensor.Tensor) []float32 {
+	h := tensor.New(t.DType, t.Shape...)
+	o.b.Download(h, t)
+	return h.F32()
+}
+
 func numel(shape []int) int {
 	n := 1
 	for _, d := range shape {
@@ -104,14 +116,15 @@ func testEmbedding(t *testing.T, b tensor.Backend, tol Tolerance) {
 	for _, dt := range dtypes {
 		table := random(rng, dt, 1, 37, 45)
 		ids := []int32{3, 0, 36, 3, 17}
-		dst := poisoned(len(ids), 45)
-		b.Embedding(dst, table, ids)
+		o := on{b}
+		dst := o.up(poisoned(len(ids), 45))
+		b.Embedding(dst, o.up(table), ids)
 		ref := f64(table)
 		want := make([]float64, 0, len(ids)*45)
 		for _, id := range ids {
 			want = append(want, ref[int(id)*45:(int(id)+1)*45]...)
 		}
-		Compare(t, fmt.Sprintf("embedding %s", dt), dst.F32(), want, Tolerance{})
+		Compare(t, fmt.Sprintf("embedding %s", dt), o.back(dst), want, Tolerance{})
 	}
 }
 
@@ -123,8 +136,9 @@ func testRMSNorm(t *testing.T, b tensor.Backend, tol Tolerance) {
 			x := random(rng, tensor.F32, 3, n, d)
 			w := random(rng, dt, 1, d)
 			const eps = 1e-5
-			dst := poisoned(n, d)
-			b.RMSNorm(dst, x, w, eps)
+			o := on{b}
+			dst, xd, wd := o.up(poisoned(n, d)), o.up(x), o.up(w)
+			b.RMSNorm(dst, xd, wd, eps)
 			xs, ws := f64(x), f64(w)
 			want := make([]float64, n*d)
 			for i := 0; i < n; i++ {
@@ -137,10 +151,10 @@ func testRMSNorm(t *testing.T, b tensor.Backend, tol Tolerance) {
 					want[i*d+k] = xs[i*d+k] * s * ws[k]
 				}
 			}
-			Compare(t, fmt.Sprintf("rmsnorm %s %v", dt, shape), dst.F32(), want, tol)
+			Compare(t, fmt.Sprintf("rmsnorm %s %v", dt, shape), o.back(dst), want, tol)
 			// In place, as the model uses it for the final norm.
-			b.RMSNorm(x, x, w, eps)
-			Compare(t, fmt.Sprintf("rmsnorm in place %s %v", dt, shape), x.F32(), want, tol)
+			b.RMSNorm(xd, xd, wd, eps)
+			Compare(t, fmt.Sprintf("rmsnorm in place %s %v", dt, shape), o.back(xd), want, tol)
 		}
 	}
 }
@@ -153,12 +167,14 @@ func testMatMul(t *testing.T, b tensor.Backend, tol Tolerance) {
 			for _, withBias := range []bool{false, true} {
 				x := random(rng, tensor.F32, 1, n, in)
 				w := random(rng, dt, 1/math.Sqrt(float64(in)), out, in)
-				var bias *tensor.Tensor
+				var bias, biasd *tensor.Tensor
+				o := on{b}
 				if withBias {
 					bias = random(rng, dt, 1, out)
+					biasd = o.up(bias)
 				}
-				dst := poisoned(n, out)
-				b.MatMul(dst, x, w, bias)
+				dst := o.up(poisoned(n, out))
+				b.MatMul(dst, o.up(x), o.up(w), biasd)
 				xs, ws := f64(x), f64(w)
 				want := make([]float64, n*out)
 				for i := 0; i < n; i++ {
@@ -173,7 +189,7 @@ func testMatMul(t *testing.T, b tensor.Backend, tol Tolerance) {
 						want[i*out+r] = sum
 					}
 				}
-				Compare(t, fmt.Sprintf("matmul %s n=%d in=%d out=%d bias=%v", dt, n, in, out, withBias), dst.F32(), want, tol)
+				Compare(t, fmt.Sprintf("matmul %s n=%d in=%d out=%d bias=%v", dt, n, in, out, withBias), o.back(dst), want, tol)
 			}
 		}
 	}
@@ -189,7 +205,9 @@ func testRoPE(t *testing.T, b tensor.Backend, tol Tolerance) {
 		invFreq[i] = float32(math.Pow(500000, -float64(2*i)/d))
 	}
 	xs := f64(x)
-	b.RoPE(x, pos, invFreq)
+	o := on{b}
+	xd := o.up(x)
+	b.RoPE(xd, pos, invFreq)
 	want := make([]float64, len(xs))
 	for i := 0; i < n; i++ {
 		for h := 0; h < heads; h++ {
@@ -203,7 +221,7 @@ func testRoPE(t *testing.T, b tensor.Backend, tol Tolerance) {
 			}
 		}
 	}
-	Compare(t, "rope", x.F32(), want, tol)
+	Compare(t, "rope", o.back(xd), want, tol)
 }
 
 // testAttention stores keys and values for three sequences of different lengths in a paged cache
@@ -212,7 +230,8 @@ func testRoPE(t *testing.T, b tensor.Backend, tol Tolerance) {
 func testAttention(t *testing.T, b tensor.Backend, tol Tolerance) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	const heads, kvHeads, d, layers = 6, 2, 12, 2
-	kv := tensor.NewKVCache(layers, kvHeads, d, 3, 40)
+	o := on{b}
+	kv := tensor.NewKVCache(b, layers, kvHeads, d, 3, 40)
 	lens := []int{5, 11, 1} // positions per sequence after this batch
 	var seq, pos []int32
 	// Sequences 1 and 2 are decode steps after earlier tokens; sequence 0 is a whole prompt.
@@ -236,11 +255,11 @@ func testAttention(t *testing.T, b tensor.Backend, tol Tolerance) {
 		for p := 0; p < n; p++ {
 			ps, ss = append(ps, int32(p)), append(ss, int32(s))
 		}
-		b.StoreKV(kv, layer, k, v, ss, ps)
+		b.StoreKV(kv, layer, o.up(k), o.up(v), ss, ps)
 	}
 	q := random(rng, tensor.F32, 1, len(seq), heads, d)
-	dst := poisoned(len(seq), heads*d)
-	b.Attention(dst, q, kv, layer, seq, pos)
+	dst := o.up(poisoned(len(seq), heads*d))
+	b.Attention(dst, o.up(q), kv, layer, seq, pos)
 	qs := f64(q)
 	want := make([]float64, len(seq)*heads*d)
 	for i := range seq {
@@ -272,7 +291,7 @@ func testAttention(t *testing.T, b tensor.Backend, tol Tolerance) {
 			}
 		}
 	}
-	Compare(t, "attention", dst.F32(), want, tol)
+	Compare(t, "attention", o.back(dst), want, tol)
 }
 
 func testSiLUMul(t *testing.T, b tensor.Backend, tol Tolerance) {
@@ -280,30 +299,32 @@ func testSiLUMul(t *testing.T, b tensor.Backend, tol Tolerance) {
 	gate := random(rng, tensor.F32, 4, 3, 67)
 	up := random(rng, tensor.F32, 1, 3, 67)
 	gate.F32()[0], gate.F32()[1] = 80, -80 // saturated tails: silu(80) = 80, silu(−80) ≈ 0
-	dst := poisoned(3, 67)
-	b.SiLUMul(dst, gate, up)
+	o := on{b}
+	dst := o.up(poisoned(3, 67))
+	b.SiLUMul(dst, o.up(gate), o.up(up))
 	gs, us := f64(gate), f64(up)
 	want := make([]float64, len(gs))
 	for i := range gs {
 		want[i] = gs[i] / (1 + math.Exp(-gs[i])) * us[i]
 	}
-	Compare(t, "silu·mul", dst.F32(), want, tol)
+	Compare(t, "silu·mul", o.back(dst), want, tol)
 }
 
 func testAdd(t *testing.T, b tensor.Backend, tol Tolerance) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	a := random(rng, tensor.F32, 1, 5, 45)
 	c := random(rng, tensor.F32, 1, 5, 45)
-	dst := poisoned(5, 45)
-	b.Add(dst, a, c)
+	o := on{b}
+	dst, ad, cd := o.up(poisoned(5, 45)), o.up(a), o.up(c)
+	b.Add(dst, ad, cd)
 	as, cs := f64(a), f64(c)
 	want := make([]float64, len(as))
 	for i := range as {
 		want[i] = as[i] + cs[i]
 	}
-	Compare(t, "add", dst.F32(), want, tol)
-	b.Add(a, a, c) // in place, as the residual stream is updated
-	Compare(t, "add in place", a.F32(), want, tol)
+	Compare(t, "add", o.back(dst), want, tol)
+	b.Add(ad, ad, cd) // in place, as the residual stream is updated
+	Compare(t, "add in place", o.back(ad), want, tol)
 }
 
 func testSoftmax(t *testing.T, b tensor.Backend, tol Tolerance) {
@@ -311,7 +332,9 @@ func testSoftmax(t *testing.T, b tensor.Backend, tol Tolerance) {
 	x := random(rng, tensor.F32, 5, 4, 67)
 	x.F32()[0] = 1000 // would overflow exp without subtracting the maximum
 	xs := f64(x)
-	b.Softmax(x)
+	o := on{b}
+	xd := o.up(x)
+	b.Softmax(xd)
 	want := make([]float64, len(xs))
 	for i := 0; i < 4; i++ {
 		row := xs[i*67 : (i+1)*67]
@@ -327,5 +350,5 @@ func testSoftmax(t *testing.T, b tensor.Backend, tol Tolerance) {
 			want[i*67+k] = math.Exp(v-m) / sum
 		}
 	}
-	Compare(t, "softmax", x.F32(), want, tol)
+	Compare(t, "softmax", o.back(xd), want, tol)
 }
