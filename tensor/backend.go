@@ -7,6 +7,8 @@ package tensor
 // Activations are F32 and row-major: a batch of n tokens is a (n, …) tensor whose row i belongs to
 // token i. Weights are (out, in) as Hugging Face stores them, in F32, BF16 or F16, widened to F32
 // as they are read; accumulation is F32. Shapes that disagree are programmer errors and panic.
+// The CPU backend also takes F64 activations (every activation of a call F64, the KV cache made
+// by NewKVCacheOf with F64), computing in F64; the op comments below say F32 for either.
 //
 // A backend runs one op at a time; it is not safe for concurrent use.
 type Backend interface {
@@ -33,7 +35,8 @@ type Backend interface {
 	MatMul(dst, x, w, bias *Tensor)
 
 	// RoPE rotates every head of x in place by its token's position, in Hugging Face's
-	// half-rotation layout: with D = head_dim and f_i = pos·invFreq[i],
+	// half-rotation layout: with D = head_dim and f_i = pos·invFreq[i] (rounded to F32 as Hugging
+	// Face rounds it; exact with F64 activations),
 	// x'[i] = x[i]·cos f_i − x[i+D/2]·sin f_i and x'[i+D/2] = x[i+D/2]·cos f_i + x[i]·sin f_i.
 	// x: (n, heads, D) F32; len(pos) = n; len(invFreq) = D/2.
 	RoPE(x *Tensor, pos []int32, invFreq []float32)
@@ -58,4 +61,20 @@ type Backend interface {
 
 	// Softmax normalises each row of x in place: x[i] = exp(x[i] − max) / Σ exp(x[i] − max).
 	Softmax(x *Tensor)
+}
+
+// Pattern is the explicit path of attention, for when a hook reads or replaces the attention
+// pattern (blocks.L.attn.hook_pattern): AttentionPattern followed by AttentionApply computes
+// Attention, with the probabilities materialised in between. Without such a hook the model calls
+// Attention, which never materialises them.
+type Pattern interface {
+	// AttentionPattern writes p[i, h, t] = softmax_t(q[i,h]·k_t / √D) over the cached positions
+	// t <= pos[i] of token i's sequence, and zeros past them.
+	// q: (n, heads, D); p: (n, heads, ctx) with ctx >= the largest pos + 1.
+	AttentionPattern(p, q *Tensor, kv *KVCache, layer int, seq, pos []int32)
+
+	// AttentionApply writes dst[i, h] = Σ_{t<=pos[i]} p[i, h, t]·v_t over the cached values;
+	// entries of p past a token's own position are not read.
+	// p: (n, heads, ctx); dst: (n, heads·D).
+	AttentionApply(dst, p *Tensor, kv *KVCache, layer int, seq, pos []int32)
 }

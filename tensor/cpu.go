@@ -6,17 +6,53 @@ import (
 	"runtime"
 )
 
-// CPU is the pure-Go backend: F32 compute, weights widened on the fly, work split over a fixed set
-// of goroutines. It is the reference every other backend is tested against.
+// CPU is the pure-Go backend: F32 compute (F64 when the activations are F64), weights widened on
+// the fly, work split over a fixed set of goroutines. It is the reference every other backend is
+// tested against.
+//
+// Every op takes F32 or F64 activations: all the activation tensors of one call (dst, x, q, gate,
+// the gradients of a backward op, …) share one of the two dtypes, and the op computes in it.
+// Weights stay F32, BF16 or F16 and are widened exactly, so an F64 run of a model is an exact
+// evaluation of the same function the F32 run rounds, which is what finite differences need.
 type CPU struct {
 	pool *pool
 
 	// Each op keeps its job here and passes a pointer to the pool, so dispatch allocates nothing.
-	matmul    matmulJob
-	attention attentionJob
-	rope      ropeJob
-	rows      rowJob
-	widened   []float32 // a norm weight widened to F32
+	matmul  matmulJob    // MatMul's F32 fast path
+	widened []float32    // MatMul's bias widened to F32
+	grad32  matmulGrad32 // MatMulBackward's F32 path, on MatMul's GEMM micro-kernel
+	f32     cpuJobs[float32]
+	f64     cpuJobs[float64]
+}
+
+// cpuJobs holds the jobs and scratch of every op written once over the scalar type T, one set per
+// activation dtype.
+type cpuJobs[T float] struct {
+	pool *pool
+	dot  func(x, y []T) T                  // F32: the kernels of dot.go; F64: dotGo
+	load func(dst []T, t *Tensor, off int) // widen elements of a weight (or any F32/BF16/F16/F64 tensor)
+
+	rows      rowJob[T]
+	cols      colJob[T]
+	rope      ropeJob[T]
+	attention attentionJob[T]
+	attnGrad  attentionGradJob[T]
+	matmul    matmulPlainJob[T]
+	mmGrad    matmulGradJob[T]
+	index     batchIndex
+	widened   []T // a weight vector widened to T
+	rms       []T // RMSNormBackward: each row's 1/rms
+}
+
+func (j *cpuJobs[T]) init(p *pool, dot func(x, y []T) T, load func(dst []T, t *Tensor, off int)) {
+	j.pool, j.dot, j.load = p, dot, load
+	j.attention.scores = make([][]T, p.threads)
+	j.attnGrad.scores = make([][]T, p.threads)
+	j.attnGrad.dprobs = make([][]T, p.threads)
+	j.rope.cos = make([][]T, p.threads)
+	j.rope.sin = make([][]T, p.threads)
+	j.matmul.rows = make([][]T, p.threads)
+	j.mmGrad.rows = make([][]T, p.threads)
 }
 
 // NewCPU starts a CPU backend with the given number of threads; threads <= 0 means one per
@@ -28,9 +64,10 @@ func NewCPU(threads int) *CPU {
 	c := &CPU{pool: newPool(threads)}
 	c.matmul.scratch = make([][]float32, threads)
 	c.matmul.sums = make([]gemvSums, threads)
-	c.attention.scores = make([][]float32, threads)
-	c.rope.cos = make([][]float32, threads)
-	c.rope.sin = make([][]float32, threads)
+	c.f32.init(c.pool, dotF32, loadF32)
+	c.f64.init(c.pool, dotGo[float64], loadF64)
+	c.grad32.product.packed = make([][]float32, threads)
+	c.grad32.product.tile = make([][]float32, threads)
 	return c
 }
 
@@ -65,75 +102,143 @@ func vector(t *Tensor, buf *[]float32) []float32 {
 	if t.DType == F32 {
 		return t.F32()
 	}
-	n := t.Numel()
-	if cap(*buf) < n {
-		*buf = make([]float32, n)
-	}
-	v := (*buf)[:n]
-	widenRow(v, t, 0)
+	v := grow(buf, t.Numel())
+	loadF32(v, t, 0)
 	return v
 }
 
-// widenRow writes row r of the 2-D (or 1-D, r = 0) tensor t into dst as F32.
-func widenRow(dst []float32, t *Tensor, r int) {
-	n := len(dst)
-	switch t.DType {
-	case F32:
-		copy(dst, t.F32()[r*n:(r+1)*n])
-	case BF16:
-		widenBF16(dst, t.U16()[r*n:(r+1)*n])
-	case F16:
-		widenF16(dst, t.U16()[r*n:(r+1)*n])
-	default:
-		panic(fmt.Sprintf("tensor: %s weights", t.DType))
+// vector returns t's elements as T: t's own storage when its dtype is T's, else widened into the
+// jobs' buffer (one op uses it at a time).
+func (j *cpuJobs[T]) vector(t *Tensor) []T {
+	if t.DType == dtypeOf[T]() {
+		return elems[T](t)
 	}
+	v := grow(&j.widened, t.Numel())
+	j.load(v, t, 0)
+	return v
 }
 
+// Embedding gathers rows. The table may be F32, BF16, F16 or F64 whatever dst is (the model also
+// gathers rows of its own activations with it); an F64 table into an F32 dst is rounded.
 func (c *CPU) Embedding(dst, table *Tensor, ids []int32) {
 	d := table.Cols()
 	if dst.Rows() != len(ids) || dst.Cols() != d {
 		panic(fmt.Sprintf("tensor: embedding of %d ids from %v into %v", len(ids), table.Shape, dst.Shape))
 	}
-	out := dst.F32()
-	vocab := table.Rows()
+	switch activations("embedding", dst) {
+	case F32:
+		embedding(&c.f32, dst, table, ids)
+	case F64:
+		embedding(&c.f64, dst, table, ids)
+	}
+}
+
+func embedding[T float](j *cpuJobs[T], dst, table *Tensor, ids []int32) {
+	out := elems[T](dst)
+	d, vocab := table.Cols(), table.Rows()
 	for i, id := range ids {
 		if id < 0 || int(id) >= vocab {
 			panic(fmt.Sprintf("tensor: token id %d outside the embedding table of %d rows", id, vocab))
 		}
-		widenRow(out[i*d:(i+1)*d], table, int(id))
+		j.load(out[i*d:(i+1)*d], table, int(id)*d)
 	}
 }
 
-// rowJob runs one row-wise op over rows [lo, hi).
-type rowJob struct {
-	op     func(j *rowJob, i int)
-	dst, x []float32
-	y, w   []float32
+// rowOp names the op a rowJob runs. (An enum rather than a function value: a generic function
+// value made inside generic code is a closure allocated on every call.)
+type rowOp uint8
+
+const (
+	rowRMSNorm rowOp = iota
+	rowSiLUMul
+	rowAdd
+	rowSoftmax
+	rowRMSNormGrad
+	rowSiLUMulGrad
+)
+
+// rowJob runs one row-wise op over rows [lo, hi): each row i of d elements is independent. The
+// backward ops use the same job with their own operands.
+type rowJob[T float] struct {
+	op     rowOp
+	dst, x []T
+	y, w   []T
 	d      int
-	eps    float32
+	eps    T
+
+	dx, dy, dw []T // backward: gradient operands
+	rms        []T // RMSNormBackward: each row's 1/rms, written by the row pass
 }
 
-func (j *rowJob) run(_, lo, hi int) {
+func (j *rowJob[T]) run(_, lo, hi int) {
 	for i := lo; i < hi; i++ {
-		j.op(j, i)
+		switch j.op {
+		case rowRMSNorm:
+			rmsnormRow(j, i)
+		case rowSiLUMul:
+			siluMulRow(j, i)
+		case rowAdd:
+			addRow(j, i)
+		case rowSoftmax:
+			softmax(j.dst[i*j.d : (i+1)*j.d])
+		case rowRMSNormGrad:
+			rmsnormBackwardRow(j, i)
+		case rowSiLUMulGrad:
+			siluMulBackwardRow(j, i)
+		}
+	}
+}
+
+// colOp names the op a colJob runs.
+type colOp uint8
+
+const (
+	colRMSNormWeight colOp = iota // rmsnormWeightGrad
+	colScatterAdd                 // scatterAdd
+	colSumRows                    // sumRowsCols
+)
+
+// colJob runs one op over columns [lo, hi) of a (n, d) operand: a sum over the rows (a weight or
+// bias gradient), where a split by rows would have workers add into the same elements.
+type colJob[T float] struct {
+	op    colOp
+	dst   []T // the gradient summed into: (d), or (vocab, d) for a scatter
+	x, dy []T // (n, d)
+	rms   []T // (n)
+	ids   []int32
+	n, d  int
+}
+
+func (j *colJob[T]) run(_, lo, hi int) {
+	switch j.op {
+	case colRMSNormWeight:
+		rmsnormWeightGrad(j, lo, hi)
+	case colScatterAdd:
+		scatterAdd(j, lo, hi)
+	case colSumRows:
+		sumRowsCols(j, lo, hi)
 	}
 }
 
 // rowGrain is the smallest number of elements worth handing to another goroutine.
 const rowGrain = 1 << 14
 
-func (c *CPU) rowsParallel(n, d int) {
-	c.pool.parallel(n, (rowGrain+d-1)/d, &c.rows)
+func (j *cpuJobs[T]) rowsParallel(n, d int) {
+	j.pool.parallel(n, (rowGrain+d-1)/max(d, 1), &j.rows)
 }
 
-func rmsnormRow(j *rowJob, i int) {
+func (j *cpuJobs[T]) colsParallel(n, d int) {
+	j.pool.parallel(d, (rowGrain+n-1)/max(n, 1), &j.cols)
+}
+
+func rmsnormRow[T float](j *rowJob[T], i int) {
 	x := j.x[i*j.d : (i+1)*j.d]
 	out := j.dst[i*j.d : (i+1)*j.d]
-	var ss float32
+	var ss T
 	for _, v := range x {
 		ss += v * v
 	}
-	scale := float32(1 / math.Sqrt(float64(ss/float32(j.d)+j.eps)))
+	scale := T(1 / math.Sqrt(float64(ss/T(j.d)+j.eps)))
 	for k, v := range x {
 		out[k] = v * scale * j.w[k]
 	}
@@ -141,32 +246,57 @@ func rmsnormRow(j *rowJob, i int) {
 
 func (c *CPU) RMSNorm(dst, x, w *Tensor, eps float32) {
 	sameShape("rmsnorm", dst, x)
-	d := x.Cols()
-	if w.Numel() != d {
+	if w.Numel() != x.Cols() {
 		panic(fmt.Sprintf("tensor: rmsnorm of %v with weight %v", x.Shape, w.Shape))
 	}
-	c.rows = rowJob{op: rmsnormRow, dst: dst.F32(), x: x.F32(), w: vector(w, &c.widened), d: d, eps: eps}
-	c.rowsParallel(x.Rows(), d)
+	switch activations("rmsnorm", dst, x) {
+	case F32:
+		rmsnorm(&c.f32, dst, x, w, eps)
+	case F64:
+		rmsnorm(&c.f64, dst, x, w, eps)
+	}
 }
 
-func siluMulRow(j *rowJob, i int) {
+func rmsnorm[T float](j *cpuJobs[T], dst, x, w *Tensor, eps float32) {
+	d := x.Cols()
+	j.rows = rowJob[T]{op: rowRMSNorm, dst: elems[T](dst), x: elems[T](x), w: j.vector(w), d: d, eps: T(eps)}
+	j.rowsParallel(x.Rows(), d)
+}
+
+// silu is x·σ(x) with σ(x) = 1 / (1 + e⁻ˣ); it also returns σ(x), which its derivative needs.
+func silu[T float](x T) (y, sigmoid T) {
+	s := 1 / (1 + T(math.Exp(float64(-x))))
+	return x * s, s
+}
+
+func siluMulRow[T float](j *rowJob[T], i int) {
 	g := j.x[i*j.d : (i+1)*j.d]
 	u := j.y[i*j.d : (i+1)*j.d]
 	out := j.dst[i*j.d : (i+1)*j.d]
 	for k, v := range g {
-		out[k] = v / (1 + float32(math.Exp(float64(-v)))) * u[k]
+		out[k] = v / (1 + T(math.Exp(float64(-v)))) * u[k]
 	}
 }
 
 func (c *CPU) SiLUMul(dst, gate, up *Tensor) {
 	sameShape("silu·mul", dst, gate)
 	sameShape("silu·mul", gate, up)
-	d := gate.Cols()
-	c.rows = rowJob{op: siluMulRow, dst: dst.F32(), x: gate.F32(), y: up.F32(), d: d}
-	c.rowsParallel(gate.Rows(), d)
+	switch activations("silu·mul", dst, gate, up) {
+	case F32:
+		elementwise(&c.f32, rowSiLUMul, dst, gate, up)
+	case F64:
+		elementwise(&c.f64, rowSiLUMul, dst, gate, up)
+	}
 }
 
-func addRow(j *rowJob, i int) {
+// elementwise runs a row op dst = f(x, y) over the rows of its operands.
+func elementwise[T float](j *cpuJobs[T], op rowOp, dst, x, y *Tensor) {
+	d := x.Cols()
+	j.rows = rowJob[T]{op: op, dst: elems[T](dst), x: elems[T](x), y: optElems[T](y), d: d}
+	j.rowsParallel(x.Rows(), d)
+}
+
+func addRow[T float](j *rowJob[T], i int) {
 	a := j.x[i*j.d : (i+1)*j.d]
 	b := j.y[i*j.d : (i+1)*j.d]
 	out := j.dst[i*j.d : (i+1)*j.d]
@@ -178,67 +308,83 @@ func addRow(j *rowJob, i int) {
 func (c *CPU) Add(dst, a, b *Tensor) {
 	sameShape("add", dst, a)
 	sameShape("add", a, b)
-	d := a.Cols()
-	c.rows = rowJob{op: addRow, dst: dst.F32(), x: a.F32(), y: b.F32(), d: d}
-	c.rowsParallel(a.Rows(), d)
-}
-
-func softmaxRow(j *rowJob, i int) {
-	softmax(j.dst[i*j.d : (i+1)*j.d])
+	switch activations("add", dst, a, b) {
+	case F32:
+		elementwise(&c.f32, rowAdd, dst, a, b)
+	case F64:
+		elementwise(&c.f64, rowAdd, dst, a, b)
+	}
 }
 
 // softmax normalises x in place; exp is taken of x − max so that no term overflows.
-func softmax(x []float32) {
+func softmax[T float](x []T) {
+	softmaxStats(x)
+}
+
+// softmaxStats is softmax, returning the maximum m and the reciprocal inv of the sum it used, so
+// that a backward pass can recompute any element from its score s as exp(s − m)·inv, bit for bit.
+func softmaxStats[T float](x []T) (m, inv T) {
 	if len(x) == 0 {
-		return
+		return 0, 0
 	}
-	m := x[0]
+	m = x[0]
 	for _, v := range x[1:] {
 		if v > m {
 			m = v
 		}
 	}
-	var sum float32
+	var sum T
 	for k, v := range x {
-		e := float32(math.Exp(float64(v - m)))
+		e := T(math.Exp(float64(v - m)))
 		x[k] = e
 		sum += e
 	}
-	inv := 1 / sum
+	inv = 1 / sum
 	for k := range x {
 		x[k] *= inv
 	}
+	return m, inv
 }
 
 func (c *CPU) Softmax(x *Tensor) {
-	d := x.Cols()
-	c.rows = rowJob{op: softmaxRow, dst: x.F32(), d: d}
-	c.rowsParallel(x.Rows(), d)
+	switch activations("softmax", x) {
+	case F32:
+		elementwise(&c.f32, rowSoftmax, x, x, nil)
+	case F64:
+		elementwise(&c.f64, rowSoftmax, x, x, nil)
+	}
 }
 
-// ropeJob rotates the heads of rows [lo, hi); cos and sin are per-worker tables of one position.
-type ropeJob struct {
-	x        []float32
+// ropeJob rotates the heads of rows [lo, hi) by +θ (forward) or −θ (backward: the transpose of a
+// rotation is the rotation back); cos and sin are per-worker tables of one position.
+type ropeJob[T float] struct {
+	x        []T
 	pos      []int32
 	invFreq  []float32
 	heads, d int
-	cos, sin [][]float32
+	sign     T // +1: rotate by +θ; −1: by −θ
+	cos, sin [][]T
 }
 
-func (j *ropeJob) run(worker, lo, hi int) {
-	half := j.d / 2
-	if len(j.cos[worker]) < half {
-		j.cos[worker] = make([]float32, half)
-		j.sin[worker] = make([]float32, half)
+// ropeAngle is the angle pos·invFreq. In F32 it is rounded to F32 before cos and sin, as Hugging
+// Face computes it, so that the CPU matches its logits at long positions. In F64 it is the exact
+// product (a 24-bit significand times a position under 2^29 fits the 53 bits of a float64): the
+// F64 path is an exact evaluation, not a replica of F32 rounding.
+func ropeAngle[T float](invFreq float32, pos int32) float64 {
+	if dtypeOf[T]() == F64 {
+		return float64(invFreq) * float64(pos)
 	}
-	cos, sin := j.cos[worker][:half], j.sin[worker][:half]
+	return float64(invFreq * float32(pos))
+}
+
+func (j *ropeJob[T]) run(worker, lo, hi int) {
+	half := j.d / 2
+	cos, sin := perWorker(j.cos, worker, half), perWorker(j.sin, worker, half)
 	for i := lo; i < hi; i++ {
-		p := float32(j.pos[i])
 		for k, f := range j.invFreq {
-			// The angle is rounded to F32 before cos and sin, as Hugging Face computes it.
-			a := float64(f * p)
-			cos[k] = float32(math.Cos(a))
-			sin[k] = float32(math.Sin(a))
+			a := ropeAngle[T](f, j.pos[i])
+			cos[k] = T(math.Cos(a))
+			sin[k] = j.sign * T(math.Sin(a))
 		}
 		row := j.x[i*j.heads*j.d : (i+1)*j.heads*j.d]
 		for h := 0; h < j.heads; h++ {
@@ -253,10 +399,24 @@ func (j *ropeJob) run(worker, lo, hi int) {
 }
 
 func (c *CPU) RoPE(x *Tensor, pos []int32, invFreq []float32) {
+	c.rotate("rope", x, pos, invFreq, 1)
+}
+
+func (c *CPU) rotate(op string, x *Tensor, pos []int32, invFreq []float32, sign int) {
 	if len(x.Shape) != 3 || x.Shape[0] != len(pos) || 2*len(invFreq) != x.Shape[2] {
-		panic(fmt.Sprintf("tensor: rope of %v with %d positions and %d frequencies", x.Shape, len(pos), len(invFreq)))
+		panic(fmt.Sprintf("tensor: %s of %v with %d positions and %d frequencies", op, x.Shape, len(pos), len(invFreq)))
 	}
-	c.rope.x, c.rope.pos, c.rope.invFreq = x.F32(), pos, invFreq
-	c.rope.heads, c.rope.d = x.Shape[1], x.Shape[2]
-	c.pool.parallel(len(pos), 1, &c.rope)
+	switch activations(op, x) {
+	case F32:
+		rotate(&c.f32, x, pos, invFreq, float32(sign))
+	case F64:
+		rotate(&c.f64, x, pos, invFreq, float64(sign))
+	}
+}
+
+func rotate[T float](j *cpuJobs[T], x *Tensor, pos []int32, invFreq []float32, sign T) {
+	r := &j.rope
+	r.x, r.pos, r.invFreq, r.sign = elems[T](x), pos, invFreq, sign
+	r.heads, r.d = x.Shape[1], x.Shape[2]
+	j.pool.parallel(len(pos), 1, r)
 }

@@ -8,14 +8,15 @@ import (
 	"github.com/tillerlm/tiller/tensor/tensortest"
 )
 
-// The CPU backend passes the conformance suite with one thread (everything inline), two, and an
-// odd number that splits work unevenly.
+// The CPU backend passes the conformance suite with F32 and with F64 activations, with one thread
+// (everything inline), two, and an odd number that splits work unevenly.
 func TestCPUConformance(t *testing.T) {
 	for _, threads := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
 			b := tensor.NewCPU(threads)
 			defer b.Close()
-			tensortest.Run(t, b, tensortest.F32)
+			t.Run("F32", func(t *testing.T) { tensortest.Run(t, b, tensortest.F32) })
+			t.Run("F64", func(t *testing.T) { tensortest.RunDType(t, b, tensor.F64, tensortest.F64) })
 		})
 	}
 }

@@ -17,6 +17,7 @@ const (
 	BF16              // bfloat16: the top 16 bits of a binary32
 	F16               // IEEE-754 binary16
 	I32               // two's-complement 32-bit integer
+	F64               // IEEE-754 binary64: CPU activations and gradients where a test needs exactness
 )
 
 // Size is the number of bytes of one element.
@@ -26,6 +27,8 @@ func (d DType) Size() int {
 		return 4
 	case BF16, F16:
 		return 2
+	case F64:
+		return 8
 	}
 	panic(fmt.Sprintf("tensor: unknown dtype %d", d))
 }
@@ -41,12 +44,15 @@ func (d DType) String() string {
 		return "F16"
 	case I32:
 		return "I32"
+	case F64:
+		return "F64"
 	}
 	return fmt.Sprintf("DType(%d)", d)
 }
 
-// ParseDType reads a dtype name as safetensors spells it ("F32", "BF16", "F16", "I32"), or the
-// lower-case names used on the command line and in config.json ("float32", "bfloat16", "float16").
+// ParseDType reads a dtype name as safetensors spells it ("F32", "BF16", "F16", "I32", "F64"), or
+// the lower-case names used on the command line and in config.json ("float32", "bfloat16",
+// "float16", "float64").
 func ParseDType(s string) (DType, error) {
 	switch s {
 	case "F32", "f32", "float32":
@@ -57,8 +63,10 @@ func ParseDType(s string) (DType, error) {
 		return F16, nil
 	case "I32", "i32", "int32":
 		return I32, nil
+	case "F64", "f64", "float64":
+		return F64, nil
 	}
-	return 0, fmt.Errorf("unknown dtype %q (want F32, BF16, F16 or I32)", s)
+	return 0, fmt.Errorf("unknown dtype %q (want F32, BF16, F16, I32 or F64)", s)
 }
 
 // BF16FromF32 rounds f to the nearest bfloat16, ties to even. NaN stays NaN (quiet).

@@ -62,7 +62,8 @@ func TestF16RoundTrip(t *testing.T) {
 }
 
 func TestParseDType(t *testing.T) {
-	for s, want := range map[string]DType{"BF16": BF16, "bfloat16": BF16, "F32": F32, "float16": F16, "I32": I32} {
+	for s, want := range map[string]DType{"BF16": BF16, "bfloat16": BF16, "F32": F32, "float16": F16, "I32": I32,
+		"F64": F64, "f64": F64, "float64": F64} {
 		if got, err := ParseDType(s); err != nil || got != want {
 			t.Errorf("ParseDType(%q) = %v, %v", s, got, err)
 		}
@@ -105,6 +106,52 @@ func TestTensorViews(t *testing.T) {
 		}
 	}()
 	b.F32()
+}
+
+// F64 tensors: size and name, the view, FromF64 sharing, exact widening by ToF64 and Convert, and
+// rounding on the way down.
+func TestF64(t *testing.T) {
+	if F64.Size() != 8 || F64.String() != "F64" {
+		t.Fatalf("F64: size %d, name %q", F64.Size(), F64.String())
+	}
+	v := []float64{1 + 0x1p-40, -2.5, 3e-300, 7}
+	x := FromF64(v, 2, 2)
+	x.F64()[3] = 8
+	if v[3] != 8 || !x.Aligned() {
+		t.Error("FromF64 does not share its slice")
+	}
+	if got := x.ToF64(); got[0] != 1+0x1p-40 || got[2] != 3e-300 {
+		t.Errorf("ToF64: %v", got)
+	}
+	if got := x.ToF32(); got[0] != 1 || got[1] != -2.5 || got[2] != 0 {
+		t.Errorf("ToF32 of F64: %v", got)
+	}
+	if got := x.Convert(BF16).ToF64(); got[1] != -2.5 || got[3] != 8 {
+		t.Errorf("F64 to BF16: %v", got)
+	}
+	h := FromF32([]float32{0.1, -3}, 2).Convert(BF16)
+	if got := h.Convert(F64).F64(); got[0] != float64(F32FromBF16(h.U16()[0])) || got[1] != -3 {
+		t.Errorf("BF16 to F64 is not exact: %v", got)
+	}
+	if got := FromF64([]float64{-2.7, 1 << 40}, 2).Convert(I32).I32(); got[0] != -2 {
+		t.Errorf("F64 to I32: %v", got)
+	}
+	if got := FromF32([]float32{1, 2}, 2).ToF64(); got[1] != 2 {
+		t.Errorf("ToF64 of F32: %v", got)
+	}
+	c := NewKVCacheOf(NewCPU(1), F64, 2, 1, 3, 4, 2)
+	if c.DType() != F64 || c.K[1].DType != F64 || c.V[0].Shape[0] != 2 || c.Blocks() != 2 || c.FreeBlocks() != 2 {
+		t.Errorf("F64 KV cache: %s, %v", c.DType(), c.V[0])
+	}
+	if c := NewKVCacheOf(NewCPU(1), F32, 1, 1, 3, 4, 2); c.DType() != F32 {
+		t.Errorf("F32 KV cache of NewKVCacheOf: %s", c.DType())
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("F32 view of an F64 tensor did not panic")
+		}
+	}()
+	x.F32()
 }
 
 func TestKVCacheBlocks(t *testing.T) {

@@ -81,10 +81,48 @@ func (c *KVCache) Release(seq int) {
 	c.tables[seq] = c.tables[seq][:0]
 }
 
+// Table returns the blocks of sequence seq in position order: position p is row p%BlockSize of
+// block Table(seq)[p/BlockSize]. The slice is the cache's own, valid until the next Reserve or
+// Release; device backends copy it to build their kernels' block tables.
+func (c *KVCache) Table(seq int) []int32 {
+	if seq < 0 || seq >= len(c.tables) {
+		return nil
+	}
+	return c.tables[seq]
+}
+
+// Row is the cache row (of K[layer] and V[layer] seen as (rows, KVHeads·HeadDim)) that holds
+// position pos of sequence seq; the position must be reserved.
+func (c *KVCache) Row(seq, pos int32) int { return c.row(seq, pos) }
+
 // row is the cache row that holds position pos of sequence seq; the position must be reserved.
 func (c *KVCache) row(seq, pos int32) int {
 	if int(seq) >= len(c.tables) || int(pos)/c.BlockSize >= len(c.tables[seq]) {
 		panic(fmt.Sprintf("tensor: KV cache position %d of sequence %d is not reserved", pos, seq))
 	}
 	return int(c.tables[seq][int(pos)/c.BlockSize])*c.BlockSize + int(pos)%c.BlockSize
+}
+
+// NewKVCacheOf is NewKVCache for a cache of the given activation dtype: F32 as NewKVCache, or F64
+// for a model run in F64 on the CPU (finite-difference tests).
+func NewKVCacheOf(b Backend, dtype DType, layers, kvHeads, headDim, blockSize, blocks int) *KVCache {
+	if dtype == F32 {
+		return NewKVCache(b, layers, kvHeads, headDim, blockSize, blocks)
+	}
+	// A cache of no layers is the block pool alone; the layers are then allocated in dtype.
+	c := NewKVCache(b, 0, kvHeads, headDim, blockSize, blocks)
+	c.Layers = layers
+	for l := 0; l < layers; l++ {
+		c.K = append(c.K, b.Alloc(dtype, blocks, blockSize, kvHeads, headDim))
+		c.V = append(c.V, b.Alloc(dtype, blocks, blockSize, kvHeads, headDim))
+	}
+	return c
+}
+
+// DType is the dtype of the keys and values: the activations' dtype.
+func (c *KVCache) DType() DType {
+	if len(c.K) == 0 {
+		return F32
+	}
+	return c.K[0].DType
 }

@@ -75,6 +75,10 @@ func (c *CPU) MatMul(dst, x, w, bias *Tensor) {
 	if bias != nil && bias.Numel() != out {
 		panic(fmt.Sprintf("tensor: matmul bias %v for %d outputs", bias.Shape, out))
 	}
+	if x.DType == F64 || dst.DType == F64 {
+		matmulPlain(&c.f64, dst, x, w, bias) // F64 activations: matmul_plain.go
+		return
+	}
 	switch w.DType {
 	case F32, BF16, F16:
 	default:

@@ -7,7 +7,7 @@ import (
 
 // Tensor is a dense, row-major array of one dtype, in host memory or in a backend's device memory.
 // On the host, Data holds the elements little-endian; for a tensor made by New it is aligned to its
-// element size, and the typed views (F32, U16, I32) share it without copying. In device memory,
+// element size, and the typed views (F32, F64, U16, I32) share it without copying. In device memory,
 // Data is nil and Dev is the address of the first element; the backend that allocated it owns the
 // memory. Ops take destinations the caller owns.
 type Tensor struct {
@@ -42,6 +42,18 @@ func FromF32(v []float32, shape ...int) *Tensor {
 		data = unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
 	}
 	return &Tensor{Shape: append([]int(nil), shape...), DType: F32, Data: data}
+}
+
+// FromF64 makes an F64 tensor that shares v.
+func FromF64(v []float64, shape ...int) *Tensor {
+	if numel(shape) != len(v) {
+		panic(fmt.Sprintf("tensor: FromF64 with %d values for shape %v", len(v), shape))
+	}
+	var data []byte
+	if len(v) > 0 {
+		data = unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 8*len(v))
+	}
+	return &Tensor{Shape: append([]int(nil), shape...), DType: F64, Data: data}
 }
 
 // Wrap makes a tensor over existing bytes (a memory-mapped checkpoint, say). It returns an error
@@ -100,6 +112,15 @@ func (t *Tensor) F32() []float32 {
 	return unsafe.Slice((*float32)(unsafe.Pointer(&t.Data[0])), len(t.Data)/4)
 }
 
+// F64 views the elements of an F64 tensor.
+func (t *Tensor) F64() []float64 {
+	t.must(F64)
+	if len(t.Data) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float64)(unsafe.Pointer(&t.Data[0])), len(t.Data)/8)
+}
+
 // U16 views the raw 16-bit elements of a BF16 or F16 tensor.
 func (t *Tensor) U16() []uint16 {
 	t.mustHost()
@@ -155,7 +176,8 @@ func (t *Tensor) Slice(lo, hi int) *Tensor {
 	return &Tensor{Shape: shape, DType: t.DType, Data: t.Data[lo*row : hi*row]}
 }
 
-// ToF32 returns the elements of a host tensor widened to float32 in a new slice.
+// ToF32 returns the elements of a host tensor as float32 in a new slice: widened exactly, except
+// that F64 values are rounded to nearest.
 func (t *Tensor) ToF32() []float32 {
 	t.mustHost()
 	out := make([]float32, t.Numel())
@@ -174,14 +196,49 @@ func (t *Tensor) ToF32() []float32 {
 		for i, v := range t.I32() {
 			out[i] = float32(v)
 		}
+	case F64:
+		for i, v := range t.F64() {
+			out[i] = float32(v)
+		}
+	}
+	return out
+}
+
+// ToF64 returns the elements of a host tensor widened exactly to float64 in a new slice.
+func (t *Tensor) ToF64() []float64 {
+	t.mustHost()
+	out := make([]float64, t.Numel())
+	switch t.DType {
+	case F64:
+		copy(out, t.F64())
+	case I32:
+		for i, v := range t.I32() {
+			out[i] = float64(v)
+		}
+	default:
+		for i, v := range t.ToF32() {
+			out[i] = float64(v)
+		}
 	}
 	return out
 }
 
 // Convert returns a new tensor of dtype d holding t's values, rounded to nearest even where d is
-// narrower.
+// narrower. An F64 source goes to BF16 and F16 through F32, so in rare ties the result can differ
+// from a single rounding in its last bit; to I32 values are truncated toward zero.
 func (t *Tensor) Convert(d DType) *Tensor {
 	out := New(d, t.Shape...)
+	switch d {
+	case F64:
+		copy(out.F64(), t.ToF64())
+		return out
+	case I32:
+		n := out.I32()
+		for i, f := range t.ToF64() {
+			n[i] = int32(f)
+		}
+		return out
+	}
 	v := t.ToF32()
 	switch d {
 	case F32:
@@ -195,11 +252,6 @@ func (t *Tensor) Convert(d DType) *Tensor {
 		h := out.U16()
 		for i, f := range v {
 			h[i] = F16FromF32(f)
-		}
-	case I32:
-		n := out.I32()
-		for i, f := range v {
-			n[i] = int32(f)
 		}
 	}
 	return out

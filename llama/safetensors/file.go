@@ -98,7 +98,7 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 	}
 	dt, err := tensor.ParseDType(info.DType)
 	if err != nil {
-		return nil, fmt.Errorf("%s: tensor %q has dtype %s; tiller reads F32, BF16, F16 and I32", f.Path, name, info.DType)
+		return nil, fmt.Errorf("%s: tensor %q has dtype %s; tiller reads F64, F32, BF16, F16 and I32", f.Path, name, info.DType)
 	}
 	b, _ := f.Bytes(name)
 	t, err := tensor.Wrap(dt, b, info.Shape...)

@@ -19,48 +19,97 @@ type Tolerance struct{ Atol, Rtol float64 }
 // most a few thousand terms of unit size, far under 1e-4 relative.
 var F32 = Tolerance{Atol: 1e-5, Rtol: 1e-4}
 
-// Run runs every op of the suite against b.
-func Run(t *testing.T, b tensor.Backend, tol Tolerance) {
-	t.Run("Embedding", func(t *testing.T) { testEmbedding(t, b, tol) })
-	t.Run("RMSNorm", func(t *testing.T) { testRMSNorm(t, b, tol) })
-	t.Run("MatMul", func(t *testing.T) { testMatMul(t, b, tol) })
-	t.Run("RoPE", func(t *testing.T) { testRoPE(t, b, tol) })
-	t.Run("Attention", func(t *testing.T) { testAttention(t, b, tol) })
-	t.Run("SiLUMul", func(t *testing.T) { testSiLUMul(t, b, tol) })
-	t.Run("Add", func(t *testing.T) { testAdd(t, b, tol) })
-	t.Run("Softmax", func(t *testing.T) { testSoftmax(t, b, tol) })
+// F64 suits a backend that computes in float64 (the CPU with F64 activations) against the float64
+// reference here: the two differ only in summation order and in the rounding of exp, cos and sin,
+// so over at most a few thousand terms of unit size the error is a few hundred ulps of 2⁻⁵³
+// relative to the sum of |terms| — under 1e-12 for the sizes of this suite, where F32 would
+// already be off by 1e-7.
+var F64 = Tolerance{Atol: 1e-12, Rtol: 1e-12}
+
+// Run runs every op of the suite against b with F32 activations.
+func Run(t *testing.T, b tensor.Backend, tol Tolerance) { RunDType(t, b, tensor.F32, tol) }
+
+// BF16Inputs suits matrix products that round x to bfloat16 before multiplying, as tensor-core
+// GEMMs do (the weights are exact): each product then carries a relative error of up to 2⁻⁹, and
+// over `in` terms of random sign the sum's error grows like √in · 2⁻⁹ · rms(x·w) ≈ 2⁻⁹ ≈ 2e-3 of
+// the unit-variance outputs of this suite; 1e-2 leaves room for the tails.
+var BF16Inputs = Tolerance{Atol: 1e-2, Rtol: 1e-2}
+
+// RunMatMulTolerance is Run with its own bound for MatMul, for a backend whose matrix products
+// round x (a GPU's tensor cores) while every other op computes in F32.
+func RunMatMulTolerance(t *testing.T, b tensor.Backend, tol, matmul Tolerance) {
+	s := suite{b: b, act: tensor.F32, tol: tol, matmulTol: &matmul}
+	s.run(t)
 }
 
-var dtypes = []tensor.DType{tensor.F32, tensor.BF16, tensor.F16}
+// RunDType runs every op of the suite against b with activations (and the KV cache) of dtype act:
+// F32, or F64 for a backend that computes in F64 (tensor.CPU). Weights keep their own dtypes.
+// The references are float64 computations on the inputs exactly as the backend sees them; with F64
+// activations RoPE's angle is the exact product pos·invFreq rather than F32's rounded one.
+func RunDType(t *testing.T, b tensor.Backend, act tensor.DType, tol Tolerance) {
+	suite{b: b, act: act, tol: tol}.run(t)
+}
+
+func (s suite) run(t *testing.T) {
+	t.Run("Embedding", s.testEmbedding)
+	t.Run("RMSNorm", s.testRMSNorm)
+	t.Run("MatMul", s.testMatMul)
+	t.Run("RoPE", s.testRoPE)
+	t.Run("Attention", s.testAttention)
+	t.Run("SiLUMul", s.testSiLUMul)
+	t.Run("Add", s.testAdd)
+	t.Run("Softmax", s.testSoftmax)
+}
+
+// suite is one run of the suite: the backend under test, the activation dtype and the tolerance.
+type suite struct {
+	b   tensor.Backend
+	act tensor.DType
+	tol Tolerance
+
+	matmulTol *Tolerance // MatMul's bound when it differs from tol
+}
+
+// weightDTypes are the weight dtypes every op takes; with F64 activations F64 tables and weights
+// too (the model gathers rows of its own activations with Embedding).
+func (s suite) weightDTypes() []tensor.DType {
+	if s.act == tensor.F64 {
+		return []tensor.DType{tensor.F32, tensor.BF16, tensor.F16, tensor.F64}
+	}
+	return []tensor.DType{tensor.F32, tensor.BF16, tensor.F16}
+}
 
 // random fills a new tensor with N(0, scale²) values, rounded to dtype.
 func random(rng *rand.Rand, dt tensor.DType, scale float64, shape ...int) *tensor.Tensor {
-	v := make([]float32, numel(shape))
+	v := make([]float64, numel(shape))
 	for i := range v {
-		v[i] = float32(rng.NormFloat64() * scale)
+		v[i] = rng.NormFloat64() * scale
 	}
-	return tensor.FromF32(v, shape...).Convert(dt)
+	return tensor.FromF64(v, shape...).Convert(dt)
 }
 
-// poisoned makes an F32 tensor full of NaN.
-func poisoned(shape ...int) *tensor.Tensor {
-	t := tensor.New(tensor.F32, shape...)
-	for i := range t.F32() {
-		t.F32()[i] = float32(math.NaN())
-	}
-	return t
+// activation is random in the activation dtype.
+func (s suite) activation(rng *rand.Rand, scale float64, shape ...int) *tensor.Tensor {
+	return random(rng, s.act, scale, shape...)
 }
 
-// on uploads host tensors to the backend under test; back downloads a result into a fresh host
+// poisoned makes an activation tensor full of NaN.
+func (s suite) poisoned(shape ...int) *tensor.Tensor {
+	v := make([]float64, numel(shape))
+	for i := range v {
+		v[i] = math.NaN()
+	}
+	return tensor.FromF64(v, shape...).Convert(s.act)
+}
+
+// up uploads host tensors to the backend under test; back downloads a result into a fresh host
 // tensor. On the CPU both are free; on a device they make the suite test the kernels themselves.
-type on struct{ b tensor.Backend }
+func (s suite) up(t *tensor.Tensor) *tensor.Tensor { return s.b.Upload(t) }
 
-func (o on) up(t *tensor.Tensor) *tensor.Tensor { return o.b.Upload(t) }
-
-func (o on) back(t *tensor.Tensor) []float32 {
+func (s suite) back(t *tensor.Tensor) []float64 {
 	h := tensor.New(t.DType, t.Shape...)
-	o.b.Download(h, t)
-	return h.F32()
+	s.b.Download(h, t)
+	return h.ToF64()
 }
 
 func numel(shape []int) int {
@@ -71,18 +120,11 @@ func numel(shape []int) int {
 	return n
 }
 
-func f64(t *tensor.Tensor) []float64 {
-	v := t.ToF32()
-	out := make([]float64, len(v))
-	for i, x := range v {
-		out[i] = float64(x)
-	}
-	return out
-}
+func f64(t *tensor.Tensor) []float64 { return t.ToF64() }
 
 // Compare fails t when got and want differ beyond tol anywhere, printing the worst element and the
 // first few mismatches. NaN in got always fails.
-func Compare(t testing.TB, what string, got []float32, want []float64, tol Tolerance) {
+func Compare[F float32 | float64](t testing.TB, what string, got []F, want []float64, tol Tolerance) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
@@ -107,38 +149,36 @@ func Compare(t testing.TB, what string, got []float32, want []float64, tol Toler
 	}
 	if bad > 0 {
 		t.Errorf("%s: %d of %d values off (tolerance %g + %g·|want|); worst [%d] got %g want %g; first: %v",
-			what, bad, len(got), tol.Atol, tol.Rtol, worst, got[worst], want[worst], first)
+			what, bad, len(got), tol.Atol, tol.Rtol, worst, float64(got[worst]), want[worst], first)
 	}
 }
 
-func testEmbedding(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testEmbedding(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	for _, dt := range dtypes {
+	for _, dt := range s.weightDTypes() {
 		table := random(rng, dt, 1, 37, 45)
 		ids := []int32{3, 0, 36, 3, 17}
-		o := on{b}
-		dst := o.up(poisoned(len(ids), 45))
-		b.Embedding(dst, o.up(table), ids)
+		dst := s.up(s.poisoned(len(ids), 45))
+		s.b.Embedding(dst, s.up(table), ids)
 		ref := f64(table)
 		want := make([]float64, 0, len(ids)*45)
 		for _, id := range ids {
 			want = append(want, ref[int(id)*45:(int(id)+1)*45]...)
 		}
-		Compare(t, fmt.Sprintf("embedding %s", dt), o.back(dst), want, Tolerance{})
+		Compare(t, fmt.Sprintf("embedding %s", dt), s.back(dst), want, Tolerance{})
 	}
 }
 
-func testRMSNorm(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testRMSNorm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 2))
-	for _, dt := range dtypes {
+	for _, dt := range s.weightDTypes() {
 		for _, shape := range [][2]int{{1, 45}, {7, 67}, {3, 4096}} {
 			n, d := shape[0], shape[1]
-			x := random(rng, tensor.F32, 3, n, d)
+			x := s.activation(rng, 3, n, d)
 			w := random(rng, dt, 1, d)
 			const eps = 1e-5
-			o := on{b}
-			dst, xd, wd := o.up(poisoned(n, d)), o.up(x), o.up(w)
-			b.RMSNorm(dst, xd, wd, eps)
+			dst, xd, wd := s.up(s.poisoned(n, d)), s.up(x), s.up(w)
+			s.b.RMSNorm(dst, xd, wd, eps)
 			xs, ws := f64(x), f64(w)
 			want := make([]float64, n*d)
 			for i := 0; i < n; i++ {
@@ -146,35 +186,38 @@ func testRMSNorm(t *testing.T, b tensor.Backend, tol Tolerance) {
 				for k := 0; k < d; k++ {
 					ss += xs[i*d+k] * xs[i*d+k]
 				}
-				s := 1 / math.Sqrt(ss/float64(d)+eps)
+				r := 1 / math.Sqrt(ss/float64(d)+float64(float32(eps)))
 				for k := 0; k < d; k++ {
-					want[i*d+k] = xs[i*d+k] * s * ws[k]
+					want[i*d+k] = xs[i*d+k] * r * ws[k]
 				}
 			}
-			Compare(t, fmt.Sprintf("rmsnorm %s %v", dt, shape), o.back(dst), want, tol)
+			Compare(t, fmt.Sprintf("rmsnorm %s %v", dt, shape), s.back(dst), want, s.tol)
 			// In place, as the model uses it for the final norm.
-			b.RMSNorm(xd, xd, wd, eps)
-			Compare(t, fmt.Sprintf("rmsnorm in place %s %v", dt, shape), o.back(xd), want, tol)
+			s.b.RMSNorm(xd, xd, wd, eps)
+			Compare(t, fmt.Sprintf("rmsnorm in place %s %v", dt, shape), s.back(xd), want, s.tol)
 		}
 	}
 }
 
-func testMatMul(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testMatMul(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
-	for _, dt := range dtypes {
-		for _, s := range [][3]int{{1, 67, 45}, {5, 67, 45}, {1, 1, 1}, {33, 130, 70}, {2, 4096, 64}} {
-			n, in, out := s[0], s[1], s[2]
+	for _, dt := range s.weightDTypes() {
+		// Shapes that reach every path a device backend may take: one token and a few (GEMV, with
+		// and without 16-byte rows, x in one chunk of shared memory or several), and many tokens
+		// (GEMM: tensor-core tiles with ragged edges in every dimension, and the plain tiles).
+		for _, sh := range [][3]int{{1, 67, 45}, {5, 67, 45}, {1, 1, 1}, {33, 130, 70}, {2, 4096, 64},
+			{3, 264, 33}, {8, 264, 40}, {2, 4104, 24}, {3, 2051, 5}, {40, 264, 136}, {130, 136, 200}} {
+			n, in, out := sh[0], sh[1], sh[2]
 			for _, withBias := range []bool{false, true} {
-				x := random(rng, tensor.F32, 1, n, in)
+				x := s.activation(rng, 1, n, in)
 				w := random(rng, dt, 1/math.Sqrt(float64(in)), out, in)
 				var bias, biasd *tensor.Tensor
-				o := on{b}
 				if withBias {
 					bias = random(rng, dt, 1, out)
-					biasd = o.up(bias)
+					biasd = s.up(bias)
 				}
-				dst := o.up(poisoned(n, out))
-				b.MatMul(dst, o.up(x), o.up(w), biasd)
+				dst := s.up(s.poisoned(n, out))
+				s.b.MatMul(dst, s.up(x), s.up(w), biasd)
 				xs, ws := f64(x), f64(w)
 				want := make([]float64, n*out)
 				for i := 0; i < n; i++ {
@@ -189,49 +232,55 @@ func testMatMul(t *testing.T, b tensor.Backend, tol Tolerance) {
 						want[i*out+r] = sum
 					}
 				}
-				Compare(t, fmt.Sprintf("matmul %s n=%d in=%d out=%d bias=%v", dt, n, in, out, withBias), o.back(dst), want, tol)
+				tol := s.tol
+				if s.matmulTol != nil {
+					tol = *s.matmulTol
+				}
+				Compare(t, fmt.Sprintf("matmul %s n=%d in=%d out=%d bias=%v", dt, n, in, out, withBias), s.back(dst), want, tol)
 			}
 		}
 	}
 }
 
-func testRoPE(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testRoPE(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	const n, heads, d = 5, 3, 20
-	x := random(rng, tensor.F32, 1, n, heads, d)
+	x := s.activation(rng, 1, n, heads, d)
 	pos := []int32{0, 1, 7, 300, 131071}
 	invFreq := make([]float32, d/2)
 	for i := range invFreq {
 		invFreq[i] = float32(math.Pow(500000, -float64(2*i)/d))
 	}
 	xs := f64(x)
-	o := on{b}
-	xd := o.up(x)
-	b.RoPE(xd, pos, invFreq)
+	xd := s.up(x)
+	s.b.RoPE(xd, pos, invFreq)
 	want := make([]float64, len(xs))
 	for i := 0; i < n; i++ {
 		for h := 0; h < heads; h++ {
 			row := xs[(i*heads+h)*d : (i*heads+h+1)*d]
 			out := want[(i*heads+h)*d : (i*heads+h+1)*d]
 			for k := 0; k < d/2; k++ {
-				// The angle is an F32 product, as Hugging Face forms it; the rest is exact.
+				// In F32 the angle is an F32 product, as Hugging Face forms it; in F64 the exact
+				// product. The rest is exact.
 				a := float64(invFreq[k] * float32(pos[i]))
+				if s.act == tensor.F64 {
+					a = float64(invFreq[k]) * float64(pos[i])
+				}
 				out[k] = row[k]*math.Cos(a) - row[k+d/2]*math.Sin(a)
 				out[k+d/2] = row[k+d/2]*math.Cos(a) + row[k]*math.Sin(a)
 			}
 		}
 	}
-	Compare(t, "rope", o.back(xd), want, tol)
+	Compare(t, "rope", s.back(xd), want, s.tol)
 }
 
 // testAttention stores keys and values for three sequences of different lengths in a paged cache
 // with small blocks, then attends from a batch that mixes a prefill of one sequence with single
 // decode tokens of the others.
-func testAttention(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testAttention(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	const heads, kvHeads, d, layers = 6, 2, 12, 2
-	o := on{b}
-	kv := tensor.NewKVCache(b, layers, kvHeads, d, 3, 40)
+	kv := tensor.NewKVCacheOf(s.b, s.act, layers, kvHeads, d, 3, 40)
 	lens := []int{5, 11, 1} // positions per sequence after this batch
 	var seq, pos []int32
 	// Sequences 1 and 2 are decode steps after earlier tokens; sequence 0 is a whole prompt.
@@ -243,34 +292,34 @@ func testAttention(t *testing.T, b tensor.Backend, tol Tolerance) {
 	keys := make([][]float64, 3)
 	vals := make([][]float64, 3)
 	const layer = 1
-	for s, n := range lens {
-		if err := kv.Reserve(s, n); err != nil {
+	for sq, n := range lens {
+		if err := kv.Reserve(sq, n); err != nil {
 			t.Fatal(err)
 		}
-		k := random(rng, tensor.F32, 1, n, kvHeads, d)
-		v := random(rng, tensor.F32, 1, n, kvHeads, d)
-		keys[s], vals[s] = f64(k), f64(v)
+		k := s.activation(rng, 1, n, kvHeads, d)
+		v := s.activation(rng, 1, n, kvHeads, d)
+		keys[sq], vals[sq] = f64(k), f64(v)
 		// Earlier positions go in through an earlier StoreKV; the batch stores its own below.
 		var ps, ss []int32
 		for p := 0; p < n; p++ {
-			ps, ss = append(ps, int32(p)), append(ss, int32(s))
+			ps, ss = append(ps, int32(p)), append(ss, int32(sq))
 		}
-		b.StoreKV(kv, layer, o.up(k), o.up(v), ss, ps)
+		s.b.StoreKV(kv, layer, s.up(k), s.up(v), ss, ps)
 	}
-	q := random(rng, tensor.F32, 1, len(seq), heads, d)
-	dst := o.up(poisoned(len(seq), heads*d))
-	b.Attention(dst, o.up(q), kv, layer, seq, pos)
+	q := s.activation(rng, 1, len(seq), heads, d)
+	dst := s.up(s.poisoned(len(seq), heads*d))
+	s.b.Attention(dst, s.up(q), kv, layer, seq, pos)
 	qs := f64(q)
 	want := make([]float64, len(seq)*heads*d)
 	for i := range seq {
-		s, p := int(seq[i]), int(pos[i])
+		sq, p := int(seq[i]), int(pos[i])
 		for h := 0; h < heads; h++ {
 			g := h / (heads / kvHeads)
 			qh := qs[(i*heads+h)*d : (i*heads+h+1)*d]
 			scores := make([]float64, p+1)
 			m := math.Inf(-1)
 			for j := 0; j <= p; j++ {
-				kj := keys[s][(j*kvHeads+g)*d : (j*kvHeads+g+1)*d]
+				kj := keys[sq][(j*kvHeads+g)*d : (j*kvHeads+g+1)*d]
 				for e := range qh {
 					scores[j] += qh[e] * kj[e]
 				}
@@ -284,57 +333,56 @@ func testAttention(t *testing.T, b tensor.Backend, tol Tolerance) {
 			}
 			out := want[(i*heads+h)*d : (i*heads+h+1)*d]
 			for j := range scores {
-				vj := vals[s][(j*kvHeads+g)*d : (j*kvHeads+g+1)*d]
+				vj := vals[sq][(j*kvHeads+g)*d : (j*kvHeads+g+1)*d]
 				for e := range out {
 					out[e] += scores[j] / sum * vj[e]
 				}
 			}
 		}
 	}
-	Compare(t, "attention", o.back(dst), want, tol)
+	Compare(t, "attention", s.back(dst), want, s.tol)
 }
 
-func testSiLUMul(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testSiLUMul(t *testing.T) {
 	rng := rand.New(rand.NewPCG(6, 6))
-	gate := random(rng, tensor.F32, 4, 3, 67)
-	up := random(rng, tensor.F32, 1, 3, 67)
-	gate.F32()[0], gate.F32()[1] = 80, -80 // saturated tails: silu(80) = 80, silu(−80) ≈ 0
-	o := on{b}
-	dst := o.up(poisoned(3, 67))
-	b.SiLUMul(dst, o.up(gate), o.up(up))
+	gv := f64(random(rng, tensor.F32, 4, 3, 67))
+	gv[0], gv[1] = 80, -80 // saturated tails: silu(80) = 80, silu(−80) ≈ 0
+	gate := tensor.FromF64(gv, 3, 67).Convert(s.act)
+	up := s.activation(rng, 1, 3, 67)
+	dst := s.up(s.poisoned(3, 67))
+	s.b.SiLUMul(dst, s.up(gate), s.up(up))
 	gs, us := f64(gate), f64(up)
 	want := make([]float64, len(gs))
 	for i := range gs {
 		want[i] = gs[i] / (1 + math.Exp(-gs[i])) * us[i]
 	}
-	Compare(t, "silu·mul", o.back(dst), want, tol)
+	Compare(t, "silu·mul", s.back(dst), want, s.tol)
 }
 
-func testAdd(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testAdd(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	a := random(rng, tensor.F32, 1, 5, 45)
-	c := random(rng, tensor.F32, 1, 5, 45)
-	o := on{b}
-	dst, ad, cd := o.up(poisoned(5, 45)), o.up(a), o.up(c)
-	b.Add(dst, ad, cd)
+	a := s.activation(rng, 1, 5, 45)
+	c := s.activation(rng, 1, 5, 45)
+	dst, ad, cd := s.up(s.poisoned(5, 45)), s.up(a), s.up(c)
+	s.b.Add(dst, ad, cd)
 	as, cs := f64(a), f64(c)
 	want := make([]float64, len(as))
 	for i := range as {
 		want[i] = as[i] + cs[i]
 	}
-	Compare(t, "add", o.back(dst), want, tol)
-	b.Add(ad, ad, cd) // in place, as the residual stream is updated
-	Compare(t, "add in place", o.back(ad), want, tol)
+	Compare(t, "add", s.back(dst), want, s.tol)
+	s.b.Add(ad, ad, cd) // in place, as the residual stream is updated
+	Compare(t, "add in place", s.back(ad), want, s.tol)
 }
 
-func testSoftmax(t *testing.T, b tensor.Backend, tol Tolerance) {
+func (s suite) testSoftmax(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 8))
-	x := random(rng, tensor.F32, 5, 4, 67)
-	x.F32()[0] = 1000 // would overflow exp without subtracting the maximum
+	xv := f64(random(rng, tensor.F32, 5, 4, 67))
+	xv[0] = 1000 // would overflow exp without subtracting the maximum
+	x := tensor.FromF64(xv, 4, 67).Convert(s.act)
 	xs := f64(x)
-	o := on{b}
-	xd := o.up(x)
-	b.Softmax(xd)
+	xd := s.up(x)
+	s.b.Softmax(xd)
 	want := make([]float64, len(xs))
 	for i := 0; i < 4; i++ {
 		row := xs[i*67 : (i+1)*67]
@@ -350,5 +398,5 @@ func testSoftmax(t *testing.T, b tensor.Backend, tol Tolerance) {
 			want[i*67+k] = math.Exp(v-m) / sum
 		}
 	}
-	Compare(t, "softmax", o.back(xd), want, tol)
+	Compare(t, "softmax", s.back(xd), want, s.tol)
 }
