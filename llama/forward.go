@@ -3,6 +3,7 @@ package llama
 import (
 	"fmt"
 
+	"github.com/tillerlm/tiller/hooks"
 	"github.com/tillerlm/tiller/tensor"
 )
 
@@ -32,6 +33,7 @@ func Prompt(seq int32, tokens []int32, start int, all bool) Batch {
 type Runner struct {
 	Model   *Model // weights in the backend's memory
 	Backend tensor.Backend
+	act     tensor.DType // activations, gradients and the KV cache: F32, or F64 for exact analysis
 
 	n, m int // tokens and logit rows the views below are shaped for
 
@@ -43,6 +45,7 @@ type Runner struct {
 	k2    *tensor.Tensor // k as (n, kv_heads·head_dim)
 	v2    *tensor.Tensor // v as (n, kv_heads·head_dim)
 	att   *tensor.Tensor // (n, heads·head_dim) attention output before o_proj
+	z     *tensor.Tensor // att as (n, heads, head_dim), each head's output
 	proj  *tensor.Tensor // (n, dim) o_proj or down_proj output
 	gate  *tensor.Tensor // (n, ffn)
 	up    *tensor.Tensor // (n, ffn)
@@ -56,11 +59,20 @@ type Runner struct {
 	}
 }
 
-// NewRunner prepares a runner, moving the weights into the backend's memory if they are not there
-// (on the CPU they stay where they are). Activations are allocated on the first Forward.
+// NewRunner prepares a runner with F32 activations, moving the weights into the backend's memory
+// if they are not there (on the CPU they stay where they are). Activations are allocated on the
+// first Forward.
 func NewRunner(m *Model, b tensor.Backend) *Runner {
-	return &Runner{Model: m.To(b), Backend: b}
+	return NewRunnerOf(m, b, tensor.F32)
 }
+
+// NewRunnerOf prepares a runner whose activations, gradients and KV cache have dtype act: F32, or
+// F64 (on the CPU) for finite-difference checks and exact analysis. Logits come back in act.
+func NewRunnerOf(m *Model, b tensor.Backend, act tensor.DType) *Runner {
+	return &Runner{Model: m.To(b), Backend: b, act: act}
+}
+
+func (r *Runner) dtype() tensor.DType { return r.act }
 
 // To returns the model with every weight uploaded to b; on the CPU, m itself.
 func (m *Model) To(b tensor.Backend) *Model {
@@ -88,7 +100,7 @@ func (r *Runner) view(buf **tensor.Tensor, capRows int, dtype tensor.DType, shap
 	for _, d := range shape[1:] {
 		per *= d
 	}
-	if *buf == nil || (*buf).Shape[0] < shape[0] {
+	if *buf == nil || (*buf).Shape[0] < shape[0] || (*buf).DType != dtype {
 		*buf = r.Backend.Alloc(dtype, capRows, per)
 	}
 	return (*buf).Slice(0, shape[0]).Reshape(shape...)
@@ -102,24 +114,26 @@ func (r *Runner) shape(n, m int) {
 	// Grow by doubling, so a sequence of growing batches reallocates a logarithmic number of times.
 	capN, capM := max(n, 2*r.n), max(m, 2*r.m)
 	s := &r.store
-	r.x = r.view(&s.x, capN, tensor.F32, n, c.Dim)
-	r.xn = r.view(&s.xn, capN, tensor.F32, n, c.Dim)
-	r.q = r.view(&s.q, capN, tensor.F32, n, c.Heads, c.HeadDim)
-	r.k = r.view(&s.k, capN, tensor.F32, n, c.KVHeads, c.HeadDim)
-	r.v = r.view(&s.v, capN, tensor.F32, n, c.KVHeads, c.HeadDim)
+	dt := r.dtype()
+	r.x = r.view(&s.x, capN, dt, n, c.Dim)
+	r.xn = r.view(&s.xn, capN, dt, n, c.Dim)
+	r.q = r.view(&s.q, capN, dt, n, c.Heads, c.HeadDim)
+	r.k = r.view(&s.k, capN, dt, n, c.KVHeads, c.HeadDim)
+	r.v = r.view(&s.v, capN, dt, n, c.KVHeads, c.HeadDim)
 	r.q2 = r.q.Reshape(n, c.Heads*c.HeadDim)
 	r.k2 = r.k.Reshape(n, c.KVHeads*c.HeadDim)
 	r.v2 = r.v.Reshape(n, c.KVHeads*c.HeadDim)
-	r.att = r.view(&s.att, capN, tensor.F32, n, c.Heads*c.HeadDim)
-	r.proj = r.view(&s.proj, capN, tensor.F32, n, c.Dim)
-	r.gate = r.view(&s.gate, capN, tensor.F32, n, c.FFNDim)
-	r.up = r.view(&s.up, capN, tensor.F32, n, c.FFNDim)
-	r.last = r.view(&s.last, capM, tensor.F32, m, c.Dim)
-	r.logit = r.view(&s.logit, capM, tensor.F32, m, c.Vocab)
+	r.att = r.view(&s.att, capN, dt, n, c.Heads*c.HeadDim)
+	r.z = r.att.Reshape(n, c.Heads, c.HeadDim)
+	r.proj = r.view(&s.proj, capN, dt, n, c.Dim)
+	r.gate = r.view(&s.gate, capN, dt, n, c.FFNDim)
+	r.up = r.view(&s.up, capN, dt, n, c.FFNDim)
+	r.last = r.view(&s.last, capM, dt, m, c.Dim)
+	r.logit = r.view(&s.logit, capM, dt, m, c.Vocab)
 	r.host = r.logit
 	if !r.logit.OnHost() {
 		if s.host == nil || s.host.Shape[0] < m {
-			s.host = tensor.New(tensor.F32, capM, c.Vocab)
+			s.host = tensor.New(dt, capM, c.Vocab)
 		}
 		r.host = s.host.Slice(0, m)
 	}
@@ -129,17 +143,13 @@ func (r *Runner) shape(n, m int) {
 	r.n, r.m = n, m
 }
 
-// NewKVCache makes a cache for the model in b's memory: enough blocks of blockSize positions for
-// the given total number of positions across all sequences.
-func (m *Model) NewKVCache(b tensor.Backend, positions, blockSize int) *tensor.KVCache {
-	c := m.Config
-	blocks := (positions + blockSize - 1) / blockSize
-	return tensor.NewKVCache(b, c.Layers, c.KVHeads, c.HeadDim, blockSize, max(blocks, 1))
-}
-
-// NewKVCache makes a cache for the runner's model in its backend's memory.
+// NewKVCache makes a cache for the runner's model in its backend's memory, in the runner's
+// activation dtype: enough blocks of blockSize positions for the given total number of positions
+// across all sequences.
 func (r *Runner) NewKVCache(positions, blockSize int) *tensor.KVCache {
-	return r.Model.NewKVCache(r.Backend, positions, blockSize)
+	c := r.Model.Config
+	blocks := max((positions+blockSize-1)/blockSize, 1)
+	return tensor.NewKVCacheOf(r.Backend, r.dtype(), c.Layers, c.KVHeads, c.HeadDim, blockSize, blocks)
 }
 
 // Check validates a batch against the model and cache: token ids in the vocabulary, positions
@@ -170,8 +180,13 @@ func (m *Model) Check(b Batch) error {
 
 // Forward runs the batch through the model, writing each token's keys and values into kv, and
 // returns the logits of the tokens the batch asks for: (rows, vocab) F32 on the host, in token
-// order. The returned tensor is the runner's and holds until the next call.
-func (r *Runner) Forward(b Batch, kv *tensor.KVCache) (*tensor.Tensor, error) {
+// order. The returned tensor is the runner's and holds until the next call. h holds the run's hook
+// interventions; nil is the fast path and costs nothing.
+func (r *Runner) Forward(b Batch, kv *tensor.KVCache, h *hooks.Set) (*tensor.Tensor, error) {
+	return r.forward(b, kv, h, nil)
+}
+
+func (r *Runner) forward(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*tensor.Tensor, error) {
 	m := r.Model
 	if err := m.Check(b); err != nil {
 		return nil, err
@@ -196,17 +211,33 @@ func (r *Runner) Forward(b Batch, kv *tensor.KVCache) (*tensor.Tensor, error) {
 			r.rows = append(r.rows, int32(i))
 		}
 	}
+	f := firing{h: h, seq: b.Seq, pos: b.Pos}
 
 	be := r.Backend
 	be.Embedding(r.x, m.Embed, b.Tokens)
+	f.at(hooks.Point{Layer: -1, Kind: hooks.Embed}, r.x)
 	for l := range m.Layers {
-		r.layer(l, b, kv)
+		r.layer(l, b, kv, &f, rec)
 	}
-	if rows == 0 {
-		return r.host, nil
+	if rec != nil {
+		rec.final = r.clone(r.x)
+		rec.rows = append([]int32(nil), r.rows...)
+	}
+	if f.err != nil || rows == 0 {
+		return r.host, f.err
 	}
 	be.Embedding(r.last, r.x, r.rows) // gather the rows that produce logits
 	be.RMSNorm(r.last, r.last, m.Norm, m.Config.NormEps)
+	if h.Active(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}) {
+		seq, pos := make([]int32, rows), make([]int32, rows)
+		for i, t := range r.rows {
+			seq[i], pos[i] = b.Seq[t], b.Pos[t]
+		}
+		last := firing{h: h, seq: seq, pos: pos}
+		if last.at(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, r.last); last.err != nil {
+			return r.host, last.err
+		}
+	}
 	be.MatMul(r.logit, r.last, m.LMHead, nil)
 	if r.host != r.logit {
 		be.Download(r.host, r.logit)
@@ -214,28 +245,99 @@ func (r *Runner) Forward(b Batch, kv *tensor.KVCache) (*tensor.Tensor, error) {
 	return r.host, nil
 }
 
+// firing runs a hook set's interventions at each point of one forward pass and keeps the first
+// error; after an error the rest of the pass runs without hooks (its result is discarded).
+type firing struct {
+	h        *hooks.Set
+	seq, pos []int32
+	err      error
+}
+
+func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
+	if f.err != nil || !f.h.Active(p) {
+		return
+	}
+	if !x.OnHost() {
+		f.err = fmt.Errorf("%s: hooks need activations in host memory (the CPU backend)", p.Name())
+		return
+	}
+	f.err = f.h.At(p, x, f.seq, f.pos)
+}
+
+// patternBackend is the explicit attention path (probabilities, then their product with V) that a
+// hook on attn.hook_pattern needs; the fused Attention op never forms the probabilities.
+type patternBackend interface {
+	AttentionPattern(p, q *tensor.Tensor, kv *tensor.KVCache, layer int, seq, pos []int32)
+	AttentionApply(dst, p *tensor.Tensor, kv *tensor.KVCache, layer int, seq, pos []int32)
+}
+
 // layer runs decoder block l on the residual stream r.x in place:
 // h = x + o_proj(attention(rope(q), rope(k), v)) over rmsnorm(x); x' = h + down(silu(gate) ⊙ up) over rmsnorm(h).
-func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache) {
+func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Record) {
 	be, w, c := r.Backend, &r.Model.Layers[l], r.Model.Config
+	at := func(k hooks.Kind, x *tensor.Tensor) { f.at(hooks.Point{Layer: l, Kind: k}, x) }
+	var lr *layerRecord
+	if rec != nil {
+		rec.layers = append(rec.layers, layerRecord{})
+		lr = &rec.layers[l]
+	}
 
 	// Attention block.
+	at(hooks.ResidPre, r.x)
 	be.RMSNorm(r.xn, r.x, w.AttnNorm, c.NormEps)
 	be.MatMul(r.q2, r.xn, w.WQ, w.BQ)
 	be.MatMul(r.k2, r.xn, w.WK, w.BK)
 	be.MatMul(r.v2, r.xn, w.WV, w.BV)
+	at(hooks.Q, r.q)
+	at(hooks.K, r.k)
+	at(hooks.V, r.v)
 	be.RoPE(r.q, b.Pos, r.Model.InvFreq)
 	be.RoPE(r.k, b.Pos, r.Model.InvFreq)
 	be.StoreKV(kv, l, r.k, r.v, b.Seq, b.Pos)
-	be.Attention(r.att, r.q, kv, l, b.Seq, b.Pos)
+	if p := (hooks.Point{Layer: l, Kind: hooks.Pattern}); f.h.Active(p) {
+		r.explicitAttention(l, b, kv, f)
+	} else {
+		be.Attention(r.att, r.q, kv, l, b.Seq, b.Pos)
+	}
+	at(hooks.Z, r.z)
+	if lr != nil {
+		lr.x, lr.q, lr.k, lr.v, lr.z = r.clone(r.x), r.clone(r.q), r.clone(r.k), r.clone(r.v), r.clone(r.z)
+	}
 	be.MatMul(r.proj, r.att, w.WO, w.BO)
+	at(hooks.AttnOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 
 	// MLP block.
+	at(hooks.ResidMid, r.x)
 	be.RMSNorm(r.xn, r.x, w.MLPNorm, c.NormEps)
 	be.MatMul(r.gate, r.xn, w.WGate, w.BGate)
 	be.MatMul(r.up, r.xn, w.WUp, w.BUp)
+	if lr != nil {
+		lr.mid, lr.gate, lr.up = r.clone(r.x), r.clone(r.gate), r.clone(r.up)
+	}
 	be.SiLUMul(r.gate, r.gate, r.up)
+	at(hooks.MLPPost, r.gate)
 	be.MatMul(r.proj, r.gate, w.WDown, w.BDown)
+	at(hooks.MLPOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
+	at(hooks.ResidPost, r.x)
+}
+
+// explicitAttention forms the attention probabilities (n, heads, ctx), lets the pattern hook see
+// or replace them, then applies them to the values.
+func (r *Runner) explicitAttention(l int, b Batch, kv *tensor.KVCache, f *firing) {
+	pb, ok := r.Backend.(patternBackend)
+	if !ok {
+		f.err = fmt.Errorf("blocks.%d.attn.hook_pattern: this backend cannot form attention probabilities", l)
+		r.Backend.Attention(r.att, r.q, kv, l, b.Seq, b.Pos)
+		return
+	}
+	ctx := int32(0)
+	for _, p := range b.Pos {
+		ctx = max(ctx, p+1)
+	}
+	p := r.Backend.Alloc(r.dtype(), r.n, r.Model.Config.Heads, int(ctx))
+	pb.AttentionPattern(p, r.q, kv, l, b.Seq, b.Pos)
+	f.at(hooks.Point{Layer: l, Kind: hooks.Pattern}, p)
+	pb.AttentionApply(r.att, p, kv, l, b.Seq, b.Pos)
 }

@@ -20,7 +20,7 @@ func TestPrefillMatchesDecode(t *testing.T) {
 			m, _ := tinyModel(t, dt, nil)
 			r := newRunner(t, m, 2)
 			vocab := m.Config.Vocab
-			full, err := r.Forward(Prompt(0, prompt, 0, true), r.NewKVCache(len(prompt), 4))
+			full, err := r.Forward(Prompt(0, prompt, 0, true), r.NewKVCache(len(prompt), 4), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -29,13 +29,13 @@ func TestPrefillMatchesDecode(t *testing.T) {
 				t.Fatalf("logits within ±%g: the random model is too weak for this test", maxAbs(want))
 			}
 			kv := r.NewKVCache(len(prompt), 4)
-			got, err := r.Forward(Prompt(0, prompt[:3], 0, true), kv)
+			got, err := r.Forward(Prompt(0, prompt[:3], 0, true), kv, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			rows := append([]float32(nil), got.F32()...)
 			for i := 3; i < len(prompt); i++ {
-				out, err := r.Forward(Prompt(0, prompt[i:i+1], i, false), kv)
+				out, err := r.Forward(Prompt(0, prompt[i:i+1], i, false), kv, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -57,7 +57,7 @@ func TestBatchMatchesAlone(t *testing.T) {
 	seqs := [][]int32{prompt, {1, 9, 9, 9}, {1, 50, 60, 70, 80, 90, 14}}
 	alone := make([][]float32, len(seqs))
 	for s, toks := range seqs {
-		out, err := r.Forward(Prompt(0, toks, 0, true), r.NewKVCache(len(toks), 4))
+		out, err := r.Forward(Prompt(0, toks, 0, true), r.NewKVCache(len(toks), 4), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestBatchMatchesAlone(t *testing.T) {
 				break
 			}
 		}
-		out, err := r.Forward(b, kv)
+		out, err := r.Forward(b, kv, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,15 +110,15 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 	m, _ := tinyModel(t, tensor.BF16, nil)
 	r := newRunner(t, m, 2)
 	kv := r.NewKVCache(64, 16)
-	if _, err := r.Forward(Prompt(0, prompt, 0, false), kv); err != nil {
+	if _, err := r.Forward(Prompt(0, prompt, 0, false), kv, nil); err != nil {
 		t.Fatal(err)
 	}
 	step := Batch{Tokens: []int32{5}, Seq: []int32{0}, Pos: []int32{int32(len(prompt))}, Logits: []bool{true}}
-	if _, err := r.Forward(step, kv); err != nil {
+	if _, err := r.Forward(step, kv, nil); err != nil {
 		t.Fatal(err)
 	}
 	allocs := testing.AllocsPerRun(20, func() {
-		if _, err := r.Forward(step, kv); err != nil {
+		if _, err := r.Forward(step, kv, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -126,7 +126,7 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 		t.Errorf("a decode step allocates %.1f times", allocs)
 	}
 	s := NewSampler(SamplerConfig{Temperature: 0.8, TopK: 20, TopP: 0.9, MinP: 0.01, RepetitionPenalty: 1.1, Seed: 3}, m.Config.Vocab)
-	logits, _ := r.Forward(step, kv)
+	logits, _ := r.Forward(step, kv, nil)
 	s.Sample(logits.F32(), prompt)
 	if allocs := testing.AllocsPerRun(20, func() { s.Sample(logits.F32(), prompt) }); allocs != 0 {
 		t.Errorf("sampling allocates %.1f times", allocs)
@@ -149,12 +149,12 @@ func TestForwardRejectsBadBatches(t *testing.T) {
 		{Batch{Tokens: []int32{1}, Seq: []int32{-2}, Pos: []int32{0}}, "sequence id -2"},
 	}
 	for _, c := range cases {
-		if _, err := r.Forward(c.b, kv); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := r.Forward(c.b, kv, nil); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("batch %+v: error %v, want %q", c.b, err, c.want)
 		}
 	}
 	small := r.NewKVCache(8, 4)
-	if _, err := r.Forward(Prompt(0, prompt, 0, false), small); err == nil || !strings.Contains(err.Error(), "KV cache full") {
+	if _, err := r.Forward(Prompt(0, prompt, 0, false), small, nil); err == nil || !strings.Contains(err.Error(), "KV cache full") {
 		t.Errorf("prompt past the cache: %v", err)
 	}
 }

@@ -82,7 +82,7 @@ func (r *Runner) Generate(prompt []int32, opts GenerateOptions, emit func(int32)
 	context = append(context, prompt...)
 
 	start := time.Now()
-	logits, err := r.Forward(Prompt(0, prompt, 0, false), kv)
+	logits, err := r.Forward(Prompt(0, prompt, 0, false), kv, nil)
 	if err != nil {
 		return st, err
 	}
@@ -101,7 +101,7 @@ func (r *Runner) Generate(prompt []int32, opts GenerateOptions, emit func(int32)
 			break
 		}
 		step.Tokens[0], step.Pos[0] = next, int32(len(context)-1)
-		if logits, err = r.Forward(step, kv); err != nil {
+		if logits, err = r.Forward(step, kv, nil); err != nil {
 			return st, err
 		}
 		st.DecodeSteps++
@@ -118,7 +118,7 @@ func (r *Runner) Score(tokens []int32) (logprobs []float64, logits *tensor.Tenso
 		return nil, nil, fmt.Errorf("scoring needs at least 2 tokens, got %d", len(tokens))
 	}
 	kv := r.NewKVCache(len(tokens), 16)
-	out, err := r.Forward(Prompt(0, tokens, 0, true), kv)
+	out, err := r.Forward(Prompt(0, tokens, 0, true), kv, nil)
 	if err != nil {
 		return nil, nil, err
 	}

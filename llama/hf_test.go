@@ -63,20 +63,20 @@ func TestHFParity(t *testing.T) {
 			r := newRunner(t, m, 2)
 			vocab := m.Config.Vocab
 
-			out, err := r.Forward(Prompt(0, ref.prefillIDs, 0, true), r.NewKVCache(len(ref.prefillIDs), 16))
+			out, err := r.Forward(Prompt(0, ref.prefillIDs, 0, true), r.NewKVCache(len(ref.prefillIDs), 16), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			closeRows(t, "prefill", out.F32(), ref.prefillLogits, 1e-4)
 
 			kv := r.NewKVCache(len(ref.decodeIDs), 16)
-			out, err = r.Forward(Prompt(0, ref.decodeIDs[:ref.promptLen], 0, true), kv)
+			out, err = r.Forward(Prompt(0, ref.decodeIDs[:ref.promptLen], 0, true), kv, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			rows := append([]float32(nil), out.F32()...)
 			for p := ref.promptLen; p < len(ref.decodeIDs); p++ {
-				out, err := r.Forward(Prompt(0, ref.decodeIDs[p:p+1], p, false), kv)
+				out, err := r.Forward(Prompt(0, ref.decodeIDs[p:p+1], p, false), kv, nil)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -154,7 +154,7 @@ func TestGenerate(t *testing.T) {
 	// The same tokens by hand.
 	ctx := append([]int32(nil), prompt...)
 	for i := 0; i < 6; i++ {
-		out, err := r.Forward(Prompt(0, ctx, 0, false), r.NewKVCache(len(ctx), 16))
+		out, err := r.Forward(Prompt(0, ctx, 0, false), r.NewKVCache(len(ctx), 16), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

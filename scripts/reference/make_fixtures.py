@@ -13,6 +13,21 @@ What it makes (paths relative to the repository root):
                                             a KV cache; row t >= P: a forward of the single token
                                             decode.ids[t] (position t) on that cache
           __metadata__    prompt_len (P), transformers, torch, weights_dtype (F32 | BF16 | F16)
+      hooks.safetensors             activations at every hook point and gradients of a logit
+                                    difference, for one forward over T = HOOK_LEN (12) random ids
+                                    (positions 0..T-1, no cache), all F32:
+          ids             I32 (T,)
+          <hook name>     each hook point of DESIGN.md, batch dimension dropped (see Capture for
+                          the exact tensor each one is), and logits F32 (T, vocab)
+          grad.<hook name>  dM/d(hook) for every hook point, same shape as the activation, where
+                          M = logits[T-1, A] - logits[T-1, B], A = argmax and B = argmin of
+                          logits[T-1]
+          __metadata__    metric_tokens ("A,B"), metric (repr of M), T, transformers, torch
+      train_grad.safetensors        (gqa only) next-token cross-entropy of the same ids, mean
+                                    over positions 0..T-2 predicting ids[1..T-1]:
+          loss            F32 (1,)
+          grad.<HF parameter name>  F32, the parameter's shape, for every parameter
+          __metadata__    T, transformers, torch
   llama/tokenizer/testdata/llama3_ids.json
       HF tokenizers ids for a varied corpus and for rendered Llama 3 / 3.1 chats, on
       ../shared/tokenizers/llama3/tokenizer.json (the shared/ folder beside the repository).
@@ -300,6 +315,384 @@ def reference(spec, out):
           f"decode {e_decode:.1e}")
 
 
+# ---- hook points and gradients ------------------------------------------------------------------
+
+HOOK_LEN = 12  # T of hooks.safetensors and train_grad.safetensors
+HOOK_SEED = 7000  # ids are drawn from a generator seeded with the checkpoint's seed + HOOK_SEED
+TRAIN_GRAD = ("gqa",)  # checkpoints that also get train_grad.safetensors
+
+
+def hook_names(n_layers):
+    """Every hook point, in forward order."""
+    names = ["hook_embed"]
+    for L in range(n_layers):
+        b = f"blocks.{L}."
+        names += [b + "hook_resid_pre", b + "attn.hook_q", b + "attn.hook_k", b + "attn.hook_v",
+                  b + "attn.hook_pattern", b + "attn.hook_z", b + "hook_attn_out",
+                  b + "hook_resid_mid", b + "mlp.hook_post", b + "hook_mlp_out",
+                  b + "hook_resid_post"]
+    return names + ["ln_final.hook_normalized"]
+
+
+class Capture:
+    """Module hooks that record, for one forward pass, the tensor object at every hook point.
+
+    Each recorded tensor is the very object the graph goes on from, so its .grad after backward is
+    the total derivative (every consumer included):
+      hook_embed                output of embed_tokens (the same object as blocks.0.hook_resid_pre)
+      blocks.L.hook_resid_pre   input of decoder layer L (it feeds input_layernorm and the residual add)
+      blocks.L.attn.hook_q/k/v  outputs of q_proj / k_proj / v_proj, bias included, before the
+                                reshape to heads and before RoPE (HF's view(...).transpose does not
+                                copy, so the q_proj output is what RoPE reads)
+      blocks.L.attn.hook_pattern  the attention probabilities eager attention returns with
+                                output_attentions: the object that multiplies the values
+      blocks.L.attn.hook_z      input of o_proj (heads concatenated)
+      blocks.L.hook_attn_out    output of o_proj, which the decoder layer adds to the residual
+      blocks.L.hook_resid_mid   input of post_attention_layernorm: resid_pre + attn_out, which the
+                                decoder layer also adds to the MLP output
+      blocks.L.mlp.hook_post    input of down_proj: silu(gate_proj(x)) * up_proj(x)
+      blocks.L.hook_mlp_out     output of the MLP (down_proj)
+      blocks.L.hook_resid_post  output of decoder layer L (the input of layer L+1 or of model.norm)
+      ln_final.hook_normalized  output of model.norm (weight applied): what lm_head reads
+      logits                    output of lm_head
+    """
+
+    def __init__(self, model):
+        self.acts = {}
+        self.handles = []
+        m = model.model
+
+        def output(name, index=None):
+            def hook(module, args, out):
+                self.acts[name] = out if index is None else out[index]
+            return hook
+
+        def first_input(name):
+            def hook(module, args):
+                self.acts[name] = args[0]
+            return hook
+
+        def on_output(module, name, index=None):
+            self.handles.append(module.register_forward_hook(output(name, index)))
+
+        def on_input(module, name):
+            self.handles.append(module.register_forward_pre_hook(first_input(name)))
+
+        on_output(m.embed_tokens, "hook_embed")
+        for L, layer in enumerate(m.layers):
+            b = f"blocks.{L}."
+            on_input(layer, b + "hook_resid_pre")
+            on_output(layer.self_attn.q_proj, b + "attn.hook_q")
+            on_output(layer.self_attn.k_proj, b + "attn.hook_k")
+            on_output(layer.self_attn.v_proj, b + "attn.hook_v")
+            on_output(layer.self_attn, b + "attn.hook_pattern", 1)
+            on_input(layer.self_attn.o_proj, b + "attn.hook_z")
+            on_output(layer.self_attn.o_proj, b + "hook_attn_out")
+            on_input(layer.post_attention_layernorm, b + "hook_resid_mid")
+            on_input(layer.mlp.down_proj, b + "mlp.hook_post")
+            on_output(layer.mlp, b + "hook_mlp_out")
+            on_output(layer, b + "hook_resid_post", 0)
+        on_output(m.norm, "ln_final.hook_normalized")
+        on_output(model.lm_head, "logits")
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class Perturb:
+    """One module hook that adds delta to the activation at a hook point so that every consumer
+    of it sees the change (used for the finite-difference check of the total gradients).
+
+    resid_mid is perturbed through attn_out (resid_mid = resid_pre + attn_out, and attn_out has no
+    other consumer): a pre-hook on post_attention_layernorm would only reach the norm's path, not
+    the residual add. hook_pattern is not perturbed (eager attention gives it no hook of its own).
+    """
+
+    def __init__(self, model, name, delta):
+        m = model.model
+        parts = name.split(".")
+        if name == "hook_embed":
+            mod, kind = m.embed_tokens, "out"
+        elif name == "ln_final.hook_normalized":
+            mod, kind = m.norm, "out"
+        else:
+            layer = m.layers[int(parts[1])]
+            attn = layer.self_attn
+            mod, kind = {
+                "hook_resid_pre": (layer, "in"),
+                "attn.hook_q": (attn.q_proj, "out"),
+                "attn.hook_k": (attn.k_proj, "out"),
+                "attn.hook_v": (attn.v_proj, "out"),
+                "attn.hook_z": (attn.o_proj, "in"),
+                "hook_attn_out": (attn.o_proj, "out"),
+                "hook_resid_mid": (attn.o_proj, "out"),
+                "mlp.hook_post": (layer.mlp.down_proj, "in"),
+                "hook_mlp_out": (layer.mlp, "out"),
+                "hook_resid_post": (layer, "out0"),
+            }[".".join(parts[2:])]
+        d = delta.reshape(1, delta.shape[0], -1)
+        if kind == "in":
+            self.handle = mod.register_forward_pre_hook(lambda mod, args: (args[0] + d,) + args[1:])
+        elif kind == "out":
+            self.handle = mod.register_forward_hook(lambda mod, args, out: out + d)
+        else:
+            self.handle = mod.register_forward_hook(lambda mod, args, out: (out[0] + d,) + out[1:])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def rel(a, b):
+    """max |a - b| / max |b| (0 when both are 0)."""
+    d = (a - b).abs().max().item()
+    s = b.abs().max().item()
+    return d / s if s > 0 else d
+
+
+def hooks_reference(spec, out):
+    """hooks.safetensors: activations at every hook point and the gradients of a logit difference.
+
+    Loading as in reference(): the saved folder in f32, eager attention. One forward over HOOK_LEN
+    random ids at positions 0..T-1 with every hook point captured; the metric
+    M = logits[T-1, A] - logits[T-1, B] with A = argmax and B = argmin of logits[T-1] (so M is
+    large); M.backward() with retain_grad on every captured tensor.
+    """
+    cfg = spec["config"]
+    vocab, n_layers = cfg["vocab_size"], cfg["num_hidden_layers"]
+    heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    d = cfg["hidden_size"]
+    hd = cfg.get("head_dim", d // heads)
+    group = heads // kv_heads
+    T = HOOK_LEN
+
+    model = load_f32(out)
+    g = seeded_generator(spec["seed"] + HOOK_SEED)
+    ids = random_ids(g, T, vocab)
+    g = seeded_generator(spec["seed"] + 5000)  # the sequences of reference.safetensors
+    for other in (random_ids(g, spec["prefill_len"], vocab), random_ids(g, spec["decode_len"], vocab)):
+        assert not torch.equal(ids, other[:T]), "hook ids repeat a reference sequence"
+
+    cap = Capture(model)
+    pos = torch.arange(T)
+    res = model(input_ids=ids[None, :], position_ids=pos[None, :], cache_position=pos,
+                use_cache=False, output_attentions=True, output_hidden_states=True)
+    cap.remove()
+    names = hook_names(n_layers)
+    assert sorted(cap.acts) == sorted(names + ["logits"]), sorted(set(cap.acts) ^ set(names))
+    for t in cap.acts.values():
+        t.retain_grad()
+    logits = res.logits[0]
+    last = logits[T - 1].detach()
+    A, B = int(last.argmax()), int(last.argmin())
+    metric = logits[T - 1, A] - logits[T - 1, B]
+    metric_captured = cap.acts["logits"][0, T - 1, A] - cap.acts["logits"][0, T - 1, B]
+    assert metric.item() == metric_captured.item() and metric.item() > 1.0, (metric, metric_captured)
+    metric.backward()
+    M = metric.item()
+
+    # Per-sequence shapes (batch dimension dropped).
+    shapes = {"hook_embed": (T, d), "ln_final.hook_normalized": (T, d), "logits": (T, vocab)}
+    ffn = cfg["intermediate_size"]
+    for L in range(n_layers):
+        b = f"blocks.{L}."
+        for n in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out",
+                  "hook_resid_post"):
+            shapes[b + n] = (T, d)
+        shapes[b + "attn.hook_q"] = shapes[b + "attn.hook_z"] = (T, heads, hd)
+        shapes[b + "attn.hook_k"] = shapes[b + "attn.hook_v"] = (T, kv_heads, hd)
+        shapes[b + "attn.hook_pattern"] = (heads, T, T)
+        shapes[b + "mlp.hook_post"] = (T, ffn)
+
+    act, grad = {}, {}
+    for n, t in cap.acts.items():
+        assert t.dtype == torch.float32 and t.shape[0] == 1, (n, t.dtype, t.shape)
+        act[n] = t.detach()[0].reshape(shapes[n]).clone()
+        if n != "logits":
+            assert t.grad is not None, n
+            grad[n] = t.grad[0].reshape(shapes[n]).clone()
+            assert torch.isfinite(grad[n]).all() and grad[n].abs().max() > 0, f"zero grad at {n}"
+        assert torch.isfinite(act[n]).all(), n
+
+    # ---- self-consistency of the activations ----
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+    m = model.model
+    E = 1e-6
+    with torch.no_grad():
+        assert torch.equal(act["hook_embed"], m.embed_tokens.weight[ids]), "hook_embed"
+        assert torch.equal(act["logits"], logits.detach()), "captured logits"
+        assert rel(act["logits"], act["ln_final.hook_normalized"] @ model.lm_head.weight.T) < E
+        assert torch.equal(act["ln_final.hook_normalized"], res.hidden_states[-1][0])
+        x_last = act[f"blocks.{n_layers - 1}.hook_resid_post"]
+        assert rel(act["ln_final.hook_normalized"], m.norm(x_last)) < E
+        cos, sin = m.rotary_emb(act["hook_embed"][None], pos[None])
+        mask = torch.full((T, T), float("-inf")).triu(1)
+        for L, layer in enumerate(m.layers):
+            b = f"blocks.{L}."
+            a = lambda n: act[b + n]
+            at = layer.self_attn
+            assert torch.equal(a("hook_resid_pre"), res.hidden_states[L][0]), b
+            assert torch.equal(a("hook_resid_pre"),
+                               act["hook_embed"] if L == 0 else act[f"blocks.{L-1}.hook_resid_post"])
+            assert rel(a("hook_resid_mid"), a("hook_resid_pre") + a("hook_attn_out")) < E, b
+            assert rel(a("hook_resid_post"), a("hook_resid_mid") + a("hook_mlp_out")) < E, b
+            h = layer.input_layernorm(a("hook_resid_pre"))
+            assert rel(a("attn.hook_q"), at.q_proj(h).view(T, heads, hd)) < E, b  # before RoPE
+            assert rel(a("attn.hook_k"), at.k_proj(h).view(T, kv_heads, hd)) < E, b
+            assert rel(a("attn.hook_v"), at.v_proj(h).view(T, kv_heads, hd)) < E, b
+            # The pattern from q and k with RoPE applied here: so hook_q/k are the pre-RoPE values.
+            q, k = apply_rotary_pos_emb(a("attn.hook_q").transpose(0, 1)[None],
+                                        a("attn.hook_k").transpose(0, 1)[None], cos, sin)
+            k = repeat_kv(k, group)[0]
+            scores = q[0] @ k.transpose(1, 2) / math.sqrt(hd) + mask
+            pattern = torch.softmax(scores, -1)
+            assert rel(a("attn.hook_pattern"), pattern) < 1e-5, b
+            assert torch.equal(a("attn.hook_pattern"), res.attentions[L][0]), b
+            assert (a("attn.hook_pattern").triu(1) == 0).all(), b
+            v = repeat_kv(a("attn.hook_v").transpose(0, 1)[None], group)[0]  # (heads, T, hd)
+            z = (a("attn.hook_pattern") @ v).transpose(0, 1)
+            assert rel(a("attn.hook_z"), z) < E, b
+            assert rel(a("hook_attn_out"), at.o_proj(a("attn.hook_z").reshape(T, -1))) < E, b
+            h2 = layer.post_attention_layernorm(a("hook_resid_mid"))
+            mlp = layer.mlp
+            assert rel(a("mlp.hook_post"),
+                       torch.nn.functional.silu(mlp.gate_proj(h2)) * mlp.up_proj(h2)) < E, b
+            assert rel(a("hook_mlp_out"), mlp.down_proj(a("mlp.hook_post"))) < E, b
+
+        # ---- self-consistency of the gradients ----
+        gl = torch.zeros(T, vocab)
+        gl[T - 1, A], gl[T - 1, B] = 1.0, -1.0
+        assert rel(grad["ln_final.hook_normalized"], gl @ model.lm_head.weight) < E
+        assert (grad["ln_final.hook_normalized"][:T - 1] == 0).all()
+        assert torch.equal(grad["hook_embed"], grad["blocks.0.hook_resid_pre"])
+        for L, layer in enumerate(m.layers):
+            b = f"blocks.{L}."
+            gr = lambda n: grad[b + n]
+            nxt = f"blocks.{L+1}.hook_resid_pre" if L + 1 < n_layers else None
+            if nxt:
+                assert torch.equal(gr("hook_resid_post"), grad[nxt]), b
+            # attn_out / mlp_out feed only the residual adds: their gradient is the total one at
+            # resid_mid / resid_post. A resid_mid that missed the add would differ here.
+            assert torch.equal(gr("hook_attn_out"), gr("hook_resid_mid")), b
+            assert torch.equal(gr("hook_mlp_out"), gr("hook_resid_post")), b
+            assert rel(gr("attn.hook_z").reshape(T, -1),
+                       gr("hook_attn_out") @ layer.self_attn.o_proj.weight) < E, b
+            assert rel(gr("mlp.hook_post"), gr("hook_mlp_out") @ layer.mlp.down_proj.weight) < E, b
+            # d M / d pattern[h, i, j] = grad_z[i, h] . v[j, kv(h)], for every (i, j): masked
+            # entries (j > i) included, since the product with the values reads them too.
+            v = repeat_kv(act[b + "attn.hook_v"].transpose(0, 1)[None], group)[0]
+            gp = gr("attn.hook_z").transpose(0, 1) @ v.transpose(1, 2)
+            assert rel(gr("attn.hook_pattern"), gp) < E, b
+        assert (grad[f"blocks.{n_layers - 1}.attn.hook_pattern"][:, :T - 1] == 0).all()
+
+    # ---- finite differences in f64: every gradient is the total derivative ----
+    # HF's RMSNorm, softmax and RoPE tables compute in f32 even in an f64 model, so M carries f32
+    # rounding (~1e-7 relative), which a small step amplifies. So the step is large (2e-3 of the
+    # activation's norm) and Richardson extrapolation of two central differences, (4 D(h/2) -
+    # D(h)) / 3, removes their O(h^2) truncation (a plain central difference at this step is off
+    # by ~5e-4). A gradient that missed a consumer (e.g. resid_mid without the residual add) is
+    # off by 40-70% here.
+    model64 = load_f32(out).double()
+    gd = seeded_generator(spec["seed"] + HOOK_SEED + 1)
+
+    def metric64(name=None, delta=None):
+        with torch.no_grad():
+            if name is None:
+                o = model64(input_ids=ids[None, :], position_ids=pos[None, :], cache_position=pos,
+                            use_cache=False)
+            else:
+                with Perturb(model64, name, delta):
+                    o = model64(input_ids=ids[None, :], position_ids=pos[None, :],
+                                cache_position=pos, use_cache=False)
+        return (o.logits[0, T - 1, A] - o.logits[0, T - 1, B]).item()
+
+    M64 = metric64()
+    assert abs(M64 - M) < 1e-4 * abs(M), (M64, M)
+    worst = 0.0
+    for n in names:
+        if n.endswith("hook_pattern"):
+            continue
+        gn = grad[n].double()
+        r = torch.randn(gn.shape, generator=gd, dtype=torch.float64)
+        u = gn / gn.norm() + r / r.norm()  # along the gradient, plus a random part
+        h = 2e-3 * act[n].double().norm().item() / u.norm().item()
+        central = [(metric64(n, s * u) - metric64(n, -s * u)) / (2 * s) for s in (h, h / 2)]
+        fd = (4 * central[1] - central[0]) / 3
+        err = abs(fd - (gn * u).sum().item()) / gn.norm().item()
+        worst = max(worst, err)
+        assert err < 5e-4, f"{spec['name']}: finite difference at {n}: rel err {err:.2e}"
+
+    tensors = {"ids": ids.to(torch.int32)}
+    tensors.update({n: act[n].contiguous() for n in act})
+    tensors.update({"grad." + n: grad[n].contiguous() for n in grad})
+    metadata = {
+        "metric_tokens": f"{A},{B}",
+        "metric": repr(M),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "T": str(T),
+    }
+    save_reference(tensors, metadata, os.path.join(out, "hooks.safetensors"))
+    print(f"{spec['name']:>10}: hooks T={T} metric tokens {A},{B} M={M:.4f} (f64 {M64:.4f}); "
+          f"{len(grad)} grads, finite-difference err <= {worst:.1e}")
+    return ids
+
+
+def train_grad_reference(spec, out, ids):
+    """train_grad.safetensors: next-token cross-entropy of ids and its gradient for every weight.
+
+    loss = mean over t = 0..T-2 of -log softmax(logits[t])[ids[t+1]]; grad.<HF parameter name>
+    has the parameter's shape. Loaded as in reference() (f32, eager attention).
+    """
+    model = load_f32(out)
+    T = len(ids)
+    pos = torch.arange(T)
+    res = model(input_ids=ids[None, :], position_ids=pos[None, :], cache_position=pos,
+                use_cache=False, labels=ids[None, :])
+    logits = res.logits[0]
+    loss = torch.nn.functional.cross_entropy(logits[:T - 1], ids[1:])
+    assert abs(loss.item() - res.loss.item()) < 1e-6 * loss.item(), (loss, res.loss)
+    loss.backward()
+    params = dict(model.named_parameters())
+    tensors = {"loss": loss.detach().reshape(1).clone()}
+    for n, p in params.items():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().max() > 0, n
+        tensors["grad." + n] = p.grad.clone().contiguous()
+    with safetensors.safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
+        assert sorted(f.keys()) == sorted(params), "parameters differ from the checkpoint's tensors"
+
+    # Finite differences in f64 along one random direction over all weights at once.
+    model64 = load_f32(out).double()
+    g = seeded_generator(spec["seed"] + HOOK_SEED + 2)
+    dirs = {n: torch.randn(p.shape, generator=g, dtype=torch.float64) for n, p in params.items()}
+    norm = math.sqrt(sum((u * u).sum().item() for u in dirs.values()))
+    eps = 1e-3 / norm * math.sqrt(sum((p.double() ** 2).sum().item() for p in params.values()))
+    base = {n: p.detach().clone() for n, p in model64.named_parameters()}
+
+    def loss64(s):
+        with torch.no_grad():
+            for n, p in model64.named_parameters():
+                p.copy_(base[n] + s * eps * dirs[n])
+            o = model64(input_ids=ids[None, :], position_ids=pos[None, :], cache_position=pos,
+                        use_cache=False)
+            return torch.nn.functional.cross_entropy(o.logits[0, :T - 1], ids[1:]).item()
+
+    fd = (loss64(1) - loss64(-1)) / (2 * eps)
+    dot = sum((p.grad.double() * dirs[n]).sum().item() for n, p in params.items())
+    gnorm = math.sqrt(sum((p.grad.double() ** 2).sum().item() for p in params.values()))
+    err = abs(fd - dot) / (gnorm * norm)
+    assert err < 1e-4, f"train_grad finite difference: {fd} vs {dot} (err {err:.1e})"
+
+    metadata = {"transformers": transformers.__version__, "torch": torch.__version__,
+                "T": str(T)}
+    save_reference(tensors, metadata, os.path.join(out, "train_grad.safetensors"))
+    print(f"{spec['name']:>10}: train_grad loss {loss.item():.4f}, {len(params)} weight grads, "
+          f"finite-difference err {err:.1e}")
+
+
 # ---- tokenizer ----------------------------------------------------------------------------------
 
 CASES = [
@@ -485,6 +878,9 @@ def main():
         out = os.path.join(HF_DIR, spec["name"])
         save_checkpoint(spec, out)
         reference(spec, out)
+        ids = hooks_reference(spec, out)
+        if spec["name"] in TRAIN_GRAD:
+            train_grad_reference(spec, out, ids)
     tokenizer_fixture()
     for root, _, files in sorted(os.walk(HF_DIR)):
         for name in sorted(files):

@@ -1,0 +1,262 @@
+package llama
+
+import (
+	"fmt"
+
+	"github.com/tillerlm/tiller/hooks"
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// Record is what a forward pass keeps for Backward, and nothing more. Per layer and token it holds
+// the layer's input (resid_pre) and resid_mid, q and k after RoPE, v, z (each head's output), and
+// the gate and up projections before SiLU; normalised inputs and silu(gate)⊙up are recomputed in
+// the backward pass instead of kept. That is, per token,
+//
+//	layers × (2·d_model + 2·heads·d_head + 2·kv_heads·d_head + 2·d_mlp) + d_model
+//
+// values of the activation dtype: 47,104 × 32 + 4,096 floats ≈ 6.0 MB per token in F32 at the
+// Llama-3.1-8B shape (BytesPerToken computes it).
+type Record struct {
+	batch  Batch
+	layers []layerRecord
+	final  *tensor.Tensor // (n, d_model) the residual stream after the last layer
+	rows   []int32        // the tokens whose logits the forward returned, in order
+}
+
+type layerRecord struct {
+	x, mid   *tensor.Tensor // (n, d_model) resid_pre and resid_mid
+	q        *tensor.Tensor // (n, heads, d_head) after RoPE
+	k, v     *tensor.Tensor // (n, kv_heads, d_head), k after RoPE
+	z        *tensor.Tensor // (n, heads, d_head)
+	gate, up *tensor.Tensor // (n, d_mlp) before SiLU
+}
+
+// BytesPerToken is the memory a Record takes per token of the batch.
+func (c *Config) BytesPerToken(act tensor.DType) int64 {
+	perLayer := 2*c.Dim + 2*c.Heads*c.HeadDim + 2*c.KVHeads*c.HeadDim + 2*c.FFNDim
+	return int64(c.Layers*perLayer+c.Dim) * int64(act.Size())
+}
+
+// clone copies an activation out of the run state, into host memory.
+func (r *Runner) clone(t *tensor.Tensor) *tensor.Tensor {
+	c := tensor.New(t.DType, t.Shape...)
+	r.Backend.Download(c, t)
+	return c
+}
+
+// Record runs the batch forward like Forward, in a KV cache of its own, and keeps what Backward
+// needs. Every sequence of the batch must be whole: its tokens at positions 0, 1, …, in order,
+// since the backward pass attends over the batch itself. It returns the logits Forward would.
+func (r *Runner) Record(b Batch, h *hooks.Set) (*Record, *tensor.Tensor, error) {
+	if err := r.Model.Check(b); err != nil {
+		return nil, nil, err
+	}
+	next := map[int32]int32{}
+	for i, s := range b.Seq {
+		if b.Pos[i] != next[s] {
+			return nil, nil, fmt.Errorf("recording for the backward pass needs whole sequences: token %d of sequence %d is at position %d, want %d", i, s, b.Pos[i], next[s])
+		}
+		next[s]++
+	}
+	const block = 16
+	kv := r.NewKVCache(len(b.Tokens)+len(next)*block, block)
+	rec := &Record{batch: Batch{
+		Tokens: append([]int32(nil), b.Tokens...), Seq: append([]int32(nil), b.Seq...),
+		Pos: append([]int32(nil), b.Pos...), Logits: append([]bool(nil), b.Logits...),
+	}}
+	logits, err := r.forward(b, kv, h, rec)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, logits, nil
+}
+
+// GradOptions say what Backward returns.
+type GradOptions struct {
+	Points  []hooks.Point // hook points whose gradients to return
+	Weights bool          // also the gradient of every weight
+}
+
+// Grads are the gradients of a scalar metric.
+type Grads struct {
+	Points  *hooks.Cache              // at hook points, by sequence, in each point's per-sequence shape
+	Weights map[string]*tensor.Tensor // by checkpoint tensor name, in the activation dtype
+}
+
+// Backward propagates dlogits — the gradient of a scalar metric with respect to the logits the
+// recorded forward returned, (rows, vocab) — back through the model, by the hand-written backward
+// of every op, and returns the gradients asked for. The backend must implement tensor.Backward.
+func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) (*Grads, error) {
+	bb, ok := r.Backend.(tensor.Backward)
+	if !ok {
+		return nil, fmt.Errorf("this backend has no backward pass (use the CPU)")
+	}
+	m, c := r.Model, r.Model.Config
+	if dlogits.Rows() != len(rec.rows) || dlogits.Cols() != c.Vocab || dlogits.DType != r.dtype() {
+		return nil, fmt.Errorf("logit gradient is %v, want %s(%d, %d)", dlogits, r.dtype(), len(rec.rows), c.Vocab)
+	}
+	b := rec.batch
+	n, dt := len(b.Tokens), r.dtype()
+	alloc := func(shape ...int) *tensor.Tensor { return tensor.New(dt, shape...) }
+	dims := c.HookDims()
+	g := &Grads{Points: hooks.NewCache()}
+	want := map[hooks.Point]bool{}
+	for _, p := range opt.Points {
+		want[p] = true
+	}
+	put := func(p hooks.Point, t *tensor.Tensor, seq, pos []int32) {
+		if want[p] {
+			g.Points.Put(p, dims, t, seq, pos)
+		}
+	}
+	wg := newWeightGrads(opt.Weights, dt)
+
+	// Unembedding: logits = lm_head(rmsnorm(x_final)) at the recorded rows.
+	mRows := len(rec.rows)
+	rowSeq, rowPos := make([]int32, mRows), make([]int32, mRows)
+	for i, t := range rec.rows {
+		rowSeq[i], rowPos[i] = b.Seq[t], b.Pos[t]
+	}
+	xl := alloc(mRows, c.Dim)
+	bb.Embedding(xl, rec.final, rec.rows)
+	xln := alloc(mRows, c.Dim)
+	bb.RMSNorm(xln, xl, m.Norm, c.NormEps)
+	dxln := alloc(mRows, c.Dim)
+	bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dlogits, xln, m.LMHead)
+	put(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, dxln, rowSeq, rowPos)
+	dxl := alloc(mRows, c.Dim)
+	bb.RMSNormBackward(dxl, wg.of(m.Norm), dxln, xl, m.Norm, c.NormEps)
+	dx := alloc(n, c.Dim)
+	bb.EmbeddingBackward(dx, dxl, rec.rows) // scatter the rows back into the batch
+
+	for l := c.Layers - 1; l >= 0; l-- {
+		w, lr := &m.Layers[l], &rec.layers[l]
+		at := func(k hooks.Kind, t *tensor.Tensor) { put(hooks.Point{Layer: l, Kind: k}, t, b.Seq, b.Pos) }
+		at(hooks.ResidPost, dx)
+
+		// MLP block: x_post = x_mid + down(silu(gate(n2)) ⊙ up(n2)), n2 = rmsnorm(x_mid).
+		at(hooks.MLPOut, dx)
+		post := alloc(n, c.FFNDim)
+		bb.SiLUMul(post, lr.gate, lr.up)
+		dpost := alloc(n, c.FFNDim)
+		bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dx, post, w.WDown)
+		at(hooks.MLPPost, dpost)
+		dgate, dup := alloc(n, c.FFNDim), alloc(n, c.FFNDim)
+		bb.SiLUMulBackward(dgate, dup, dpost, lr.gate, lr.up)
+		n2 := alloc(n, c.Dim)
+		bb.RMSNorm(n2, lr.mid, w.MLPNorm, c.NormEps)
+		dn2 := alloc(n, c.Dim)
+		bb.MatMulBackward(dn2, wg.of(w.WGate), wg.of(w.BGate), dgate, n2, w.WGate)
+		bb.MatMulBackward(dn2, wg.of(w.WUp), wg.of(w.BUp), dup, n2, w.WUp)
+		dmid := copyOf(dx)
+		bb.RMSNormBackward(dmid, wg.of(w.MLPNorm), dn2, lr.mid, w.MLPNorm, c.NormEps)
+		at(hooks.ResidMid, dmid)
+
+		// Attention block: x_mid = x_pre + o_proj(z), z = attention(rope(q), rope(k), v) of n1 = rmsnorm(x_pre).
+		at(hooks.AttnOut, dmid)
+		z2 := lr.z.Reshape(n, c.Heads*c.HeadDim)
+		dz := alloc(n, c.Heads*c.HeadDim)
+		bb.MatMulBackward(dz, wg.of(w.WO), wg.of(w.BO), dmid, z2, w.WO)
+		at(hooks.Z, dz.Reshape(n, c.Heads, c.HeadDim))
+		dq := alloc(n, c.Heads, c.HeadDim)
+		dk, dv := alloc(n, c.KVHeads, c.HeadDim), alloc(n, c.KVHeads, c.HeadDim)
+		if p := (hooks.Point{Layer: l, Kind: hooks.Pattern}); want[p] {
+			// Through the probabilities explicitly, to stop at them: dP = dz·Vᵀ, then the softmax.
+			pattern := r.pattern(bb, lr, b)
+			dp := alloc(pattern.Shape...)
+			bb.AttentionApplyBackward(dp, dv, dz, pattern, lr.v, b.Seq, b.Pos)
+			at(hooks.Pattern, dp)
+			bb.AttentionPatternBackward(dq, dk, dp, pattern, lr.q, lr.k, b.Seq, b.Pos)
+		} else {
+			bb.AttentionBackward(dq, dk, dv, dz, lr.q, lr.k, lr.v, b.Seq, b.Pos)
+		}
+		bb.RoPEBackward(dq, b.Pos, m.InvFreq)
+		bb.RoPEBackward(dk, b.Pos, m.InvFreq)
+		at(hooks.Q, dq)
+		at(hooks.K, dk)
+		at(hooks.V, dv)
+		n1 := alloc(n, c.Dim)
+		bb.RMSNorm(n1, lr.x, w.AttnNorm, c.NormEps)
+		dn1 := alloc(n, c.Dim)
+		bb.MatMulBackward(dn1, wg.of(w.WQ), wg.of(w.BQ), dq.Reshape(n, c.Heads*c.HeadDim), n1, w.WQ)
+		bb.MatMulBackward(dn1, wg.of(w.WK), wg.of(w.BK), dk.Reshape(n, c.KVHeads*c.HeadDim), n1, w.WK)
+		bb.MatMulBackward(dn1, wg.of(w.WV), wg.of(w.BV), dv.Reshape(n, c.KVHeads*c.HeadDim), n1, w.WV)
+		dpre := copyOf(dmid)
+		bb.RMSNormBackward(dpre, wg.of(w.AttnNorm), dn1, lr.x, w.AttnNorm, c.NormEps)
+		at(hooks.ResidPre, dpre)
+		dx = dpre
+	}
+	put(hooks.Point{Layer: -1, Kind: hooks.Embed}, dx, b.Seq, b.Pos)
+	if opt.Weights {
+		bb.EmbeddingBackward(wg.of(m.Embed), dx, b.Tokens)
+		g.Weights = map[string]*tensor.Tensor{}
+		for _, w := range m.Weights() {
+			if t := wg.grads[*w.Dst]; t != nil {
+				g.Weights[w.Name] = t
+			}
+		}
+	}
+	return g, nil
+}
+
+// pattern recomputes a recorded layer's attention probabilities (n, heads, ctx) from its q, k and v,
+// through a one-layer KV cache of the batch's own tokens.
+func (r *Runner) pattern(bb tensor.Backward, lr *layerRecord, b Batch) *tensor.Tensor {
+	c := r.Model.Config
+	const block = 16
+	seqs, ctx := map[int32]int32{}, int32(0)
+	for i, s := range b.Seq {
+		seqs[s] = max(seqs[s], b.Pos[i]+1)
+		ctx = max(ctx, b.Pos[i]+1)
+	}
+	blocks := 0
+	for _, n := range seqs {
+		blocks += (int(n) + block - 1) / block
+	}
+	kv := tensor.NewKVCacheOf(bb, r.dtype(), 1, c.KVHeads, c.HeadDim, block, blocks)
+	for s, n := range seqs {
+		if err := kv.Reserve(int(s), int(n)); err != nil {
+			panic(fmt.Sprintf("llama: %v", err)) // sized above to fit exactly
+		}
+	}
+	bb.StoreKV(kv, 0, lr.k, lr.v, b.Seq, b.Pos)
+	p := tensor.New(r.dtype(), len(b.Tokens), c.Heads, int(ctx))
+	bb.AttentionPattern(p, lr.q, kv, 0, b.Seq, b.Pos)
+	return p
+}
+
+// weightGrads maps each weight tensor to its gradient, allocated on first use; a tied LM head
+// shares the embedding's. When weight gradients are not wanted it hands out nil, which the
+// backward ops skip.
+type weightGrads struct {
+	on    bool
+	dt    tensor.DType
+	grads map[*tensor.Tensor]*tensor.Tensor
+}
+
+func newWeightGrads(on bool, dt tensor.DType) *weightGrads {
+	return &weightGrads{on: on, dt: dt, grads: map[*tensor.Tensor]*tensor.Tensor{}}
+}
+
+func (w *weightGrads) of(t *tensor.Tensor) *tensor.Tensor {
+	if !w.on || t == nil {
+		return nil
+	}
+	g, ok := w.grads[t]
+	if !ok {
+		g = tensor.New(w.dt, t.Shape...)
+		w.grads[t] = g
+	}
+	return g
+}
+
+func copyOf(t *tensor.Tensor) *tensor.Tensor {
+	c := tensor.New(t.DType, t.Shape...)
+	copy(c.Data, t.Data)
+	return c
+}
+
+// HookDims are the sizes that give the model's hook points their shapes.
+func (c *Config) HookDims() hooks.Dims {
+	return hooks.Dims{Layers: c.Layers, DModel: c.Dim, Heads: c.Heads, KVHeads: c.KVHeads, DHead: c.HeadDim, DMLP: c.FFNDim}
+}
