@@ -21,6 +21,8 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"tokenize": runTokenize,
 	"inspect":  runInspect,
 	"init":     runInit,
+	"cache":    runCache,
+	"grad":     runGrad,
 }
 
 // summaries are the one-line descriptions `tiller --help` lists.
@@ -30,6 +32,8 @@ var summaries = map[string]string{
 	"tokenize": "token ids and pieces of a text",
 	"inspect":  "config, parameter count and tensor table of a checkpoint",
 	"init":     "write a random-weight checkpoint in Hugging Face layout",
+	"cache":    "save the activations at hook points of one prompt (safetensors)",
+	"grad":     "save the gradients of a metric at hook points of one prompt (safetensors)",
 }
 
 func main() {
