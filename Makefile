@@ -52,3 +52,42 @@ clean:
 # private Python environment in build/pyref; `make test` never needs this.
 fixtures:
 	scripts/reference/make_fixtures.sh
+
+# ---- GPU (issue 6). None of this runs in `make test`: the default build needs no CUDA. ----
+
+CUDA      := $(BUILD)/cuda
+NVCC      := $(CUDA)/bin/nvcc
+KERNELS   := $(wildcard kernels/*.cu)
+PTX       := $(KERNELS:.cu=.ptx)
+# cgo flags of the `cuda` build: the CUDA 12.4 headers and the libcuda.so link stub of build/cuda.
+CUDA_CGO  := CGO_CFLAGS=-I$(CURDIR)/$(CUDA)/include CGO_LDFLAGS=-L$(CURDIR)/$(CUDA)/lib
+
+.PHONY: cuda-toolchain ptx ptx-report device-check-build vet-cuda
+
+# nvcc, ptxas, the CUDA headers and the libcuda.so link stub in build/cuda (about 1 GB download once).
+cuda-toolchain:
+	scripts/cuda-toolchain.sh $(CUDA)
+
+# PTX for compute_80, which the driver JITs for Hopper; committed, and embedded by package kernels.
+ptx: $(PTX)
+
+kernels/%.ptx: kernels/%.cu kernels/common.cuh | $(NVCC)
+	$(NVCC) -ptx -arch=compute_80 -o $@ $<
+
+$(NVCC):
+	scripts/cuda-toolchain.sh $(CUDA)
+
+# ptxas's resource report for sm_90 (registers, shared memory, spills), as kept in kernels/README.md.
+ptx-report: $(PTX)
+	@scripts/ptx-report.sh $(PTX)
+
+vet-cuda: $(PTX)
+	$(CUDA_CGO) $(GO) vet -tags cuda ./gpu/... ./kernels/... ./bench/gpubench/...
+
+# The binaries the one-call device check runs (scripts/device-check.sh): the cuda test binary of
+# gpu/ and the GPU benchmark, plus the Llama-3.1-8B config for the HF baseline, in build/device/.
+device-check-build: $(PTX)
+	mkdir -p $(BUILD)/device
+	$(CUDA_CGO) $(GO) test -c -tags cuda -o $(BUILD)/device/gpu.test ./gpu
+	$(CUDA_CGO) $(GO) build -tags cuda -o $(BUILD)/device/gpubench ./bench/gpubench
+	install -m 644 ../shared/models/llama-3.1-8b-instruct/config.json $(BUILD)/device/llama-3.1-8b-config.json

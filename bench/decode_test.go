@@ -80,7 +80,7 @@ func benchDecode(b *testing.B, name string, threads int) {
 	prompt := []int32{128000, 9906, 11, 1268, 527, 499, 3432, 30, 358, 1097, 7060, 11, 9523, 369, 10371, 13}
 	steps := b.N + 1
 	kv := r.NewKVCache(len(prompt)+steps, 16)
-	logits, err := r.Forward(llama.Prompt(0, prompt, 0, false), kv)
+	logits, err := r.Forward(llama.Prompt(0, prompt, 0, false), kv, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func benchDecode(b *testing.B, name string, threads int) {
 	for i := 0; i < b.N; i++ {
 		step.Tokens[0] = greedy.Sample(logits.F32(), nil)
 		step.Pos[0] = int32(len(prompt) + i)
-		if logits, err = r.Forward(step, kv); err != nil {
+		if logits, err = r.Forward(step, kv, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -112,7 +112,7 @@ func benchPrefill(b *testing.B, name string, threads, n int) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		kv.Release(0)
-		if _, err := r.Forward(llama.Prompt(0, prompt, 0, false), kv); err != nil {
+		if _, err := r.Forward(llama.Prompt(0, prompt, 0, false), kv, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

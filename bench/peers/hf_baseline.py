@@ -12,6 +12,9 @@ cut short still reports what it measured. Timing uses CUDA events after warm-up;
 median of several repeats.
 
 Usage: python3 hf_baseline.py --config config.json [--out results.jsonl] [--deadline-s 400]
+
+--quick measures only what the one-call device check compares tiller with, in under a minute:
+the copy bandwidth, prefill of 2048 tokens, and batch-1 eager decode (dynamic cache, 64 steps).
 """
 
 import argparse
@@ -88,6 +91,8 @@ def main():
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", default="")
     ap.add_argument("--deadline-s", type=float, default=400)
+    ap.add_argument("--quick", action="store_true",
+                    help="copy, 2048-token prefill and batch-1 eager decode only (about a minute)")
     args = ap.parse_args()
     t0 = time.time()
 
@@ -99,7 +104,8 @@ def main():
          transformers=transformers.__version__)
 
     copy_bandwidth(args.out)
-    matmul_peak(args.out)
+    if not args.quick:
+        matmul_peak(args.out)
 
     model, config, n_params = build_model(args.config)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -109,7 +115,7 @@ def main():
     gen = torch.Generator(device="cuda").manual_seed(1)
 
     with torch.inference_mode():
-        for n in (512, 2048):
+        for n in ((2048,) if args.quick else (512, 2048)):
             ids = torch.randint(0, vocab, (1, n), device="cuda", generator=gen)
             ms = cuda_time_ms(lambda: model(ids, use_cache=False, logits_to_keep=1), warmup=2, repeat=5)
             emit(args.out, what="hf_prefill", tokens=n, ms=ms, tok_s=n / ms * 1e3,
@@ -123,14 +129,16 @@ def main():
             return model.generate(rows, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                                   pad_token_id=0, **kw)
 
-        steps = 256
-        t_one = cuda_time_ms(lambda: generate(prompt, 1), warmup=1, repeat=3)
-        t_all = cuda_time_ms(lambda: generate(prompt, steps + 1), warmup=1, repeat=3)
+        steps = 64 if args.quick else 256
+        repeat = 2 if args.quick else 3
+        t_one = cuda_time_ms(lambda: generate(prompt, 1), warmup=1, repeat=repeat)
+        t_all = cuda_time_ms(lambda: generate(prompt, steps + 1), warmup=1, repeat=repeat)
         ms_tok = (t_all - t_one) / steps
         emit(args.out, what="hf_decode_b1", cache="dynamic", ms_per_token=ms_tok,
              tok_s=1e3 / ms_tok, weight_gbps=weight_bytes / ms_tok / 1e6)
 
-        for rows, cache, compiled in ((64, "static", False), (1, "static", True), (64, "static", True)):
+        batched = () if args.quick else ((64, "static", False), (1, "static", True), (64, "static", True))
+        for rows, cache, compiled in batched:
             if time.time() - t0 > args.deadline_s:
                 emit(args.out, what="skipped", reason="deadline", rows=rows, compiled=compiled)
                 continue

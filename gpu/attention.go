@@ -1,0 +1,94 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/tillerlm/tiller/tensor"
+)
+
+func (b *Backend) StoreKV(kv *tensor.KVCache, layer int, k, v *tensor.Tensor, seq, pos []int32) {
+	width := kv.KVHeads * kv.HeadDim
+	if k.Numel() != len(seq)*width || v.Numel() != k.Numel() || len(pos) != len(seq) {
+		panic(fmt.Sprintf("gpu: store of k %v, v %v for %d tokens in a cache of %d×%d", k.Shape, v.Shape, len(seq), kv.KVHeads, kv.HeadDim))
+	}
+	f32("store kv", k, v)
+	rows := make([]int32, len(seq))
+	for i := range seq {
+		rows[i] = int32(kv.Row(seq[i], pos[i]))
+	}
+	defer b.enter()()
+	b.kvStore(dev(kv.K[layer]), dev(kv.V[layer]), dev(k), dev(v), b.ints(rows), len(seq), width)
+	b.done("store kv")
+}
+
+// prefillTile is the tokens one block of the prefill attention kernel takes; they must all
+// belong to one sequence.
+const prefillTile = 32
+
+// blockTables flattens each token's block table into (n, maxBlocks), zero-padded, with ctx[i] =
+// pos[i] + 1.
+func blockTables(kv *tensor.KVCache, seq, pos []int32) (ctx, table []int32, maxBlocks int) {
+	ctx = make([]int32, len(seq))
+	for i := range seq {
+		ctx[i] = pos[i] + 1
+		maxBlocks = max(maxBlocks, (int(ctx[i])+kv.BlockSize-1)/kv.BlockSize)
+	}
+	table = make([]int32, len(seq)*maxBlocks)
+	for i := range seq {
+		need := (int(ctx[i]) + kv.BlockSize - 1) / kv.BlockSize
+		t := kv.Table(int(seq[i]))
+		if len(t) < need {
+			panic(fmt.Sprintf("gpu: KV cache position %d of sequence %d is not reserved", pos[i], seq[i]))
+		}
+		copy(table[i*maxBlocks:], t[:need])
+	}
+	return ctx, table, maxBlocks
+}
+
+// usePrefill reports whether the flash-style kernel applies: enough tokens, and every tile of 32
+// consecutive tokens within one sequence.
+func usePrefill(seq []int32, dim int) bool {
+	if len(seq) < 16 || dim > 256 {
+		return false
+	}
+	for i := range seq {
+		if seq[i] != seq[i/prefillTile*prefillTile] {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Backend) Attention(dst, q *tensor.Tensor, kv *tensor.KVCache, layer int, seq, pos []int32) {
+	if len(q.Shape) != 3 || q.Shape[0] != len(seq) || q.Shape[2] != kv.HeadDim || len(pos) != len(seq) ||
+		q.Shape[1]%kv.KVHeads != 0 || dst.Numel() != q.Numel() || kv.HeadDim > 256 {
+		panic(fmt.Sprintf("gpu: attention of q %v into %v over a cache of %d×%d for %d tokens", q.Shape, dst.Shape, kv.KVHeads, kv.HeadDim, len(seq)))
+	}
+	f32("attention", dst, q)
+	n, heads, dim := len(seq), q.Shape[1], q.Shape[2]
+	scale := float32(1 / math.Sqrt(float64(dim)))
+	ctx, table, maxBlocks := blockTables(kv, seq, pos)
+	defer b.enter()()
+	ctxDev := b.ints(ctx, table)
+	tableDev := ctxDev + uint64(4*len(ctx))
+	kc, vc := dev(kv.K[layer]), dev(kv.V[layer])
+	if usePrefill(seq, dim) {
+		b.attentionPrefill(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
+		b.done("attention (prefill)")
+		return
+	}
+	maxCtx := 0
+	for _, c := range ctx {
+		maxCtx = max(maxCtx, int(c))
+	}
+	parts := (maxCtx + 31) / 32
+	acc := b.scratch("attention partial outputs", n*heads*parts*dim)
+	ml := b.scratch("attention partial max and sum", n*heads*parts*2)
+	b.attentionDecode(dev(dst), dev(q), kc, vc, ctxDev, tableDev, dev(acc), dev(ml), n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, parts, scale)
+	b.Free(acc)
+	b.Free(ml)
+	b.done("attention (split-KV decode)")
+}

@@ -1,0 +1,231 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"unsafe"
+
+	_ "github.com/tillerlm/tiller/gpu/cuinit" // must initialise the driver before gorgonia.org/cu
+	"github.com/tillerlm/tiller/tensor"
+	"gorgonia.org/cu"
+)
+
+// ErrNoDevice is what New returns on a machine whose driver sees no GPU.
+var ErrNoDevice = errors.New("no CUDA device")
+
+// Backend runs tensor.Backend ops on device 0 through its primary context, in one stream: ops
+// are queued asynchronously and ordered by the stream; Download waits for them. Driver errors
+// inside an op panic with the op's name (the Backend interface has no error results, and a
+// failed launch leaves the context unusable); New, AllocErr and the graph and timing helpers
+// return errors.
+//
+// Not safe for concurrent use, like every tensor.Backend.
+type Backend struct {
+	dev    cu.Device
+	ctx    cu.CUContext
+	stream cu.Stream
+	name   string
+	sms    int
+
+	pool    *pool
+	stage   staging
+	modules map[string]cu.Module
+	kernels map[string]*kernel
+	args    args
+
+	capturing bool // a graph is being recorded: nothing may synchronise or stage host arrays
+	dry       bool // launches are skipped: a dry run loads the modules a graph will need
+
+	// SyncEachOp makes every op wait for the device and check its errors, so that a fault (an
+	// illegal address, say) is reported by the op that caused it rather than by a later one.
+	// Slow; tests set it. The environment variable TILLER_GPU_SYNC=1 sets it too.
+	SyncEachOp bool
+}
+
+var _ tensor.Backend = (*Backend)(nil)
+
+// New opens device 0. It returns ErrNoDevice (wrapped with the driver's reason) when there is
+// none.
+func New() (*Backend, error) {
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, fmt.Errorf("%w: cuDeviceGetCount: %v", ErrNoDevice, err)
+	}
+	if n == 0 {
+		return nil, ErrNoDevice
+	}
+	dev, err := cu.GetDevice(0)
+	if err != nil {
+		return nil, fmt.Errorf("gpu: cuDeviceGet(0): %v", err)
+	}
+	ctx, err := dev.RetainPrimaryCtx()
+	if err != nil {
+		return nil, fmt.Errorf("gpu: cuDevicePrimaryCtxRetain: %v", err)
+	}
+	b := &Backend{dev: dev, ctx: ctx, modules: map[string]cu.Module{}, kernels: map[string]*kernel{}}
+	b.SyncEachOp = os.Getenv("TILLER_GPU_SYNC") == "1"
+	defer b.enter()()
+	if b.stream, err = cu.MakeStream(cu.NonBlocking); err != nil {
+		dev.ReleasePrimaryCtx()
+		return nil, fmt.Errorf("gpu: cuStreamCreate: %v", err)
+	}
+	b.name, _ = dev.Name()
+	b.sms, _ = dev.Attribute(cu.MultiprocessorCount)
+	b.pool = newPool()
+	if err := b.stage.init(1 << 20); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("gpu: staging buffer: %v", err)
+	}
+	return b, nil
+}
+
+// Name is the device's name, e.g. "NVIDIA H100 80GB HBM3"; SMs its multiprocessor count.
+func (b *Backend) Name() string { return b.name }
+func (b *Backend) SMs() int     { return b.sms }
+
+// Close frees everything the backend holds. Tensors it allocated must not be used afterwards.
+func (b *Backend) Close() {
+	defer b.enter()()
+	b.stream.Synchronize()
+	b.stage.free()
+	b.pool.release()
+	for _, m := range b.modules {
+		m.Unload()
+	}
+	b.stream.Destroy()
+	b.dev.ReleasePrimaryCtx()
+}
+
+// enter makes the backend's context current on this goroutine's OS thread for the duration of a
+// call: `defer b.enter()()`. Goroutines move between threads and a context is current per thread.
+func (b *Backend) enter() func() {
+	runtime.LockOSThread()
+	if err := cu.SetCurrentContext(b.ctx); err != nil {
+		runtime.UnlockOSThread()
+		panic(fmt.Sprintf("gpu: cuCtxSetCurrent: %v", err))
+	}
+	return runtime.UnlockOSThread
+}
+
+// done ends an op: with SyncEachOp, it waits for the device and names the op in any error.
+func (b *Backend) done(op string) {
+	if !b.SyncEachOp || b.capturing {
+		return
+	}
+	if err := b.stream.Synchronize(); err != nil {
+		panic(fmt.Sprintf("gpu: %s failed on the device: %v", op, err))
+	}
+}
+
+func must(what string, err error) {
+	if err != nil {
+		panic(fmt.Sprintf("gpu: %s: %v", what, err))
+	}
+}
+
+// Sync waits until everything queued so far has run, and returns the first error it hit.
+func (b *Backend) Sync() error {
+	defer b.enter()()
+	if err := b.stream.Synchronize(); err != nil {
+		return fmt.Errorf("gpu: %v", err)
+	}
+	b.stage.reset()
+	return nil
+}
+
+// Alloc returns a zeroed tensor in device memory; it panics when the device is out of memory
+// (AllocErr returns that error instead).
+func (b *Backend) Alloc(dtype tensor.DType, shape ...int) *tensor.Tensor {
+	t, err := b.AllocErr(fmt.Sprintf("%s%v", dtype, shape), dtype, shape...)
+	if err != nil {
+		panic(err.Error())
+	}
+	return t
+}
+
+// AllocErr is Alloc with an error naming the allocation (what) when the memory is not there.
+func (b *Backend) AllocErr(what string, dtype tensor.DType, shape ...int) (*tensor.Tensor, error) {
+	defer b.enter()()
+	t := &tensor.Tensor{Shape: append([]int(nil), shape...), DType: dtype}
+	bytes := int64(t.Numel() * dtype.Size())
+	p, err := b.pool.get(bytes, what)
+	if err != nil {
+		return nil, err
+	}
+	t.Dev = uint64(p)
+	if bytes > 0 {
+		must("cuMemsetD8Async", cu.MemsetD8Async(p, 0, bytes, b.stream))
+	}
+	return t, nil
+}
+
+// scratch is an uninitialised F32 tensor of n elements from the pool, for an op's temporaries.
+func (b *Backend) scratch(what string, n int) *tensor.Tensor {
+	p, err := b.pool.get(int64(4*n), what)
+	if err != nil {
+		panic(err.Error())
+	}
+	return &tensor.Tensor{Shape: []int{n}, DType: tensor.F32, Dev: uint64(p)}
+}
+
+// Free returns a tensor made by Alloc or Upload to the pool (not a view of one). Work already
+// queued that reads it still runs first: the pool hands memory out again only to later work on
+// the same stream.
+func (b *Backend) Free(t *tensor.Tensor) {
+	if t == nil || t.Dev == 0 {
+		return
+	}
+	b.pool.put(cu.DevicePtr(t.Dev))
+	t.Dev = 0
+}
+
+// Upload copies a host tensor into device memory; a device tensor is returned as it is.
+func (b *Backend) Upload(t *tensor.Tensor) *tensor.Tensor {
+	if !t.OnHost() {
+		return t
+	}
+	d := b.Alloc(t.DType, t.Shape...)
+	defer b.enter()()
+	if len(t.Data) > 0 {
+		must("cuMemcpyHtoDAsync (upload)", cu.MemcpyHtoDAsync(cu.DevicePtr(d.Dev), unsafe.Pointer(&t.Data[0]), int64(len(t.Data)), b.stream))
+		// The source is Go (or mapped) memory: wait, so that it may change as soon as we return.
+		must("upload", b.stream.Synchronize())
+	}
+	return d
+}
+
+// Download copies a device tensor into a host tensor of the same dtype and size, waiting for
+// every op queued before it.
+func (b *Backend) Download(dst, src *tensor.Tensor) {
+	if dst.DType != src.DType || dst.Numel() != src.Numel() || !dst.OnHost() || src.OnHost() {
+		panic(fmt.Sprintf("gpu: download of %v (device %v) into %v (host %v)", src, !src.OnHost(), dst, dst.OnHost()))
+	}
+	if b.capturing {
+		panic("gpu: Download during graph capture")
+	}
+	defer b.enter()()
+	if len(dst.Data) > 0 {
+		must("cuMemcpyDtoHAsync (download)", cu.MemcpyDtoHAsync(unsafe.Pointer(&dst.Data[0]), cu.DevicePtr(src.Dev), int64(len(dst.Data)), b.stream))
+	}
+	if err := b.stream.Synchronize(); err != nil {
+		panic(fmt.Sprintf("gpu: download (or an op queued before it) failed on the device: %v", err))
+	}
+	b.stage.reset()
+}
+
+// CopyTo copies a host slice of int32 into a device I32 tensor of the same length.
+func (b *Backend) CopyTo(dst *tensor.Tensor, v []int32) {
+	if dst.DType != tensor.I32 || dst.Numel() != len(v) || dst.OnHost() {
+		panic(fmt.Sprintf("gpu: copy of %d int32 into %v", len(v), dst))
+	}
+	if len(v) == 0 {
+		return
+	}
+	defer b.enter()()
+	must("cuMemcpyHtoDAsync", cu.MemcpyHtoDAsync(cu.DevicePtr(dst.Dev), unsafe.Pointer(&v[0]), int64(4*len(v)), b.stream))
+	must("copy", b.stream.Synchronize())
+}

@@ -1,0 +1,89 @@
+//go:build cuda
+
+package gpu
+
+// What gorgonia.org/cu v0.9.6 lacks, called directly: the dynamic shared-memory limit of a
+// function, pinned host memory, and stream capture into a CUDA graph with its instantiation and
+// launch. cu's handle types wrap the raw driver handles as their only field; rawStream and
+// rawFunction read them out (cgo types of another package cannot be named here).
+
+// #cgo LDFLAGS: -lcuda
+// #include <cuda.h>
+import "C"
+import (
+	"fmt"
+	"unsafe"
+
+	"gorgonia.org/cu"
+)
+
+// driverError names a failed driver call with the driver's own name for the code.
+func driverError(call string, r C.CUresult) error {
+	if r == C.CUDA_SUCCESS {
+		return nil
+	}
+	var name *C.char
+	if C.cuGetErrorName(r, &name) == C.CUDA_SUCCESS {
+		return fmt.Errorf("%s: %s", call, C.GoString(name))
+	}
+	return fmt.Errorf("%s: CUresult %d", call, int(r))
+}
+
+func rawStream(s cu.Stream) C.CUstream { return *(*C.CUstream)(unsafe.Pointer(&s)) }
+
+func rawFunction(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer(&f)) }
+
+// setMaxDynamicShared lets f use more than the default 48 KiB of dynamic shared memory.
+func setMaxDynamicShared(f cu.Function, bytes int) error {
+	return driverError("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+		C.cuFuncSetAttribute(rawFunction(f), C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(bytes)))
+}
+
+// hostAlloc returns bytes of pinned (page-locked) host memory, which async copies read directly.
+func hostAlloc(bytes int) ([]byte, error) {
+	var p unsafe.Pointer
+	if err := driverError("cuMemHostAlloc", C.cuMemHostAlloc(&p, C.size_t(bytes), 0)); err != nil {
+		return nil, fmt.Errorf("%w (%d bytes of pinned host memory)", err, bytes)
+	}
+	return unsafe.Slice((*byte)(p), bytes), nil
+}
+
+func hostFree(b []byte) {
+	if len(b) > 0 {
+		C.cuMemFreeHost(unsafe.Pointer(&b[0]))
+	}
+}
+
+// graphExec is an instantiated CUDA graph.
+type graphExec struct {
+	graph C.CUgraph
+	exec  C.CUgraphExec
+}
+
+// beginCapture starts recording s's work into a graph. Relaxed mode: other threads' driver calls
+// are not checked against the capture (we make none that touch the stream meanwhile).
+func beginCapture(s cu.Stream) error {
+	return driverError("cuStreamBeginCapture", C.cuStreamBeginCapture(rawStream(s), C.CU_STREAM_CAPTURE_MODE_RELAXED))
+}
+
+// endCapture stops recording and instantiates what was recorded.
+func endCapture(s cu.Stream) (*graphExec, error) {
+	var g graphExec
+	if err := driverError("cuStreamEndCapture", C.cuStreamEndCapture(rawStream(s), &g.graph)); err != nil {
+		return nil, err
+	}
+	if err := driverError("cuGraphInstantiateWithFlags", C.cuGraphInstantiateWithFlags(&g.exec, g.graph, 0)); err != nil {
+		C.cuGraphDestroy(g.graph)
+		return nil, err
+	}
+	return &g, nil
+}
+
+func (g *graphExec) launch(s cu.Stream) error {
+	return driverError("cuGraphLaunch", C.cuGraphLaunch(g.exec, rawStream(s)))
+}
+
+func (g *graphExec) destroy() {
+	C.cuGraphExecDestroy(g.exec)
+	C.cuGraphDestroy(g.graph)
+}

@@ -1,0 +1,238 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/tillerlm/tiller/tensor"
+	"github.com/tillerlm/tiller/tensor/tensortest"
+)
+
+// The GEMV computes in f32 from exact weights, so it meets the f32 bound at every token count
+// (1, 2, 3→4, 5→8, 8 compiled), with 16-byte rows and without, in one shared-memory chunk of x
+// or several, and with three segments in one launch.
+func TestGEMV(t *testing.T) {
+	b := newBackend(t)
+	rng := rand.New(rand.NewPCG(11, 11))
+	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16, tensor.F16} {
+		for _, s := range [][2]int{{4096, 50}, {264, 33}, {67, 20}, {9000, 17}} {
+			in := s[0]
+			for _, n := range []int{1, 2, 3, 5, 8} {
+				outs := []int{s[1], 16, 7}
+				x := randomT(rng, tensor.F32, 1, n, in)
+				xd := b.Upload(x)
+				var segs []gemvSeg
+				var ws, bs []*tensor.Tensor
+				var ys []*tensor.Tensor
+				for j, out := range outs {
+					w := randomT(rng, dt, 1/math.Sqrt(float64(in)), out, in)
+					var bias *tensor.Tensor
+					if j != 1 {
+						bias = randomT(rng, dt, 1, out)
+					}
+					y := poison(b, n, out)
+					ws, bs, ys = append(ws, w), append(bs, bias), append(ys, y)
+					seg := gemvSeg{w: b.Upload(w), y: dev(y)}
+					if bias != nil {
+						seg.bias = b.Upload(bias)
+					}
+					segs = append(segs, seg)
+				}
+				func() { defer b.enter()(); b.gemv(dev(xd), n, in, segs...) }()
+				for j, out := range outs {
+					var bias []float64
+					if bs[j] != nil {
+						bias = f64s(bs[j])
+					}
+					want := linear(f64s(x), f64s(ws[j]), bias, n, in, out)
+					tensortest.Compare(t, fmt.Sprintf("gemv %s n=%d in=%d segment %d out=%d", dt, n, in, j, out), back(b, ys[j]), want, tensortest.F32)
+				}
+				// SwiGLU form against silu(gate)·up from the same reference.
+				y := poison(b, n, outs[0])
+				g, u := ws[0], randomT(rng, dt, 1/math.Sqrt(float64(in)), outs[0], in)
+				func() {
+					defer b.enter()()
+					b.gemvSwiGLU(dev(y), dev(xd), n, in, segs[0].w, segs[0].bias, b.Upload(u), nil)
+				}()
+				gw := linear(f64s(x), f64s(g), f64s(bs[0]), n, in, outs[0])
+				uw := linear(f64s(x), f64s(u), nil, n, in, outs[0])
+				for i := range gw {
+					gw[i] = gw[i] / (1 + math.Exp(-gw[i])) * uw[i]
+				}
+				tensortest.Compare(t, fmt.Sprintf("gemv swiglu %s n=%d in=%d", dt, n, in), back(b, y), gw, tensortest.F32)
+			}
+		}
+	}
+}
+
+// The tensor-core GEMM against a reference that rounds x to the weights' 16-bit type as the
+// kernel stages it: what remains is f32 accumulation order, so the f32 bound holds and any
+// slip in the mma fragment layouts (ldmatrix addresses, A/B/C register order) shows as a gross
+// error at a specific index. Shapes cover ragged tiles in M, N and K and several k tiles.
+func TestGEMMTensorCores(t *testing.T) {
+	b := newBackend(t)
+	rng := rand.New(rand.NewPCG(12, 12))
+	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
+		for _, s := range [][3]int{{9, 8, 8}, {16, 16, 16}, {128, 128, 32}, {130, 136, 200}, {257, 72, 520}, {40, 1000, 264}} {
+			m, n, k := s[0], s[1], s[2]
+			x := randomT(rng, tensor.F32, 1, m, k)
+			w := randomT(rng, dt, 1/math.Sqrt(float64(k)), n, k)
+			bias := randomT(rng, dt, 1, n)
+			y := poison(b, m, n)
+			func() { defer b.enter()(); b.gemm(dev(y), dev(b.Upload(x)), b.Upload(w), b.Upload(bias), m, n, k) }()
+			want := linear(roundTo(f64s(x), dt), f64s(w), f64s(bias), m, k, n)
+			tensortest.Compare(t, fmt.Sprintf("gemm %s M=%d N=%d K=%d (x rounded to %s)", dt, m, n, k, dt), back(b, y), want, tensortest.F32)
+			// And the tiled f32 kernel on the same problem against the exact product.
+			y2 := poison(b, m, n)
+			func() {
+				defer b.enter()()
+				b.args.reset().p(dev(y2)).p(dev(b.Upload(x))).p(dev(b.Upload(w))).p(dev(b.Upload(bias))).i(m).i(n).i(k)
+				b.launch(b.kernel("gemm", "gemm_tiled_"+suffix(dt)), (n+63)/64, (m+63)/64, 1, 256, 0)
+			}()
+			exact := linear(f64s(x), f64s(w), f64s(bias), m, k, n)
+			tensortest.Compare(t, fmt.Sprintf("gemm_tiled %s M=%d N=%d K=%d", dt, m, n, k), back(b, y2), exact, tensortest.F32)
+		}
+	}
+}
+
+// Both attention kernels against the CPU backend on one long prefill (the flash-style kernel's
+// case: tiles of 32 tokens of one sequence) with a small block size, at the head sizes of the
+// models and odd ones (padding of D to 64/128/256).
+func TestAttentionKernels(t *testing.T) {
+	b := newBackend(t)
+	cpu := tensor.NewCPU(2)
+	defer cpu.Close()
+	rng := rand.New(rand.NewPCG(13, 13))
+	for _, c := range []struct{ n, heads, kvHeads, dim, block int }{
+		{100, 8, 2, 128, 16}, {70, 6, 2, 20, 3}, {33, 4, 4, 64, 16}, {40, 2, 1, 256, 8}, {64, 32, 8, 128, 16},
+	} {
+		kvg := tensor.NewKVCache(b, 1, c.kvHeads, c.dim, c.block, (c.n+c.block-1)/c.block+3)
+		kvc := tensor.NewKVCache(cpu, 1, c.kvHeads, c.dim, c.block, (c.n+c.block-1)/c.block+3)
+		// Take a block first so that the sequence's blocks are not the first ones.
+		kvg.Reserve(1, 2*c.block)
+		kvc.Reserve(1, 2*c.block)
+		kvg.Reserve(0, c.n)
+		kvc.Reserve(0, c.n)
+		seq, pos := make([]int32, c.n), make([]int32, c.n)
+		for i := range pos {
+			pos[i] = int32(i)
+		}
+		k := randomT(rng, tensor.F32, 1, c.n, c.kvHeads, c.dim)
+		v := randomT(rng, tensor.F32, 1, c.n, c.kvHeads, c.dim)
+		q := randomT(rng, tensor.F32, 1, c.n, c.heads, c.dim)
+		b.StoreKV(kvg, 0, b.Upload(k), b.Upload(v), seq, pos)
+		cpu.StoreKV(kvc, 0, k, v, seq, pos)
+		want := tensor.New(tensor.F32, c.n, c.heads*c.dim)
+		cpu.Attention(want, q, kvc, 0, seq, pos)
+		ref := f64s(want)
+		what := fmt.Sprintf("n=%d heads=%d/%d D=%d block=%d", c.n, c.heads, c.kvHeads, c.dim, c.block)
+
+		got := poison(b, c.n, c.heads*c.dim)
+		b.Attention(got, b.Upload(q), kvg, 0, seq, pos) // the prefill kernel (homogeneous tiles)
+		tensortest.Compare(t, "attention prefill kernel "+what, back(b, got), ref, tensortest.F32)
+
+		// The split-KV kernels on the same tokens, as a batch of decode queries.
+		got = poison(b, c.n, c.heads*c.dim)
+		ctx, table, maxBlocks := blockTables(kvg, seq, pos)
+		parts := (c.n + 31) / 32
+		acc := b.Alloc(tensor.F32, c.n*c.heads*parts*c.dim)
+		ml := b.Alloc(tensor.F32, c.n*c.heads*parts*2)
+		func() {
+			defer b.enter()()
+			cd := b.ints(ctx, table)
+			b.attentionDecode(dev(got), dev(b.Upload(q)), dev(kvg.K[0]), dev(kvg.V[0]), cd, cd+uint64(4*len(ctx)), dev(acc), dev(ml),
+				c.n, maxBlocks, c.block, c.heads, c.kvHeads, c.dim, parts, float32(1/math.Sqrt(float64(c.dim))))
+		}()
+		tensortest.Compare(t, "attention split-KV kernels "+what, back(b, got), ref, tensortest.F32)
+	}
+}
+
+// The fused residual add, steering add and norm against the f64 formula, steered and not.
+func TestResidualRMSNorm(t *testing.T) {
+	b := newBackend(t)
+	rng := rand.New(rand.NewPCG(14, 14))
+	const n, d, eps = 3, 4096, 1e-5
+	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16, tensor.F16} {
+		for _, steer := range []bool{false, true} {
+			x := randomT(rng, tensor.F32, 2, n, d)
+			delta := randomT(rng, tensor.F32, 1, n, d)
+			w := randomT(rng, dt, 1, d)
+			sv := randomT(rng, tensor.F32, 1, d)
+			alpha := tensor.FromF32([]float32{0, 1.5, -3}, n)
+			resid := b.Upload(x)
+			dst := poison(b, n, d)
+			var ad, sd *tensor.Tensor
+			if steer {
+				ad, sd = b.Upload(alpha), b.Upload(sv)
+			}
+			b.ResidualRMSNorm(dst, resid, b.Upload(delta), ad, sd, b.Upload(w), eps)
+			xs, ds, ws, ss := f64s(x), f64s(delta), f64s(w), f64s(sv)
+			wantR := make([]float64, n*d)
+			want := make([]float64, n*d)
+			for i := 0; i < n; i++ {
+				var sum float64
+				for k := 0; k < d; k++ {
+					r := xs[i*d+k] + ds[i*d+k]
+					if steer {
+						r += float64(alpha.F32()[i]) * ss[k]
+					}
+					wantR[i*d+k] = r
+					sum += r * r
+				}
+				s := 1 / math.Sqrt(sum/d+eps)
+				for k := 0; k < d; k++ {
+					want[i*d+k] = wantR[i*d+k] * s * ws[k]
+				}
+			}
+			what := fmt.Sprintf("residual rmsnorm %s steer=%v", dt, steer)
+			tensortest.Compare(t, what+" (resid)", back(b, resid), wantR, tensortest.F32)
+			tensortest.Compare(t, what+" (normed)", back(b, dst), want, tensortest.F32)
+		}
+	}
+}
+
+// Argmax picks the largest value and, on a tie, the lowest index, as llama's CPU sampler does.
+func TestArgmax(t *testing.T) {
+	b := newBackend(t)
+	rng := rand.New(rand.NewPCG(15, 15))
+	const rows, d = 4, 128256
+	x := randomT(rng, tensor.F32, 1, rows, d)
+	v := x.F32()
+	v[0*d+77777] = 50
+	v[1*d+5], v[1*d+100000] = 60, 60 // tie: 5 wins
+	v[2*d+d-1] = 70
+	v[3*d+0] = 80
+	out := b.Alloc(tensor.I32, rows)
+	b.Argmax(out, b.Upload(x))
+	h := tensor.New(tensor.I32, rows)
+	b.Download(h, out)
+	if got, want := fmt.Sprint(h.I32()), "[77777 5 128255 0]"; got != want {
+		t.Errorf("argmax = %s, want %s", got, want)
+	}
+}
+
+// A captured graph replays the launches it recorded, reading its buffers as they are at replay.
+func TestGraph(t *testing.T) {
+	b := newBackend(t)
+	b.SyncEachOp = false
+	a := b.Upload(tensor.FromF32([]float32{1, 2, 3}, 3))
+	one := b.Upload(tensor.FromF32([]float32{1, 1, 1}, 3))
+	b.Add(a, a, one) // loads the module before capture
+	g, err := b.Capture(func() { b.Add(a, a, one) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for i := 0; i < 5; i++ {
+		if err := g.Launch(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fmt.Sprint(back(b, a)); got != "[7 8 9]" {
+		t.Errorf("after 1 add and 5 replays of one: %s, want [7 8 9]", got)
+	}
+}

@@ -1,0 +1,232 @@
+//go:build cuda
+
+package gpu
+
+import (
+	"fmt"
+
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// Launchers, one per kernel family and named after it. They take device addresses and sizes,
+// check nothing the ops have checked already, and queue one launch (two for attention decode).
+// The kernels' header comments in kernels/*.cu give the math and layouts.
+
+// suffix is a weight dtype's kernel-name suffix.
+func suffix(d tensor.DType) string {
+	switch d {
+	case tensor.F32:
+		return "f32"
+	case tensor.BF16:
+		return "bf16"
+	case tensor.F16:
+		return "f16"
+	}
+	panic(fmt.Sprintf("gpu: no kernels for %s weights", d))
+}
+
+// dev is a tensor's device address, or 0 (a null pointer) for nil.
+func dev(t *tensor.Tensor) uint64 {
+	if t == nil {
+		return 0
+	}
+	if t.OnHost() {
+		panic(fmt.Sprintf("gpu: %v is in host memory; upload it first", t))
+	}
+	return t.Dev
+}
+
+// threadsFor picks a block size for a row-wise kernel over d elements.
+func threadsFor(d int) int {
+	switch {
+	case d >= 2048:
+		return 512
+	case d >= 512:
+		return 256
+	}
+	return 128
+}
+
+func (b *Backend) embedding(dst uint64, table *tensor.Tensor, ids uint64, n, d int) {
+	k := b.kernel("embedding", "embedding_"+suffix(table.DType))
+	b.args.reset().p(dst).p(dev(table)).p(ids).i(d)
+	b.launch(k, n, 1, 1, threadsFor(d), 0)
+}
+
+func (b *Backend) rmsnorm(dst, x uint64, w *tensor.Tensor, n, d int, eps float32) {
+	k := b.kernel("rmsnorm", "rmsnorm_"+suffix(w.DType))
+	b.args.reset().p(dst).p(x).p(dev(w)).i(d).f(eps)
+	b.launch(k, n, 1, 1, threadsFor(d), 0)
+}
+
+// residualRMSNorm: resid += delta (+ alpha[i]·steer); dst = rmsnorm(resid) ⊙ w.
+func (b *Backend) residualRMSNorm(dst, resid, delta, alpha, steer uint64, w *tensor.Tensor, n, d int, eps float32) {
+	k := b.kernel("rmsnorm", "residual_rmsnorm_"+suffix(w.DType))
+	b.args.reset().p(dst).p(resid).p(delta).p(alpha).p(steer).p(dev(w)).i(d).f(eps)
+	b.launch(k, n, 1, 1, threadsFor(d), 0)
+}
+
+func (b *Backend) rope(x, pos, invFreq uint64, n, heads, dim int) {
+	k := b.kernel("rope", "rope_f32")
+	b.args.reset().p(x).p(pos).p(invFreq).i(heads).i(dim)
+	b.launch(k, n, 1, 1, min(256, max(32, (heads*dim/2+31)&^31)), 0)
+}
+
+// elementwiseGrid covers n elements with 256-thread blocks, capped at a few waves (grid-stride).
+func (b *Backend) elementwiseGrid(n int) int { return min((n+255)/256, 8*max(b.sms, 1)) }
+
+func (b *Backend) siluMul(dst, gate, up uint64, n int) {
+	b.args.reset().p(dst).p(gate).p(up).i(n)
+	b.launch(b.kernel("elementwise", "silu_mul_f32"), b.elementwiseGrid(n), 1, 1, 256, 0)
+}
+
+func (b *Backend) add(dst, x, y uint64, n int) {
+	b.args.reset().p(dst).p(x).p(y).i(n)
+	b.launch(b.kernel("elementwise", "add_f32"), b.elementwiseGrid(n), 1, 1, 256, 0)
+}
+
+func (b *Backend) softmax(x uint64, rows, d int) {
+	b.args.reset().p(x).i(d)
+	b.launch(b.kernel("softmax", "softmax_f32"), rows, 1, 1, threadsFor(d), 0)
+}
+
+func (b *Backend) argmax(out, x uint64, rows, d int) {
+	b.args.reset().p(out).p(x).i(d)
+	b.launch(b.kernel("sampling", "argmax_f32"), rows, 1, 1, 1024, 0)
+}
+
+func (b *Backend) advance(pos, ctx, row, table uint64, blockSize int, tok, hist uint64) {
+	b.args.reset().p(pos).p(ctx).p(row).p(table).i(blockSize).p(tok).p(hist)
+	b.launch(b.kernel("sampling", "advance_i32"), 1, 1, 1, 32, 0)
+}
+
+func (b *Backend) kvStore(kc, vc, k, v, rows uint64, n, width int) {
+	b.args.reset().p(kc).p(vc).p(k).p(v).p(rows).i(width)
+	b.launch(b.kernel("kvcache", "kv_store_f32"), n, 1, 1, min(1024, max(32, (width+31)&^31)), 0)
+}
+
+func (b *Backend) random(t *tensor.Tensor, seed uint64, scale float32) {
+	n := uint64(t.Numel())
+	switch t.DType {
+	case tensor.BF16:
+		b.args.reset().p(dev(t)).u64(n).u64(seed).f(scale)
+		b.launch(b.kernel("random", "random_bf16"), 16*max(b.sms, 1), 1, 1, 256, 0)
+	case tensor.F32:
+		b.args.reset().p(dev(t)).u64(n).u64(seed).f(scale)
+		b.launch(b.kernel("random", "random_f32"), 16*max(b.sms, 1), 1, 1, 256, 0)
+	default:
+		panic(fmt.Sprintf("gpu: random fill of %s", t.DType))
+	}
+}
+
+// gemvSeg is one product of a gemv launch: y (n, out) = x·wᵀ + bias.
+type gemvSeg struct {
+	w, bias *tensor.Tensor
+	y       uint64
+}
+
+// gemvRows is the rows one gemv block computes (4 warps × 4 rows; kernels/gemv.cu).
+const gemvRows = 16
+
+// gemvTokens is the compiled token count (1, 2, 4, 8) a batch of n ≤ 8 tokens runs with.
+func gemvTokens(n int) int {
+	switch {
+	case n <= 1:
+		return 1
+	case n <= 2:
+		return 2
+	case n <= 4:
+		return 4
+	}
+	return 8
+}
+
+// gemvShared is the dynamic shared memory of a gemv launch: x staged as f32, nt tokens ×
+// min(in, 8192/nt) elements.
+func gemvShared(nt, in int) int { return 4 * nt * min(in, 8192/nt) }
+
+// vectorOK reports whether the 16-byte-load paths may read w and x: rows of in elements start on
+// 16-byte boundaries and the bases are aligned.
+func vectorOK(w *tensor.Tensor, x uint64, in int) bool {
+	per := 16 / w.DType.Size()
+	return in%per == 0 && in%4 == 0 && dev(w)%16 == 0 && x%16 == 0
+}
+
+// gemv computes up to three products sharing x (n ≤ 8 tokens, in features) in one launch.
+func (b *Backend) gemv(x uint64, n, in int, segs ...gemvSeg) {
+	if len(segs) == 0 || len(segs) > 3 || n > 8 {
+		panic(fmt.Sprintf("gpu: gemv of %d segments, %d tokens", len(segs), n))
+	}
+	nt := gemvTokens(n)
+	dt := segs[0].w.DType
+	vec := 1
+	blocks := 0
+	b.args.reset().p(x).i(n).i(in).i(0)
+	for _, s := range segs {
+		if s.w.DType != dt || (s.bias != nil && s.bias.DType != dt) {
+			panic(fmt.Sprintf("gpu: gemv segments of dtypes %s, %v, %v", dt, s.w, s.bias))
+		}
+		if !vectorOK(s.w, x, in) {
+			vec = 0
+		}
+		out := s.w.Rows()
+		b.args.p(dev(s.w)).p(dev(s.bias)).p(s.y).i(out)
+		blocks += (out + gemvRows - 1) / gemvRows
+	}
+	for i := len(segs); i < 3; i++ {
+		b.args.p(0).p(0).p(0).i(0)
+	}
+	b.args.slot[3] = uint64(vec)
+	k := b.kernel("gemv", fmt.Sprintf("gemv_n%d_%s", nt, suffix(dt)))
+	b.launch(k, blocks, 1, 1, 128, gemvShared(nt, in))
+}
+
+// gemvSwiGLU computes y = silu(x·gateᵀ + bg) ⊙ (x·upᵀ + bu) for n ≤ 8 tokens in one launch.
+func (b *Backend) gemvSwiGLU(y, x uint64, n, in int, gate, bg, up, bu *tensor.Tensor) {
+	nt := gemvTokens(n)
+	vec := 0
+	if vectorOK(gate, x, in) && vectorOK(up, x, in) {
+		vec = 1
+	}
+	out := gate.Rows()
+	b.args.reset().p(x).i(n).i(in).i(vec).p(dev(gate)).p(dev(bg)).p(dev(up)).p(dev(bu)).p(y).i(out)
+	k := b.kernel("gemv", fmt.Sprintf("gemv_swiglu_n%d_%s", nt, suffix(gate.DType)))
+	b.launch(k, (out+gemvRows-1)/gemvRows, 1, 1, 128, gemvShared(nt, in))
+}
+
+// gemm computes y (m, n) = x (m, k) · wᵀ + bias: on tensor cores for 16-bit weights whose rows
+// allow 16-byte loads, else with the tiled f32 kernel.
+func (b *Backend) gemm(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
+	if bias != nil && bias.DType != w.DType {
+		panic(fmt.Sprintf("gpu: matmul with %s weights and a %s bias", w.DType, bias.DType))
+	}
+	if w.DType != tensor.F32 && kdim%8 == 0 && vectorOK(w, x, kdim) {
+		b.args.reset().p(y).p(x).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim)
+		b.launch(b.kernel("gemm", "gemm_"+suffix(w.DType)), (n+127)/128, (m+127)/128, 1, 256, 0)
+		return
+	}
+	b.args.reset().p(y).p(x).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim)
+	b.launch(b.kernel("gemm", "gemm_tiled_"+suffix(w.DType)), (n+63)/64, (m+63)/64, 1, 256, 0)
+}
+
+// attentionDecode runs the split-KV kernel and its combine step. partAcc holds
+// n·heads·parts·dim floats and partML n·heads·parts·2.
+func (b *Backend) attentionDecode(out, q, kc, vc, ctx, table, partAcc, partML uint64, n, maxBlocks, blockSize, heads, kvHeads, dim, parts int, scale float32) {
+	b.args.reset().p(partAcc).p(partML).p(q).p(kc).p(vc).p(ctx).p(table).i(maxBlocks).i(blockSize).i(heads).i(kvHeads).i(dim).i(parts).f(scale)
+	b.launch(b.kernel("attention", "attention_decode_f32"), parts, heads, n, 128, 0)
+	b.args.reset().p(out).p(partAcc).p(partML).i(heads).i(dim).i(parts)
+	b.launch(b.kernel("attention", "attention_combine_f32"), heads, n, 1, 128, 0)
+}
+
+// attentionPrefill runs the flash-style kernel over tiles of 32 tokens, each of one sequence.
+func (b *Backend) attentionPrefill(out, q, kc, vc, ctx, table uint64, n, maxBlocks, blockSize, heads, kvHeads, dim int, scale float32) {
+	name := "attention_prefill_f32_d256"
+	switch {
+	case dim <= 64:
+		name = "attention_prefill_f32_d64"
+	case dim <= 128:
+		name = "attention_prefill_f32_d128"
+	}
+	b.args.reset().p(out).p(q).p(kc).p(vc).p(ctx).p(table).i(n).i(maxBlocks).i(blockSize).i(heads).i(kvHeads).i(dim).f(scale)
+	b.launch(b.kernel("attention", name), (n+31)/32, heads, 1, 128, 0)
+}

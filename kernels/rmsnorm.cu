@@ -1,0 +1,59 @@
+// RMSNorm, and RMSNorm fused with the residual add (and a steering-vector add).
+//
+// CPU reference: tensor.CPU.RMSNorm: dst[i] = x[i] · rsqrt(mean(x[i]²) + eps) ⊙ w, in f32.
+// Shapes: x, dst (n, d) f32, may alias; w (d) f32/bf16/f16. One block per row: each thread
+// accumulates x² over its strided elements, a block reduction gives the mean, then each thread
+// rescales the same elements (so dst may alias x: every read of a row precedes the barrier in
+// the reduction, every write follows it).
+//
+// Fused form (residual_rmsnorm_*), one launch instead of two or three in a decode step:
+//   resid[i] += delta[i] + alpha[i] · steer        (alpha, steer optional: null pointers)
+//   dst[i]    = rmsnorm(resid[i]) ⊙ w
+// alpha (n) f32 is each row's steering strength (0 leaves the row unsteered), steer (d) f32.
+//
+// Memory traffic: read n·d·4 (x) + d·(2 or 4) (w), write n·d·4; the fused form reads delta and
+// writes resid too. Latency-bound in decode (one row of 4096): a few µs, mostly launch.
+#include "common.cuh"
+
+// ---- kernels ----
+
+template <typename W>
+__device__ void rmsnorm(float* dst, const float* x, const W* w, int d, float eps) {
+    __shared__ float scratch[32];
+    const float* xr = x + (size_t)blockIdx.x * d;
+    float* out = dst + (size_t)blockIdx.x * d;
+    float ss = 0.f;
+    for (int k = threadIdx.x; k < d; k += blockDim.x) ss += xr[k] * xr[k];
+    ss = block_sum(ss, scratch);
+    float scale = rsqrtf(ss / (float)d + eps);
+    for (int k = threadIdx.x; k < d; k += blockDim.x) out[k] = xr[k] * scale * to_f32(w[k]);
+}
+
+extern "C" __global__ void rmsnorm_f32(float* dst, const float* x, const float* w, int d, float eps) { rmsnorm(dst, x, w, d, eps); }
+extern "C" __global__ void rmsnorm_bf16(float* dst, const float* x, const bf16* w, int d, float eps) { rmsnorm(dst, x, w, d, eps); }
+extern "C" __global__ void rmsnorm_f16(float* dst, const float* x, const f16* w, int d, float eps) { rmsnorm(dst, x, w, d, eps); }
+
+template <typename W>
+__device__ void residual_rmsnorm(float* dst, float* resid, const float* delta, const float* alpha,
+                                 const float* steer, const W* w, int d, float eps) {
+    __shared__ float scratch[32];
+    int i = blockIdx.x;
+    float* r = resid + (size_t)i * d;
+    const float* dl = delta + (size_t)i * d;
+    float a = alpha != nullptr ? alpha[i] : 0.f;
+    float ss = 0.f;
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+        float v = r[k] + dl[k];
+        if (a != 0.f) v += a * steer[k];
+        r[k] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, scratch);
+    float scale = rsqrtf(ss / (float)d + eps);
+    float* out = dst + (size_t)i * d;
+    for (int k = threadIdx.x; k < d; k += blockDim.x) out[k] = r[k] * scale * to_f32(w[k]);
+}
+
+extern "C" __global__ void residual_rmsnorm_f32(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const float* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
+extern "C" __global__ void residual_rmsnorm_bf16(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const bf16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
+extern "C" __global__ void residual_rmsnorm_f16(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const f16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
