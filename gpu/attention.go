@@ -28,8 +28,9 @@ func (b *Backend) StoreKV(kv *tensor.KVCache, layer int, k, v *tensor.Tensor, se
 // belong to one sequence.
 const prefillTile = 32
 
-// blockTables flattens each token's block table into (n, maxBlocks), zero-padded, with ctx[i] =
-// pos[i] + 1.
+// blockTables flattens each token's block table into (n, maxBlocks), with ctx[i] = pos[i] + 1.
+// Each row holds as much of its sequence's table as fits, not only the blocks of the token's own
+// context: a prefill tile reads the keys of all its tokens through its first token's row.
 func blockTables(kv *tensor.KVCache, seq, pos []int32) (ctx, table []int32, maxBlocks int) {
 	ctx = make([]int32, len(seq))
 	for i := range seq {
@@ -43,7 +44,7 @@ func blockTables(kv *tensor.KVCache, seq, pos []int32) (ctx, table []int32, maxB
 		if len(t) < need {
 			panic(fmt.Sprintf("gpu: KV cache position %d of sequence %d is not reserved", pos[i], seq[i]))
 		}
-		copy(table[i*maxBlocks:], t[:need])
+		copy(table[i*maxBlocks:(i+1)*maxBlocks], t)
 	}
 	return ctx, table, maxBlocks
 }
