@@ -103,26 +103,33 @@ func LoadCache(path string) (*Cache, map[string]string, error) {
 // Put stores a batch's activation (or gradient) at p into each sequence's tensor: x is (n, width)
 // with row i the token at position pos[i] of sequence seq[i], or (n, heads, ctx) for the pattern.
 func (c *Cache) Put(p Point, d Dims, x *tensor.Tensor, seq, pos []int32) {
+	// Grow each sequence's tensor once, to its largest position in the batch.
+	need := map[int32]int{}
+	for i, s := range seq {
+		need[s] = max(need[s], int(pos[i])+1)
+		if p.Kind == Pattern {
+			need[s] = max(need[s], x.Shape[2])
+		}
+	}
+	dst := map[int32]*tensor.Tensor{}
+	for s, n := range need {
+		dst[s] = c.grow(s, p, d, n, x.DType)
+	}
 	xs := x.ToF64()
 	width := x.Numel() / len(seq)
 	for i := range seq {
-		n := int(pos[i]) + 1
+		t, row := dst[seq[i]], xs[i*width:(i+1)*width]
 		if p.Kind == Pattern {
-			n = max(n, x.Shape[2])
-		}
-		dst := c.grow(seq[i], p, d, n, x.DType)
-		row := xs[i*width : (i+1)*width]
-		if p.Kind == Pattern {
-			heads, ctx, dp := x.Shape[1], x.Shape[2], dst.Shape[1]
+			heads, ctx, dp := x.Shape[1], x.Shape[2], t.Shape[1]
 			for h := 0; h < heads; h++ {
 				for k := 0; k < ctx; k++ {
-					setF64(dst, (h*dp+int(pos[i]))*dp+k, row[h*ctx+k])
+					setF64(t, (h*dp+int(pos[i]))*dp+k, row[h*ctx+k])
 				}
 			}
 			continue
 		}
 		for k, v := range row {
-			setF64(dst, int(pos[i])*width+k, v)
+			setF64(t, int(pos[i])*width+k, v)
 		}
 	}
 }
