@@ -31,8 +31,9 @@ type Config struct {
 	TieEmbeddings     bool // the LM head is the embedding matrix
 	BOS               int  // -1 when absent
 	EOS               []int
-	DType             string // torch_dtype: the checkpoint's declared dtype, informational
-	SlidingWindowNote string // set when sliding_window shortened MaxPositions
+	DType             string  // torch_dtype: the checkpoint's declared dtype, informational
+	InitStd           float64 // initializer_range (default 0.02): the spread of random weights
+	SlidingWindowNote string  // set when sliding_window shortened MaxPositions
 }
 
 // RopeScaling is config.json's rope_scaling. Type is "" (none), "linear" or "llama3".
@@ -70,6 +71,7 @@ type rawConfig struct {
 	TorchDType        string          `json:"torch_dtype"`
 	DType             string          `json:"dtype"`
 	SlidingWindow     *int            `json:"sliding_window"`
+	InitializerRange  *float64        `json:"initializer_range"`
 	Quantization      json.RawMessage `json:"quantization_config"`
 }
 
@@ -110,7 +112,10 @@ func ParseConfig(b []byte) (*Config, error) {
 	if r.HiddenAct != nil && *r.HiddenAct != "silu" {
 		return nil, fmt.Errorf("hidden_act %q is not supported (want \"silu\")", *r.HiddenAct)
 	}
-	c := &Config{ModelType: r.ModelType, BOS: -1, DType: r.TorchDType}
+	c := &Config{ModelType: r.ModelType, BOS: -1, DType: r.TorchDType, InitStd: 0.02}
+	if r.InitializerRange != nil && *r.InitializerRange > 0 {
+		c.InitStd = *r.InitializerRange
+	}
 	if c.DType == "" {
 		c.DType = r.DType
 	}

@@ -39,48 +39,14 @@ func WriteRandom(configJSON []byte, generationJSON []byte, dir string, opts Init
 	default:
 		return nil, fmt.Errorf("weight dtype %s: want F32, BF16 or F16", opts.DType)
 	}
-	raw := map[string]any{}
-	dec := json.NewDecoder(bytes.NewReader(configJSON))
-	dec.UseNumber() // keep integers and floats exactly as written
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("malformed JSON: %v", err)
-	}
 	if opts.Layers < 0 {
 		return nil, fmt.Errorf("layers %d, want > 0", opts.Layers)
 	}
-	if opts.Layers > 0 {
-		raw["num_hidden_layers"] = opts.Layers
-	}
-	raw["torch_dtype"] = map[tensor.DType]string{tensor.F32: "float32", tensor.BF16: "bfloat16", tensor.F16: "float16"}[opts.DType]
-	delete(raw, "dtype")
-	out, err := json.MarshalIndent(raw, "", "  ")
+	out, cfg, err := RewriteConfig(configJSON, opts.Layers, opts.DType)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := ParseConfig(out)
-	if err != nil {
-		return nil, err
-	}
-	std := 0.02
-	if v, ok := raw["initializer_range"].(json.Number); ok {
-		if f, err := v.Float64(); err == nil && f > 0 {
-			std = f
-		}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), append(out, '\n'), 0o644); err != nil {
-		return nil, err
-	}
-	if generationJSON == nil {
-		gen := map[string]any{"bos_token_id": cfg.BOS, "eos_token_id": cfg.EOS}
-		if cfg.BOS < 0 {
-			delete(gen, "bos_token_id")
-		}
-		generationJSON, _ = json.MarshalIndent(gen, "", "  ")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "generation_config.json"), generationJSON, 0o644); err != nil {
+	if err := writeConfigs(dir, out, generationJSON, cfg); err != nil {
 		return nil, err
 	}
 
@@ -100,14 +66,7 @@ func WriteRandom(configJSON []byte, generationJSON []byte, dir string, opts Init
 	var done int64
 	last := time.Now()
 	for i, w := range weights {
-		kind := 0.0 // biases
-		switch {
-		case len(w.Shape) == 2:
-			kind = std
-		case filepath.Ext(w.Name) == ".weight":
-			kind = -1 // norm weights: ones
-		}
-		if err := writeRandomTensor(fw, w.Shape, opts.DType, kind, opts.Seed, uint64(i)); err != nil {
+		if err := writeRandomTensor(fw, w.Shape, opts.DType, initStd(w, cfg.InitStd), opts.Seed, uint64(i)); err != nil {
 			fw.Close()
 			return nil, err
 		}
@@ -124,6 +83,69 @@ func WriteRandom(configJSON []byte, generationJSON []byte, dir string, opts Init
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// RewriteConfig returns config.json's bytes with num_hidden_layers set (when layers > 0) and
+// torch_dtype naming dt, every other field kept as written, and the config they parse to.
+func RewriteConfig(configJSON []byte, layers int, dt tensor.DType) ([]byte, *Config, error) {
+	raw := map[string]any{}
+	dec := json.NewDecoder(bytes.NewReader(configJSON))
+	dec.UseNumber() // keep integers and floats exactly as written
+	if err := dec.Decode(&raw); err != nil {
+		return nil, nil, fmt.Errorf("malformed JSON: %v", err)
+	}
+	if layers > 0 {
+		raw["num_hidden_layers"] = layers
+	}
+	raw["torch_dtype"] = map[tensor.DType]string{tensor.F32: "float32", tensor.BF16: "bfloat16", tensor.F16: "float16"}[dt]
+	delete(raw, "dtype")
+	out, err := json.MarshalIndent(raw, "", "  ")
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := ParseConfig(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(out, '\n'), cfg, nil
+}
+
+// writeConfigs writes config.json and generation_config.json (the given bytes, or the config's
+// bos and eos ids when there are none) into dir, creating it.
+func writeConfigs(dir string, configJSON, generationJSON []byte, cfg *Config) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), configJSON, 0o644); err != nil {
+		return err
+	}
+	if generationJSON == nil {
+		gen := map[string]any{"bos_token_id": cfg.BOS, "eos_token_id": cfg.EOS}
+		if cfg.BOS < 0 {
+			delete(gen, "bos_token_id")
+		}
+		generationJSON, _ = json.MarshalIndent(gen, "", "  ")
+	}
+	return os.WriteFile(filepath.Join(dir, "generation_config.json"), generationJSON, 0o644)
+}
+
+// Save writes the model as a Hugging Face checkpoint into dir: config.json (configJSON with
+// torch_dtype set to dt), generation_config.json and model.safetensors with every weight
+// converted to dt.
+func (m *Model) Save(dir string, configJSON, generationJSON []byte, dt tensor.DType) error {
+	out, cfg, err := RewriteConfig(configJSON, 0, dt)
+	if err != nil {
+		return err
+	}
+	if err := writeConfigs(dir, out, generationJSON, cfg); err != nil {
+		return err
+	}
+	var names []string
+	var ts []*tensor.Tensor
+	for _, w := range m.Weights() {
+		names, ts = append(names, w.Name), append(ts, (*w.Dst).Convert(dt))
+	}
+	return safetensors.Save(filepath.Join(dir, "model.safetensors"), names, ts, map[string]string{"format": "pt"})
 }
 
 func numel(shape []int) int {

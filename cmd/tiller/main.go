@@ -23,6 +23,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"init":     runInit,
 	"cache":    runCache,
 	"grad":     runGrad,
+	"train":    runTrain,
 }
 
 // summaries are the one-line descriptions `tiller --help` lists.
@@ -34,6 +35,7 @@ var summaries = map[string]string{
 	"init":     "write a random-weight checkpoint in Hugging Face layout",
 	"cache":    "save the activations at hook points of one prompt (safetensors)",
 	"grad":     "save the gradients of a metric at hook points of one prompt (safetensors)",
+	"train":    "train a LLaMA from scratch on conversations (AdamW, loss curve, HF checkpoint)",
 }
 
 func main() {
