@@ -62,9 +62,9 @@ func TestTrainBadData(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.jsonl")
 	for content, want := range map[string]string{
-		"{\"text\": \"ok\"}\n{\"text\": \n":                        "bad.jsonl:2:",
+		"{\"text\": \"ok\"}\n{\"text\": \n":                             "bad.jsonl:2:",
 		`{"messages": [{"role": "user", "content": "x"}], "text": "y"}`: `exactly one of "messages" and "text"`,
-		`{"held_out": true, "text": "only held out"}`:                  "no training examples",
+		`{"held_out": true, "text": "only held out"}`:                   "no training examples",
 		`{"messages": [{"role": "", "content": "x"}]}`:                  "bad.jsonl:1:",
 	} {
 		os.WriteFile(bad, []byte(content), 0o644)
