@@ -86,6 +86,10 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "data: %d training and %d held-out examples from %s\n", len(train), len(held), *dataPath)
+	if len(held) > heldOutEval {
+		held = held[:heldOutEval] // enough for a stable estimate, without stalling training
+		fmt.Fprintf(stderr, "held-out loss is measured on the first %d held-out examples\n", heldOutEval)
+	}
 
 	m, err := llama.NewRandom(cfg, *seed)
 	if err != nil {
@@ -148,6 +152,9 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "wrote %s: final training loss %.4f, held-out loss %.4f; loss curve in loss.csv and loss.png\n", *out, last.train, last.held)
 	return nil
 }
+
+// heldOutEval is the most held-out examples each evaluation runs.
+const heldOutEval = 512
 
 // readExamples tokenizes a JSONL data file, splitting off the held-out lines.
 func readExamples(path string, tok *tokenizer.Tokenizer) (train, held [][]int32, err error) {
