@@ -57,6 +57,7 @@ func (l LogProb) Eval(logits, grad *tensor.Tensor) (float64, error) {
 		return 0, fmt.Errorf("log-probability of %d tokens at %d rows", len(l.Tokens), len(l.Rows))
 	}
 	x := logits.ToF64()
+	e := make([]float64, vocab) // exp(x − max) of one row, taken once for the value and the gradient
 	var total float64
 	for k, r := range l.Rows {
 		t := l.Tokens[k]
@@ -69,13 +70,14 @@ func (l LogProb) Eval(logits, grad *tensor.Tensor) (float64, error) {
 			m = math.Max(m, v)
 		}
 		var z float64
-		for _, v := range row {
-			z += math.Exp(v - m)
+		for j, v := range row {
+			e[j] = math.Exp(v - m)
+			z += e[j]
 		}
 		total += row[t] - m - math.Log(z)
 		// d/dx_j log softmax(x)_t = [j = t] − softmax(x)_j
-		for j, v := range row {
-			add(grad, r*vocab+j, -math.Exp(v-m)/z)
+		for j := range row {
+			add(grad, r*vocab+j, -e[j]/z)
 		}
 		add(grad, r*vocab+int(t), 1)
 	}
