@@ -62,14 +62,21 @@ PTX       := $(KERNELS:.cu=.ptx)
 # cgo flags of the `cuda` build: the CUDA 12.4 headers and the libcuda.so link stub of build/cuda.
 CUDA_CGO  := CGO_CFLAGS=-I$(CURDIR)/$(CUDA)/include CGO_LDFLAGS=-L$(CURDIR)/$(CUDA)/lib
 
-.PHONY: cuda-toolchain ptx ptx-report device-check-build vet-cuda
+.PHONY: cuda-toolchain ptx ptx-report device-check-build vet-cuda tiller-cuda kernel-sim
 
 # nvcc, ptxas, the CUDA headers and the libcuda.so link stub in build/cuda (about 1 GB download once).
 cuda-toolchain:
 	scripts/cuda-toolchain.sh $(CUDA)
 
 # PTX for compute_80, which the driver JITs for Hopper; committed, and embedded by package kernels.
+# The decode-step families (split-K GEMV, fused decode kernels) use programmatic dependent launch
+# (griddepcontrol), which needs compute_90; package gpu uses them only on such cards.
+PTX_SM90  := kernels/matvec.ptx kernels/decode.ptx
+
 ptx: $(PTX)
+
+$(PTX_SM90): kernels/%.ptx: kernels/%.cu kernels/common.cuh | $(NVCC)
+	$(NVCC) -ptx -arch=compute_90 -o $@ $<
 
 kernels/%.ptx: kernels/%.cu kernels/common.cuh | $(NVCC)
 	$(NVCC) -ptx -arch=compute_80 -o $@ $<
@@ -81,13 +88,31 @@ $(NVCC):
 ptx-report: $(PTX)
 	@scripts/ptx-report.sh $(PTX)
 
-vet-cuda: $(PTX)
+# The fused decode step's kernels (matvec.cu, decode.cu) on the CPU, against f64 references: a
+# host simulation for changes made without a GPU (kernels/sim/harness.cpp; takes minutes).
+kernel-sim:
+	mkdir -p $(BUILD)/sim
+	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu $(BUILD)/sim/
+	sed '/^extern "C" __global__ void hold_ns/,$$d' kernels/decode.cu >$(BUILD)/sim/decode.cu
+	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ harness.cpp -o harness && ./harness
+
+vet-cuda: $(PTX) $(TOKLIB)
 	$(CUDA_CGO) $(GO) vet -tags cuda ./gpu/... ./kernels/... ./bench/gpubench/...
+	$(TILLER_CUDA_CGO) $(GO) vet -tags cuda ./cmd/tiller
+
+# The tiller command with the GPU backend (`tiller profile`, `generate --device cuda`): it links
+# both the tokenizers library and libcuda, and needs the driver's libcuda.so.1 to run at all.
+TILLER_CUDA_CGO := CGO_CFLAGS=-I$(CURDIR)/$(CUDA)/include CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/tokenizers -L$(CURDIR)/$(CUDA)/lib"
+
+tiller-cuda: $(PTX) $(TOKLIB)
+	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -o bin/tiller-cuda ./cmd/tiller
 
 # The binaries the one-call device check runs (scripts/device-check.sh): the cuda test binary of
-# gpu/ and the GPU benchmark, plus the Llama-3.1-8B config for the HF baseline, in build/device/.
-device-check-build: $(PTX)
+# gpu/, the GPU benchmark and the cuda tiller (stripped: the carry limit is 64 MiB), plus the
+# Llama-3.1-8B config for the HF comparison, in build/device/.
+device-check-build: $(PTX) $(TOKLIB)
 	mkdir -p $(BUILD)/device
-	$(CUDA_CGO) $(GO) test -c -tags cuda -o $(BUILD)/device/gpu.test ./gpu
-	$(CUDA_CGO) $(GO) build -tags cuda -o $(BUILD)/device/gpubench ./bench/gpubench
+	$(CUDA_CGO) $(GO) test -c -tags cuda -ldflags=-s -o $(BUILD)/device/gpu.test ./gpu
+	$(CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/gpubench ./bench/gpubench
+	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/tiller ./cmd/tiller
 	install -m 644 ../shared/models/llama-3.1-8b-instruct/config.json $(BUILD)/device/llama-3.1-8b-config.json

@@ -30,6 +30,7 @@ type Backend struct {
 	stream cu.Stream
 	name   string
 	sms    int
+	cc     int // compute capability, major·10 + minor (90 for Hopper)
 
 	pool    *pool
 	stage   staging
@@ -37,8 +38,15 @@ type Backend struct {
 	kernels map[string]*kernel
 	args    args
 
-	capturing bool // a graph is being recorded: nothing may synchronise or stage host arrays
-	dry       bool // launches are skipped: a dry run loads the modules a graph will need
+	capturing bool       // a graph is being recorded: nothing may synchronise or stage host arrays
+	dry       bool       // launches are skipped: a dry run loads the modules a graph will need
+	pdl       bool       // launch kernels that wait on their predecessor (kernel.pdl) with programmatic dependent launch
+	timing    *stepTimer // when set, an event is recorded before every launch (the profiler)
+
+	// SplitK selects the split-K GEMV kernels (kernels/matvec.cu, compute_90) for products of
+	// ≤ 8 tokens; false selects the row-per-warp kernels of kernels/gemv.cu. New sets it on
+	// cards of compute capability ≥ 9.0 unless the environment says TILLER_GPU_GEMV=rows.
+	SplitK bool
 
 	// SyncEachOp makes every op wait for the device and check its errors, so that a fault (an
 	// illegal address, say) is reported by the op that caused it rather than by a later one.
@@ -75,6 +83,10 @@ func New() (*Backend, error) {
 	}
 	b.name, _ = dev.Name()
 	b.sms, _ = dev.Attribute(cu.MultiprocessorCount)
+	major, _ := dev.Attribute(cu.ComputeCapabilityMajor)
+	minor, _ := dev.Attribute(cu.ComputeCapabilityMinor)
+	b.cc = 10*major + minor
+	b.SplitK = b.cc >= 90 && os.Getenv("TILLER_GPU_GEMV") != "rows"
 	b.pool = newPool()
 	if err := b.stage.init(1 << 20); err != nil {
 		b.Close()
@@ -83,9 +95,11 @@ func New() (*Backend, error) {
 	return b, nil
 }
 
-// Name is the device's name, e.g. "NVIDIA H100 80GB HBM3"; SMs its multiprocessor count.
-func (b *Backend) Name() string { return b.name }
-func (b *Backend) SMs() int     { return b.sms }
+// Name is the device's name, e.g. "NVIDIA H100 80GB HBM3"; SMs its multiprocessor count;
+// ComputeCapability major·10 + minor (90 for Hopper).
+func (b *Backend) Name() string           { return b.name }
+func (b *Backend) SMs() int               { return b.sms }
+func (b *Backend) ComputeCapability() int { return b.cc }
 
 // Close frees everything the backend holds. Tensors it allocated must not be used afterwards.
 func (b *Backend) Close() {

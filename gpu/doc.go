@@ -11,7 +11,9 @@
 // each: backend.go (device, context, stream, New/Close, Alloc/Upload/Download), pool.go (the
 // caching device-memory pool), staging.go (host int arrays to the device through a pinned ring),
 // module.go (lazy PTX modules and the launch helper), driver.go (the cgo our own for what
-// gorgonia/cu lacks), launch.go (one launcher per kernel), ops.go and attention.go (the
-// tensor.Backend ops), graph.go (CUDA graph capture and replay), timing.go (events),
-// decoder.go (a device-resident greedy decode loop replayed as one CUDA graph per token).
+// gorgonia/cu lacks, cuLaunchKernelEx for programmatic dependent launch among them), launch.go
+// (one launcher per kernel), ops.go and attention.go (the tensor.Backend ops), graph.go (CUDA
+// graph capture and replay), timing.go (events), decoder.go (a device-resident greedy decode
+// loop replayed as one CUDA graph per token, in a generic and a fused form), profile.go (each
+// kernel of a decode step timed with events).
 package gpu

@@ -3,12 +3,37 @@
 package gpu
 
 // What gorgonia.org/cu v0.9.6 lacks, called directly: the dynamic shared-memory limit of a
-// function, pinned host memory, and stream capture into a CUDA graph with its instantiation and
-// launch. cu's handle types wrap the raw driver handles as their only field; rawStream and
+// function, pinned host memory, stream capture into a CUDA graph with its instantiation and
+// launch, and cuLaunchKernelEx for programmatic dependent launch. cu's handle types wrap the raw driver handles as their only field; rawStream and
 // rawFunction read them out (cgo types of another package cannot be named here).
 
 // #cgo LDFLAGS: -lcuda
+// #include <string.h>
 // #include <cuda.h>
+//
+// // launch_ex queues f through cuLaunchKernelEx. Its parameters are nargs 8-byte slots at args
+// // (Go memory holding no pointers, so cgo lets it through); a kernel reads from each slot as
+// // many bytes as it declares. With pdl set, the launch carries the programmatic-stream-
+// // serialization attribute: f may start before the kernel ahead of it in the stream ends, and
+// // must call griddepcontrol.wait before it touches anything that kernel writes.
+// static CUresult launch_ex(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned threads,
+//                           unsigned shared, CUstream s, unsigned long long* args, int nargs, int pdl) {
+// 	void* params[32];
+// 	for (int i = 0; i < nargs && i < 32; i++) params[i] = &args[i];
+// 	CUlaunchAttribute attr;
+// 	memset(&attr, 0, sizeof attr);
+// 	attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+// 	attr.value.programmaticStreamSerializationAllowed = 1;
+// 	CUlaunchConfig cfg;
+// 	memset(&cfg, 0, sizeof cfg);
+// 	cfg.gridDimX = gx, cfg.gridDimY = gy, cfg.gridDimZ = gz;
+// 	cfg.blockDimX = threads, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+// 	cfg.sharedMemBytes = shared;
+// 	cfg.hStream = s;
+// 	cfg.attrs = pdl ? &attr : NULL;
+// 	cfg.numAttrs = pdl ? 1 : 0;
+// 	return cuLaunchKernelEx(&cfg, f, params, NULL);
+// }
 import "C"
 import (
 	"fmt"
@@ -86,4 +111,19 @@ func (g *graphExec) launch(s cu.Stream) error {
 func (g *graphExec) destroy() {
 	C.cuGraphExecDestroy(g.exec)
 	C.cuGraphDestroy(g.graph)
+}
+
+// launchEx queues f with the parameters in slots (8 bytes each, see args), through
+// cuLaunchKernelEx; pdl asks for programmatic dependent launch (launch_ex above).
+func launchEx(f cu.Function, gx, gy, gz, threads, shared int, s cu.Stream, slots []uint64, pdl bool) error {
+	var p *C.ulonglong
+	if len(slots) > 0 {
+		p = (*C.ulonglong)(unsafe.Pointer(&slots[0]))
+	}
+	flag := C.int(0)
+	if pdl {
+		flag = 1
+	}
+	return driverError("cuLaunchKernelEx", C.launch_ex(rawFunction(f), C.uint(gx), C.uint(gy), C.uint(gz), C.uint(threads), C.uint(shared),
+		rawStream(s), p, C.int(len(slots)), flag))
 }

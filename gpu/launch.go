@@ -230,3 +230,139 @@ func (b *Backend) attentionPrefill(out, q, kc, vc, ctx, table uint64, n, maxBloc
 	b.args.reset().p(out).p(q).p(kc).p(vc).p(ctx).p(table).i(n).i(maxBlocks).i(blockSize).i(heads).i(kvHeads).i(dim).f(scale)
 	b.launch(b.kernel("attention", name), (n+31)/32, heads, 1, 128, 0)
 }
+
+// matvecNorm folds a decoder block's residual add and RMSNorm into a matvec launch
+// (kernels/matvec.cu, the matvec_rms_* kernels, one token): v = x + xb (xb may be 0), the
+// product runs on rmsnorm(v) ⊙ w, and xout (may be 0) receives v, the updated residual stream.
+type matvecNorm struct {
+	xb, xout uint64
+	w        *tensor.Tensor // (in), the matrices' dtype
+	eps      float32
+}
+
+// matvecRows is the rows of each matrix one matvec block computes (8 warps split K; kernels/matvec.cu).
+const matvecRows = 4
+
+// matvecArgs puts the leading parameters every matvec kernel takes into b.args, checking norm,
+// and returns whether the 16-byte-load path may run.
+func (b *Backend) matvecArgs(x uint64, n, in int, norm *matvecNorm, ws ...*tensor.Tensor) bool {
+	vec := true
+	for _, w := range ws {
+		if !vectorOK(w, x, in) {
+			vec = false
+		}
+	}
+	var xb, wn, xout uint64
+	var eps float32
+	if norm != nil {
+		if n != 1 || norm.w.DType != ws[0].DType || norm.w.Numel() != in || (norm.xout != 0 && (norm.xout == x || norm.xout == norm.xb)) {
+			panic(fmt.Sprintf("gpu: matvec with a norm over %d tokens of %d features, norm weight %v, matrices %s, xout %#x (x %#x, xb %#x)",
+				n, in, norm.w, ws[0].DType, norm.xout, x, norm.xb))
+		}
+		xb, wn, xout, eps = norm.xb, dev(norm.w), norm.xout, norm.eps
+		if xb%16 != 0 || wn%16 != 0 {
+			vec = false
+		}
+	}
+	v := 0
+	if vec {
+		v = 1
+	}
+	b.args.reset().p(x).p(xb).p(wn).p(xout).f(eps).i(n).i(in).i(v)
+	return vec
+}
+
+// matvec computes up to three products sharing x (n ≤ 8 tokens, in features) in one split-K
+// launch; with norm (one token) on the normalised residual stream.
+func (b *Backend) matvec(x uint64, n, in int, norm *matvecNorm, segs ...gemvSeg) {
+	if len(segs) == 0 || len(segs) > 3 || n > 8 {
+		panic(fmt.Sprintf("gpu: matvec of %d segments, %d tokens", len(segs), n))
+	}
+	dt := segs[0].w.DType
+	ws := make([]*tensor.Tensor, 0, 3)
+	for _, s := range segs {
+		if s.w.DType != dt || (s.bias != nil && s.bias.DType != dt) {
+			panic(fmt.Sprintf("gpu: matvec segments of dtypes %s, %v, %v", dt, s.w, s.bias))
+		}
+		ws = append(ws, s.w)
+	}
+	b.matvecArgs(x, n, in, norm, ws...)
+	blocks := 0
+	for _, s := range segs {
+		out := s.w.Rows()
+		b.args.p(dev(s.w)).p(dev(s.bias)).p(s.y).i(out)
+		blocks += (out + matvecRows - 1) / matvecRows
+	}
+	for i := len(segs); i < 3; i++ {
+		b.args.p(0).p(0).p(0).i(0)
+	}
+	name := fmt.Sprintf("matvec_n%d_%s", gemvTokens(n), suffix(dt))
+	if norm != nil {
+		name = "matvec_rms_n1_" + suffix(dt)
+	}
+	b.launch(b.kernel("matvec", name), blocks, 1, 1, 256, 0)
+}
+
+// matvecSwiGLU computes y = silu(x·gateᵀ + bg) ⊙ (x·upᵀ + bu) for n ≤ 8 tokens in one split-K
+// launch; with norm (one token) on the normalised residual stream.
+func (b *Backend) matvecSwiGLU(y, x uint64, n, in int, norm *matvecNorm, gate, bg, up, bu *tensor.Tensor) {
+	if n > 8 || up.DType != gate.DType || (bg != nil && bg.DType != gate.DType) || (bu != nil && bu.DType != gate.DType) {
+		panic(fmt.Sprintf("gpu: matvec swiglu of %d tokens, gate %v, up %v, biases %v, %v", n, gate, up, bg, bu))
+	}
+	b.matvecArgs(x, n, in, norm, gate, up)
+	out := gate.Rows()
+	b.args.p(dev(gate)).p(dev(bg)).p(y).i(out).p(dev(up)).p(dev(bu)).p(0).i(0).p(0).p(0).p(0).i(0)
+	name := fmt.Sprintf("matvec_swiglu_n%d_%s", gemvTokens(n), suffix(gate.DType))
+	if norm != nil {
+		name = "matvec_rms_swiglu_n1_" + suffix(gate.DType)
+	}
+	b.launch(b.kernel("matvec", name), (out+matvecRows-1)/matvecRows, 1, 1, 256, 0)
+}
+
+// product is the GEMV of ≤ 8 tokens the backend's ops use: split-K or row-per-warp (SplitK).
+func (b *Backend) product(x uint64, n, in int, segs ...gemvSeg) {
+	if b.SplitK {
+		b.matvec(x, n, in, nil, segs...)
+	} else {
+		b.gemv(x, n, in, segs...)
+	}
+}
+
+// productSwiGLU is product's SwiGLU form.
+func (b *Backend) productSwiGLU(y, x uint64, n, in int, gate, bg, up, bu *tensor.Tensor) {
+	if b.SplitK {
+		b.matvecSwiGLU(y, x, n, in, nil, gate, bg, up, bu)
+	} else {
+		b.gemvSwiGLU(y, x, n, in, gate, bg, up, bu)
+	}
+}
+
+// attentionDecodeRoPE is the fused decode attention of one token (kernels/decode.cu): RoPE of q
+// and k at the device-resident position, the KV-cache append, split-KV attention over parts
+// partitions of 32 positions and their merge. count holds heads int32, zero between launches.
+func (b *Backend) attentionDecodeRoPE(out, partAcc, partML, count, q, k, v, kc, vc, pos, table, invFreq uint64,
+	blockSize, heads, kvHeads, dim, parts int, scale float32) {
+	b.args.reset().p(out).p(partAcc).p(partML).p(count).p(q).p(k).p(v).p(kc).p(vc).p(pos).p(table).p(invFreq).
+		i(blockSize).i(heads).i(kvHeads).i(dim).i(parts).f(scale)
+	b.launch(b.kernel("decode", "attention_decode_rope_f32"), parts, heads, 1, 128, 0)
+}
+
+// argmaxBlocks is the grid of argmax_advance_f32 over d logits: ~2 per thread of 1024-thread
+// blocks, at most argmaxMaxBlocks.
+func argmaxBlocks(d int) int { return max(1, min(argmaxMaxBlocks, (d+2047)/2048)) }
+
+const argmaxMaxBlocks = 256
+
+// argmaxAdvance is greedy sampling and the decode loop's position update in one launch
+// (kernels/decode.cu). candV, candI hold argmaxMaxBlocks floats and ints; count one int32, zero
+// between launches.
+func (b *Backend) argmaxAdvance(tok, x uint64, d int, candV, candI, count, pos, ctx, row, table uint64, blockSize int, hist uint64) {
+	b.args.reset().p(tok).p(x).i(d).p(candV).p(candI).p(count).p(pos).p(ctx).p(row).p(table).i(blockSize).p(hist)
+	b.launch(b.kernel("decode", "argmax_advance_f32"), argmaxBlocks(d), 1, 1, 1024, 0)
+}
+
+// holdNs queues a kernel that sleeps for ns nanoseconds (the profiler queues a step behind it).
+func (b *Backend) holdNs(ns uint64) {
+	b.args.reset().u64(ns)
+	b.launch(b.kernel("decode", "hold_ns"), 1, 1, 1, 32, 0)
+}

@@ -3,6 +3,7 @@
 package gpu
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"testing"
@@ -36,25 +37,39 @@ func TestModelFixtures(t *testing.T) {
 	}
 }
 
-// The same on random tiny checkpoints in bf16, the dtype of the real models.
+// The same on random tiny checkpoints in bf16, the dtype of the real models: one with head_dim 32,
+// and one with the real head_dim of 128 (and GQA groups of 4, as Llama-3.1-8B).
 func TestModelRandomBF16(t *testing.T) {
 	b := newBackend(t)
 	b.SyncEachOp = false
-	cfg := []byte(`{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":256,
-		"intermediate_size":688,"num_hidden_layers":3,"num_attention_heads":8,"num_key_value_heads":2,
-		"vocab_size":1000,"max_position_embeddings":512,"rms_norm_eps":1e-5,"rope_theta":500000.0,
+	compareModel(t, b, randomModel(t, 8))
+	compareModel(t, b, randomModelOf(t, 512, 1024, 4, 1, 2, 2048, 5))
+}
+
+// randomModel is a random bf16 checkpoint of dim 256, 8 heads of 32 (2 kv heads), ffn 688,
+// vocab 1000 and 3 layers; seed picks the weights.
+func randomModel(t *testing.T, seed uint64) *llama.Model {
+	return randomModelOf(t, 256, 688, 8, 2, 3, 1000, seed)
+}
+
+func randomModelOf(t *testing.T, dim, ffn, heads, kvHeads, layers, vocab int, seed uint64) *llama.Model {
+	t.Helper()
+	cfg := []byte(fmt.Sprintf(`{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":%d,
+		"intermediate_size":%d,"num_hidden_layers":%d,"num_attention_heads":%d,"num_key_value_heads":%d,
+		"vocab_size":%d,"max_position_embeddings":512,"rms_norm_eps":1e-5,"rope_theta":500000.0,
 		"initializer_range":0.05,"bos_token_id":1,"eos_token_id":2,"tie_word_embeddings":false,
-		"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}`)
+		"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}`,
+		dim, ffn, layers, heads, kvHeads, vocab))
 	dir := t.TempDir()
-	if _, err := llama.WriteRandom(cfg, nil, dir, llama.InitOptions{Seed: 3, DType: tensor.BF16}); err != nil {
+	if _, err := llama.WriteRandom(cfg, nil, dir, llama.InitOptions{Seed: seed, DType: tensor.BF16}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := llama.Load(dir, llama.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	compareModel(t, b, m)
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 func compareModel(t *testing.T, b *Backend, m *llama.Model) {
@@ -117,6 +132,7 @@ func compareModel(t *testing.T, b *Backend, m *llama.Model) {
 	}
 	var cpuTokens []int32
 	var margins []float64
+	var cpuLogits [][]float32 // [s]: the logits of cpuTokens[s] at position start+s
 	next := argmax(logits.F32())
 	for s := 0; s < steps; s++ {
 		cpuTokens = append(cpuTokens, next)
@@ -124,9 +140,24 @@ func compareModel(t *testing.T, b *Backend, m *llama.Model) {
 		if logits, err = rc.Forward(llama.Prompt(0, []int32{next}, start+s, false), kvc, nil); err != nil {
 			t.Fatal(err)
 		}
+		cpuLogits = append(cpuLogits, append([]float32(nil), logits.F32()...))
 		next = argmax(logits.F32())
 	}
-	for _, useGraph := range []bool{false, true} {
+	// Every form of the decoder step: generic kernels, and (compute capability ≥ 9.0) the fused
+	// step with and without programmatic dependent launch; each replayed as a graph and not.
+	type variant struct{ fused, pdl, graph bool }
+	var variants []variant
+	for _, fused := range []bool{false, true} {
+		for _, pdl := range []bool{false, true} {
+			for _, graph := range []bool{false, true} {
+				if (fused || !pdl) && (!fused || b.cc >= 90) {
+					variants = append(variants, variant{fused, pdl, graph})
+				}
+			}
+		}
+	}
+	for _, v := range variants {
+		what := fmt.Sprintf("decoder (fused %v, pdl %v, graph %v)", v.fused, v.pdl, v.graph)
 		kvg = rg.NewKVCache(64, 16)
 		if _, err := rg.Forward(llama.Prompt(0, prompt[:start-1], 0, false), kvg, nil); err != nil {
 			t.Fatal(err)
@@ -135,7 +166,12 @@ func compareModel(t *testing.T, b *Backend, m *llama.Model) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d.UseGraph = useGraph
+		if v.fused && !d.Fused {
+			t.Errorf("%s: NewDecoder chose the generic step for this model on a card of compute capability %d", what, b.cc)
+			d.Close()
+			continue
+		}
+		d.UseGraph, d.Fused, d.PDL = v.graph, v.fused, v.pdl
 		// The decoder feeds the last prompt token, whose argmax is the first new token.
 		if err := d.Start(prompt[start-1], start-1); err != nil {
 			t.Fatal(err)
@@ -145,18 +181,28 @@ func compareModel(t *testing.T, b *Backend, m *llama.Model) {
 				t.Fatal(err)
 			}
 		}
+		if v.pdl && !d.PDL {
+			t.Logf("%s: the driver could not capture programmatic dependent launch into a graph; ran without", what)
+		}
 		got := d.Tokens(start, start+steps)
+		last := d.Logits()
 		d.Close()
+		same := true
 		for s := range got {
 			if got[s] != cpuTokens[s] {
+				same = false
 				// A near-tie on the CPU may go either way within rounding; anything else is a bug.
 				if margins[s] < 1e-4*maxAbs(wantP) {
-					t.Logf("decoder (graph %v) step %d: token %d, CPU %d, a near-tie (margin %g); stopping the comparison", useGraph, s, got[s], cpuTokens[s], margins[s])
+					t.Logf("%s step %d: token %d, CPU %d, a near-tie (margin %g); stopping the comparison", what, s, got[s], cpuTokens[s], margins[s])
 					break
 				}
-				t.Errorf("decoder (graph %v): greedy tokens %v, CPU %v (first difference at step %d)", useGraph, got, cpuTokens, s)
+				t.Errorf("%s: greedy tokens %v, CPU %v (first difference at step %d)", what, got, cpuTokens, s)
 				break
 			}
+		}
+		// The last step fed cpuTokens[steps-2] at position start+steps-2: its logits are the CPU's.
+		if same {
+			closeLogits(t, what+": logits of the last step", last, cpuLogits[steps-2], 1e-4)
 		}
 	}
 }

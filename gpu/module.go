@@ -15,8 +15,14 @@ import (
 type kernel struct {
 	name    string
 	fn      cu.Function
-	dynamic int // dynamic shared memory the function has been allowed beyond 48 KiB
+	dynamic int  // dynamic shared memory the function has been allowed beyond 48 KiB
+	pdl     bool // it calls pdl_wait before touching what earlier kernels write (kernels/common.cuh)
 }
+
+// pdlFamilies are the op families whose every kernel waits on its predecessor with pdl_wait
+// before reading or writing anything but weights, so that they may be launched with
+// programmatic dependent launch; the others must never be.
+var pdlFamilies = map[string]bool{"matvec": true, "decode": true}
 
 // kernel returns an entry point, loading its op family's PTX module the first time (the driver
 // JIT-compiles it for the card then; later calls are map lookups).
@@ -37,7 +43,7 @@ func (b *Backend) kernel(family, name string) *kernel {
 	if err != nil {
 		panic(fmt.Sprintf("gpu: kernel %s not in the %s module: %v", name, family, err))
 	}
-	k := &kernel{name: name, fn: fn}
+	k := &kernel{name: name, fn: fn, pdl: pdlFamilies[family]}
 	b.kernels[name] = k
 	return k
 }
@@ -91,7 +97,17 @@ func (b *Backend) launch(k *kernel, gx, gy, gz, threads, shared int) {
 		must(k.name, setMaxDynamicShared(k.fn, shared))
 		k.dynamic = shared
 	}
+	if b.timing != nil {
+		b.timing.mark(b, k.name)
+	}
 	a := &b.args
+	if k.pdl {
+		// cuLaunchKernelEx, with programmatic dependent launch when the caller asks for it.
+		if err := launchEx(k.fn, gx, gy, gz, threads, shared, b.stream, a.slot[:a.n], b.pdl); err != nil {
+			panic(fmt.Sprintf("gpu: launching %s (grid %d×%d×%d, %d threads, %d B shared, pdl %v): %v", k.name, gx, gy, gz, threads, shared, b.pdl, err))
+		}
+		return
+	}
 	for i := 0; i < a.n; i++ {
 		a.ptr[i] = unsafe.Pointer(&a.slot[i])
 	}

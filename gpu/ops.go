@@ -81,7 +81,7 @@ func (b *Backend) MatMul(dst, x, w, bias *tensor.Tensor) {
 	f32("matmul", dst, x)
 	defer b.enter()()
 	if n <= 8 {
-		b.gemv(dev(x), n, in, gemvSeg{w: w, bias: bias, y: dev(dst)})
+		b.product(dev(x), n, in, gemvSeg{w: w, bias: bias, y: dev(dst)})
 	} else {
 		b.gemm(dev(dst), dev(x), w, bias, n, out, in)
 	}
@@ -101,7 +101,7 @@ func (b *Backend) MatMulQKV(yq, yk, yv, x, wq, bq, wk, bk, wv, bv *tensor.Tensor
 	}
 	defer b.enter()()
 	if n <= 8 {
-		b.gemv(dev(x), n, in, gemvSeg{w: wq, bias: bq, y: dev(yq)}, gemvSeg{w: wk, bias: bk, y: dev(yk)}, gemvSeg{w: wv, bias: bv, y: dev(yv)})
+		b.product(dev(x), n, in, gemvSeg{w: wq, bias: bq, y: dev(yq)}, gemvSeg{w: wk, bias: bk, y: dev(yk)}, gemvSeg{w: wv, bias: bv, y: dev(yv)})
 	} else {
 		b.gemm(dev(yq), dev(x), wq, bq, n, wq.Rows(), in)
 		b.gemm(dev(yk), dev(x), wk, bk, n, wk.Rows(), in)
@@ -120,7 +120,7 @@ func (b *Backend) MatMulSwiGLU(dst, tmp, x, gate, bg, up, bu *tensor.Tensor) {
 	}
 	defer b.enter()()
 	if n <= 8 {
-		b.gemvSwiGLU(dev(dst), dev(x), n, in, gate, bg, up, bu)
+		b.productSwiGLU(dev(dst), dev(x), n, in, gate, bg, up, bu)
 	} else {
 		b.gemm(dev(dst), dev(x), gate, bg, n, out, in)
 		b.gemm(dev(tmp), dev(x), up, bu, n, out, in)

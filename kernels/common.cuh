@@ -55,6 +55,9 @@ __device__ __forceinline__ float f16_to_f32(unsigned short h) {
 }
 __device__ __forceinline__ float to_f32(f16 v) { return f16_to_f32(v.bits); }
 
+// silu(g) = g·sigmoid(g); expf(−g) overflows to inf for g < −88, and g / inf = −0 is the limit.
+__device__ __forceinline__ float silu(float g) { return g / (1.f + expf(-g)); }
+
 // Narrowing of f32, round to nearest even (the tensor-core GEMM stages activations this way).
 __device__ __forceinline__ unsigned short f32_to_bf16_bits(float f) {
     unsigned short h;
@@ -80,5 +83,37 @@ __device__ __forceinline__ uint4 load_stream16(const void* p) {
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p));
+    return v;
+}
+
+// Programmatic dependent launch (sm_90). A kernel launched with the programmatic-serialization
+// attribute may start while the kernel before it in the stream still runs; pdl_wait blocks until
+// that kernel (and so every earlier one) has finished and its writes are visible. Code before
+// pdl_wait may touch only what no earlier kernel writes (the weights); everything else follows it.
+// pdl_trigger lets the next kernel start launching once every block of this one has called it.
+// Compiled for an earlier target, or launched without the attribute, both are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// A 16-byte load of constant data that many blocks reuse (norm weights): through L1.
+__device__ __forceinline__ uint4 load_const16(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+// A load that bypasses L1 (cached in L2 only): for values other blocks of the same launch wrote,
+// which an earlier read on this multiprocessor may have left stale in its L1.
+__device__ __forceinline__ float load_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
     return v;
 }

@@ -55,8 +55,6 @@ __device__ __forceinline__ float dot16(uint4 w, const float* x, f16) {
            f16_lo(w.z) * b.x + f16_hi(w.z) * b.y + f16_lo(w.w) * b.z + f16_hi(w.w) * b.w;
 }
 
-__device__ __forceinline__ float silu(float g) { return g / (1.f + expf(-g)); }
-
 // ---- kernels ----
 
 // SWIGLU = false: a warp's 8 loads per iteration are 2 steps × 4 rows of one matrix.

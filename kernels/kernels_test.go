@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// Every family's PTX is there, targets what the driver can JIT for Hopper, and declares the
-// entry points package gpu launches (a renamed kernel fails here, not on a lent GPU).
+// Every family's PTX is there, targets what the driver can JIT for Hopper (compute_80, or
+// compute_90 for the families that use programmatic dependent launch), and declares the entry
+// points package gpu launches (a renamed kernel fails here, not on a lent GPU).
 func TestPTX(t *testing.T) {
 	want := map[string][]string{
 		"attention":   {"attention_decode_f32", "attention_combine_f32", "attention_prefill_f32_d64", "attention_prefill_f32_d128", "attention_prefill_f32_d256"},
@@ -16,20 +17,40 @@ func TestPTX(t *testing.T) {
 		"gemm":        {"gemm_bf16", "gemm_f16", "gemm_tiled_f32", "gemm_tiled_bf16", "gemm_tiled_f16"},
 		"gemv":        {"gemv_n1_bf16", "gemv_n8_f32", "gemv_swiglu_n1_bf16", "gemv_swiglu_n8_f16"},
 		"kvcache":     {"kv_store_f32"},
+		"matvec":      {"matvec_n1_bf16", "matvec_n8_f32", "matvec_swiglu_n1_bf16", "matvec_rms_n1_bf16", "matvec_rms_swiglu_n1_f16", "matvec_rms_n1_f32"},
+		"decode":      {"attention_decode_rope_f32", "argmax_advance_f32", "hold_ns"},
 		"random":      {"random_bf16", "random_f32"},
 		"rmsnorm":     {"rmsnorm_f32", "rmsnorm_bf16", "rmsnorm_f16", "residual_rmsnorm_bf16"},
 		"rope":        {"rope_f32"},
 		"sampling":    {"argmax_f32", "advance_i32"},
 		"softmax":     {"softmax_f32"},
 	}
+	// The families package gpu launches with programmatic dependent launch: compute_90 PTX.
+	sm90 := map[string]bool{"matvec": true, "decode": true}
 	entry := regexp.MustCompile(`(?m)^\.visible \.entry (\w+)\(`)
 	for family, names := range want {
 		src, err := PTX(family)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(src, ".target sm_80") {
-			t.Errorf("%s.ptx does not target sm_80 (compute_80)", family)
+		target := ".target sm_80"
+		if sm90[family] {
+			target = ".target sm_90"
+		}
+		if !strings.Contains(src, target) {
+			t.Errorf("%s.ptx does not say %s", family, target)
+		}
+		if strings.Contains(src, "griddepcontrol") != sm90[family] {
+			t.Errorf("%s.ptx: programmatic dependent launch (griddepcontrol) is for the compute_90 families only", family)
+		}
+		if sm90[family] {
+			// package gpu may launch any kernel of these families with programmatic dependent
+			// launch, which is safe only if every one of them waits on its predecessor.
+			for _, body := range strings.Split(src, ".entry ")[1:] {
+				if !strings.Contains(body, "griddepcontrol.wait") {
+					t.Errorf("%s.ptx: kernel %s never executes griddepcontrol.wait", family, strings.SplitN(body, "(", 2)[0])
+				}
+			}
 		}
 		have := map[string]bool{}
 		for _, m := range entry.FindAllStringSubmatch(src, -1) {

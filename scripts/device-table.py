@@ -1,9 +1,12 @@
-"""Prints the device check's short table from gpubench's and hf_baseline's JSON lines:
-kernel or measure, time, GB/s or TFLOP/s, fraction of the copy peak; decode tok/s tiller vs HF.
+"""Prints the device check's short table from the JSON lines in its output folder: gpubench's
+(tiller.jsonl), the HF logits comparison (hf.jsonl), `tiller profile`'s (profile.jsonl), the
+generate comparison (generate.jsonl) and,
+when it ran, HF transformers' own speeds (hf-baseline.jsonl).
 
-Usage: python3 scripts/device-table.py tiller.jsonl hf.jsonl > table.md
+Usage: python3 scripts/device-table.py OUT_DIR > table.md
 """
 import json
+import os
 import sys
 
 
@@ -24,42 +27,87 @@ def rows(path):
 
 
 def fmt(v, spec):
-    return format(v, spec) if isinstance(v, (int, float)) else "-"
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
 def main():
-    t, h = rows(sys.argv[1]), rows(sys.argv[2]) if len(sys.argv) > 2 else []
-    dev = next((r for r in t if r.get("what") == "device"), {})
-    tcopy = next((r for r in t if r.get("what") == "device_copy"), {})
-    hcopy = next((r for r in h if r.get("what") == "device_copy"), {})
-    print(f"device: {dev.get('name', '?')} ({dev.get('sms', '?')} SMs); copy peak tiller {fmt(tcopy.get('gbps'), '.0f')} GB/s, "
-          f"torch {fmt(hcopy.get('gbps'), '.0f')} GB/s")
-    print()
-    print("| kernel / measure | shape | time (ms) | GB/s | TFLOP/s | × copy peak |")
+    d = sys.argv[1]
+    t = rows(os.path.join(d, "tiller.jsonl"))
+    h = rows(os.path.join(d, "hf.jsonl"))
+    p = rows(os.path.join(d, "profile.jsonl"))
+    base = rows(os.path.join(d, "hf-baseline.jsonl"))
+    dev = next((r for r in t + h if r.get("what") == "device"), {})
+    copy = next((r for r in t if r.get("what") == "device_copy"), {})
+    peak = copy.get("gbps")
+    model = next((r for r in t if r.get("what") == "model"), {})
+    print(f"device: {dev.get('name', '?')} ({dev.get('sms', '?')} SMs, cc {dev.get('cc', '?')}); "
+          f"copy peak {fmt(peak, '.0f')} GB/s; decode reads {fmt(model.get('decode_bytes', 0) / 1e9, '.2f')} GB per step")
+
+    print("\n| decode, batch 1, Llama-3.1-8B shape, random bf16 | tok/s | ms/token | weights GB/s | × copy | first tokens |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    dec = [r for r in t if r.get("what") == "tiller_decode_b1"]
+    first = dec[0].get("first_tokens") if dec else None
+    for r in dec:
+        name = r.get("variant", "graph" if r.get("graph") else "plain launches")
+        if "PDL" in name and not r.get("pdl"):
+            name += " (PDL fell back to none)"
+        same = "same" if r.get("first_tokens") == first else "differ"
+        print(f"| {name} | {fmt(r.get('tok_s'), '.1f')} | {fmt(r.get('ms_per_token'), '.3f')} | {fmt(r.get('weight_gbps'), '.0f')} | "
+              f"{fmt(r.get('frac_copy'), '.3f')} | {same} |")
+    hd = next((r for r in base if r.get("what") == "hf_decode_b1"), None)
+    if hd:
+        print(f"| HF transformers eager (same call) | {fmt(hd.get('tok_s'), '.1f')} | {fmt(hd.get('ms_per_token'), '.3f')} | | | |")
+
+    hc = next((r for r in h if r.get("what") == "hf_logits"), None)
+    print("\n| HF logits, 8B shape, 2 layers, 32 ids: max abs diff / max abs HF fp32 | value |")
+    print("| --- | --- |")
+    if hc:
+        for k in ("prefill_rel", "runner_decode_rel", "decoder_generic_rel", "decoder_fused_rel", "hf_bf16_rel", "prefill_argmax_agree"):
+            if k in hc:
+                over = f" OVER {hc[k + '_over_bound']:g}" if k + "_over_bound" in hc else ""
+                print(f"| {k} | {fmt(hc[k], '.2e')}{over} |")
+        print(f"| pass | {hc.get('pass')} (fused decoder PDL: {hc.get('decoder_fused_pdl', '-')}) |")
+    else:
+        print("| (no result) | see hf-check.log, hf-logits.log |")
+
+    for variant in ("generic, graph", "fused+PDL, graph"):
+        ks = [r for r in t if r.get("what") == "profile" and r.get("variant") == variant]
+        if not ks:
+            continue
+        step = next((r for r in t if r.get("what") == "profile_step" and r.get("variant") == variant), {})
+        print(f"\n| step profile: {variant.split(',')[0]} (events, no graph; {fmt(step.get('us'), '.0f')} µs/step) | calls | µs | share | GB/s | × copy |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in sorted(ks, key=lambda r: -r.get("us", 0)):
+            print(f"| {r['kernel']} | {r.get('calls')} | {fmt(r.get('us'), '.0f')} | {fmt(r.get('share'), '.3f')} | "
+                  f"{fmt(r.get('gbps'), '.0f')} | {fmt(r.get('frac_copy'), '.2f')} |")
+
+    print("\n| kernel (decode ones timed in a CUDA graph) | shape | µs | GB/s | TFLOP/s | × copy |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in t:
         if r.get("what") == "kernel":
-            print(f"| {r['kernel']} | {r.get('shape', '')} | {fmt(r.get('ms'), '.4f')} | {fmt(r.get('gbps'), '.0f')} | "
+            print(f"| {r['kernel']} | {r.get('shape', '')} | {fmt(r.get('ms', 0) * 1e3, '.1f')} | {fmt(r.get('gbps'), '.0f')} | "
                   f"{fmt(r.get('tflops'), '.1f')} | {fmt(r.get('frac_copy'), '.2f')} |")
-    print()
-    print("| end to end (Llama-3.1-8B shape, random bf16) | tiller | HF transformers (eager, sdpa) | tiller / HF |")
-    print("| --- | --- | --- | --- |")
-    hd = next((r for r in h if r.get("what") == "hf_decode_b1"), {})
-    for r in t:
-        if r.get("what") == "tiller_decode_b1":
-            ratio = r["tok_s"] / hd["tok_s"] if hd.get("tok_s") else None
-            print(f"| decode batch 1, {'CUDA graph' if r.get('graph') else 'plain launches'} | {fmt(r.get('tok_s'), '.1f')} tok/s "
-                  f"({fmt(r.get('weight_gbps'), '.0f')} GB/s, {fmt(r.get('frac_copy'), '.2f')} × copy) | "
-                  f"{fmt(hd.get('tok_s'), '.1f')} tok/s | {fmt(ratio, '.2f')} |")
-    hp = next((r for r in h if r.get("what") == "hf_prefill" and r.get("tokens") == 2048), {})
     for r in t:
         if r.get("what") == "tiller_prefill":
-            ratio = r["tok_s"] / hp["tok_s"] if hp.get("tok_s") else None
-            print(f"| prefill {r['tokens']} tokens | {fmt(r.get('tok_s'), '.0f')} tok/s ({fmt(r.get('tflops'), '.0f')} TFLOP/s) | "
-                  f"{fmt(hp.get('tok_s'), '.0f')} tok/s | {fmt(ratio, '.2f')} |")
-    fails = [r for r in t + h if r.get("what") == "failed"]
-    for r in fails:
-        print(f"FAILED: {r.get('step', r.get('rows', ''))}: {r.get('error', '')}")
+            hp = next((x for x in base if x.get("what") == "hf_prefill" and x.get("tokens") == r.get("tokens")), {})
+            print(f"\nprefill {r['tokens']} tokens: {fmt(r.get('tok_s'), '.0f')} tok/s ({fmt(r.get('tflops'), '.0f')} TFLOP/s)"
+                  + (f"; HF {fmt(hp.get('tok_s'), '.0f')} tok/s" if hp else ""))
+
+    decs = [r for r in p if r.get("what") == "profile_decode"]
+    if decs:
+        print("\n| tiller profile --model | form | µs/step | tok/s | × copy |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in decs:
+            print(f"| {os.path.basename(str(r.get('model', '?')).rstrip('/'))} | {r.get('form')} | {fmt(r.get('us'), '.1f')} | "
+                  f"{fmt(r.get('tok_s'), '.0f')} | {fmt(r.get('frac_copy'), '.2f')} |")
+
+    g = next((r for r in rows(os.path.join(d, "generate.jsonl")) if r.get("what") == "generate"), None)
+    if g:
+        print(f"\ntiller generate --device cuda, greedy, tiny random model: text {'identical to' if g.get('same_as_cpu') else 'DIFFERENT from'} --device cpu")
+
+    for r in t + h + base:
+        if r.get("what") in ("failed", "skipped"):
+            print(f"{r['what'].upper()}: {r.get('step', r.get('rows', ''))}: {r.get('error', r.get('reason', ''))}")
 
 
 if __name__ == "__main__":

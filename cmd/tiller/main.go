@@ -23,6 +23,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"init":     runInit,
 	"cache":    runCache,
 	"grad":     runGrad,
+	"profile":  runProfile,
 	"train":    runTrain,
 }
 
@@ -35,6 +36,7 @@ var summaries = map[string]string{
 	"init":     "write a random-weight checkpoint in Hugging Face layout",
 	"cache":    "save the activations at hook points of one prompt (safetensors)",
 	"grad":     "save the gradients of a metric at hook points of one prompt (safetensors)",
+	"profile":  "time each kernel of a decode step on the GPU (a CUDA build: make tiller-cuda)",
 	"train":    "train a LLaMA from scratch on conversations (AdamW, loss curve, HF checkpoint)",
 }
 

@@ -1,0 +1,153 @@
+//go:build cuda
+
+package main
+
+import (
+	"fmt"
+
+	"github.com/tillerlm/tiller/gpu"
+	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// gemvKernels are the two GEMV layouts Backend.SplitK chooses between.
+var gemvKernels = []struct {
+	name   string
+	splitK bool
+}{{"gemv (row per warp)", false}, {"matvec (split-K)", true}}
+
+// kernels times each op at the model's shapes. Weight matrices smaller than 256 MB are cycled
+// through several copies, so that repeats read memory, not the 50 MB L2. The decode-sized kernels
+// are timed inside a CUDA graph (timeGraph); the small ones of a decode step (norms, RoPE,
+// attention) appear in context in the step profiles of model().
+func kernels(b *gpu.Backend, c *llama.Config) error {
+	defer func(splitK bool) { b.SplitK = splitK }(b.SplitK)
+	d, ffn, q, kvw := c.Dim, c.FFNDim, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	mats := []struct {
+		name    string
+		out, in int
+	}{{"q_proj/o_proj", q, d}, {"k_proj/v_proj", kvw, d}, {"gate_proj/up_proj", ffn, d}, {"down_proj", d, ffn}, {"lm_head", c.Vocab, d}}
+	for _, m := range mats {
+		bytes := float64(m.out * m.in * 2)
+		copies := max(1, int(256e6/bytes))
+		ws := make([]*tensor.Tensor, copies)
+		for i := range ws {
+			ws[i] = randomT(b, uint64(100+i), 0.02, tensor.BF16, m.out, m.in)
+		}
+		xin := randomT(b, 7, 1, tensor.F32, 1, m.in)
+		y := b.Alloc(tensor.F32, 1, m.out)
+		for _, k := range gemvKernels {
+			b.SplitK = k.splitK
+			ms, err := timeGraph(b, max(copies, 4), func(i int) { b.MatMul(y, xin, ws[i%copies], nil) })
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", k.name, m.name, err)
+			}
+			bandwidthRow(k.name+" n1 bf16 "+m.name, fmt.Sprintf("1x%dx%d", m.in, m.out), bytes, ms)
+		}
+		// The prefill GEMM at 2048 tokens (not the LM head: prefill takes logits at one row).
+		if m.name != "lm_head" {
+			n := *prefillN
+			xs := randomT(b, 8, 1, tensor.F32, n, m.in)
+			ys := b.Alloc(tensor.F32, n, m.out)
+			ms, err := b.Time(2, 10, func() { b.MatMul(ys, xs, ws[0], nil) })
+			if err != nil {
+				return err
+			}
+			flopRow("gemm_bf16 "+m.name, fmt.Sprintf("%dx%dx%d", n, m.in, m.out), 2*float64(n)*float64(m.in)*float64(m.out), ms)
+			b.Free(xs)
+			b.Free(ys)
+		}
+		for _, w := range ws {
+			b.Free(w)
+		}
+		b.Free(xin)
+		b.Free(y)
+	}
+	// The fused decode forms: q, k, v in one launch, and gate·up·SiLU in one launch.
+	{
+		const copies = 4
+		type set struct{ wq, wk, wv, wg, wu *tensor.Tensor }
+		sets := make([]set, copies)
+		for i := range sets {
+			sets[i] = set{randomT(b, uint64(200+i), 0.02, tensor.BF16, q, d), randomT(b, uint64(210+i), 0.02, tensor.BF16, kvw, d),
+				randomT(b, uint64(220+i), 0.02, tensor.BF16, kvw, d), randomT(b, uint64(230+i), 0.02, tensor.BF16, ffn, d),
+				randomT(b, uint64(240+i), 0.02, tensor.BF16, ffn, d)}
+		}
+		xin := randomT(b, 9, 1, tensor.F32, 1, d)
+		yq, yk, yv := b.Alloc(tensor.F32, 1, q), b.Alloc(tensor.F32, 1, kvw), b.Alloc(tensor.F32, 1, kvw)
+		h, tmp := b.Alloc(tensor.F32, 1, ffn), b.Alloc(tensor.F32, 1, ffn)
+		for _, k := range gemvKernels {
+			b.SplitK = k.splitK
+			ms, err := timeGraph(b, 8, func(i int) { s := sets[i%copies]; b.MatMulQKV(yq, yk, yv, xin, s.wq, nil, s.wk, nil, s.wv, nil) })
+			if err != nil {
+				return err
+			}
+			bandwidthRow(k.name+" n1 bf16 q+k+v", fmt.Sprintf("1x%dx(%d+%d+%d)", d, q, kvw, kvw), float64((q+2*kvw)*d*2), ms)
+			ms, err = timeGraph(b, 8, func(i int) { s := sets[i%copies]; b.MatMulSwiGLU(h, tmp, xin, s.wg, nil, s.wu, nil) })
+			if err != nil {
+				return err
+			}
+			bandwidthRow(k.name+" swiglu n1 bf16 gate+up", fmt.Sprintf("1x%dx(2x%d)", d, ffn), float64(2*ffn*d*2), ms)
+		}
+		for _, s := range sets {
+			for _, w := range []*tensor.Tensor{s.wq, s.wk, s.wv, s.wg, s.wu} {
+				b.Free(w)
+			}
+		}
+		for _, t := range []*tensor.Tensor{xin, yq, yk, yv, h, tmp} {
+			b.Free(t)
+		}
+	}
+	// Row-wise and elementwise kernels at prefill size (bandwidth).
+	{
+		n := *prefillN
+		x := randomT(b, 10, 1, tensor.F32, n, d)
+		w := randomT(b, 11, 1, tensor.BF16, d)
+		dst := b.Alloc(tensor.F32, n, d)
+		ms, err := b.Time(3, 20, func() { b.RMSNorm(dst, x, w, 1e-5) })
+		if err != nil {
+			return err
+		}
+		bandwidthRow("rmsnorm_bf16", fmt.Sprintf("%dx%d", n, d), float64(2*n*d*4+d*2), ms)
+		delta := randomT(b, 12, 1, tensor.F32, n, d)
+		ms, err = b.Time(3, 20, func() { b.ResidualRMSNorm(dst, x, delta, nil, nil, w, 1e-5) })
+		if err != nil {
+			return err
+		}
+		bandwidthRow("residual_rmsnorm_bf16", fmt.Sprintf("%dx%d", n, d), float64(4*n*d*4+d*2), ms)
+		g, u := randomT(b, 13, 1, tensor.F32, n, ffn), randomT(b, 14, 1, tensor.F32, n, ffn)
+		ms, err = b.Time(3, 20, func() { b.SiLUMul(g, g, u) })
+		if err != nil {
+			return err
+		}
+		bandwidthRow("silu_mul_f32", fmt.Sprintf("%dx%d", n, ffn), float64(3*n*ffn*4), ms)
+		for _, t := range []*tensor.Tensor{x, w, dst, delta, g, u} {
+			b.Free(t)
+		}
+	}
+	// Attention: a causal prefill of 2048 tokens (flash-style).
+	{
+		n := *prefillN
+		kv := tensor.NewKVCache(b, 1, c.KVHeads, c.HeadDim, 16, n/16+1)
+		kv.Reserve(0, n)
+		seq, pos := make([]int32, n), make([]int32, n)
+		for i := range pos {
+			pos[i] = int32(i)
+		}
+		kx := randomT(b, 19, 1, tensor.F32, n, c.KVHeads, c.HeadDim)
+		vx := randomT(b, 20, 1, tensor.F32, n, c.KVHeads, c.HeadDim)
+		b.StoreKV(kv, 0, kx, vx, seq, pos)
+		qx := randomT(b, 21, 1, tensor.F32, n, c.Heads, c.HeadDim)
+		att := b.Alloc(tensor.F32, n, q)
+		ms, err := b.Time(2, 5, func() { b.Attention(att, qx, kv, 0, seq, pos) })
+		if err != nil {
+			return err
+		}
+		// Causal: n(n+1)/2 scores, each 2·D FLOPs for q·k and 2·D for p·v.
+		flopRow("attention_prefill_f32_d128", fmt.Sprintf("%d tokens, %d/%d heads", n, c.Heads, c.KVHeads), float64(n)*float64(n+1)/2*4*float64(c.HeadDim)*float64(c.Heads), ms)
+		for _, t := range []*tensor.Tensor{kx, vx, qx, att, kv.K[0], kv.V[0]} {
+			b.Free(t)
+		}
+	}
+	return b.Sync()
+}
