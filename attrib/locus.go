@@ -22,6 +22,10 @@ type Locus struct {
 	Metric      string  `json:"metric"`             // the metric attribution used
 	Pairs       string  `json:"pairs"`              // the pair file
 	PairsSHA256 string  `json:"pairs_sha256"`       // its hash, so a stale locus can be told
+	// Rule is how attribution chose the locus (LocusRule), and LayerScores the per-layer totals it
+	// compared; both are for readers and optional.
+	Rule        string    `json:"rule,omitempty"`
+	LayerScores []float64 `json:"layer_scores,omitempty"`
 }
 
 // ReadLocus reads and validates a locus.json.

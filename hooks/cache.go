@@ -115,21 +115,25 @@ func (c *Cache) Put(p Point, d Dims, x *tensor.Tensor, seq, pos []int32) {
 	for s, n := range need {
 		dst[s] = c.grow(s, p, d, n, x.DType)
 	}
-	xs := x.ToF64()
 	width := x.Numel() / len(seq)
+	if p.Kind != Pattern {
+		// Each sequence's tensor has x's dtype (grow makes it so): copy rows as they are.
+		rb := width * x.DType.Size()
+		for i := range seq {
+			t, at := dst[seq[i]], int(pos[i])*rb
+			copy(t.Data[at:at+rb], x.Data[i*rb:(i+1)*rb])
+		}
+		return
+	}
+	xs := x.ToF64()
+	heads, ctx := x.Shape[1], x.Shape[2]
 	for i := range seq {
 		t, row := dst[seq[i]], xs[i*width:(i+1)*width]
-		if p.Kind == Pattern {
-			heads, ctx, dp := x.Shape[1], x.Shape[2], t.Shape[1]
-			for h := 0; h < heads; h++ {
-				for k := 0; k < ctx; k++ {
-					setF64(t, (h*dp+int(pos[i]))*dp+k, row[h*ctx+k])
-				}
+		dp := t.Shape[1]
+		for h := 0; h < heads; h++ {
+			for k := 0; k < ctx; k++ {
+				setF64(t, (h*dp+int(pos[i]))*dp+k, row[h*ctx+k])
 			}
-			continue
-		}
-		for k, v := range row {
-			setF64(t, int(pos[i])*width+k, v)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package llama
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/tillerlm/tiller/hooks"
 	"github.com/tillerlm/tiller/tensor"
@@ -75,6 +76,10 @@ func (r *Runner) Record(b Batch, h *hooks.Set) (*Record, *tensor.Tensor, error) 
 type GradOptions struct {
 	Points  []hooks.Point // hook points whose gradients to return
 	Weights bool          // also the gradient of every weight
+	// DropLayers are layers whose residual contributions pass no gradient (AtP*'s GradDrop): at
+	// such a layer the gradient reaches resid_pre only through the skip connections, and every
+	// point inside the layer (q, k, v, pattern, z, attn_out, mlp.hook_post, mlp_out) gets zero.
+	DropLayers []int
 }
 
 // Grads are the gradients of a scalar metric.
@@ -122,7 +127,9 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	xln := alloc(mRows, c.Dim)
 	bb.RMSNorm(xln, xl, m.Norm, c.NormEps)
 	dxln := alloc(mRows, c.Dim)
-	bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dlogits, xln, m.LMHead)
+	if !sparseUnembedBackward(bb, dxln, dlogits, m.LMHead, opt.Weights) {
+		bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dlogits, xln, m.LMHead)
+	}
 	put(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, dxln, rowSeq, rowPos)
 	dxl := alloc(mRows, c.Dim)
 	bb.RMSNormBackward(dxl, wg.of(m.Norm), dxln, xl, m.Norm, c.NormEps)
@@ -133,18 +140,31 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 		w, lr := &m.Layers[l], &rec.layers[l]
 		at := func(k hooks.Kind, t *tensor.Tensor) { put(hooks.Point{Layer: l, Kind: k}, t, b.Seq, b.Pos) }
 		at(hooks.ResidPost, dx)
+		if slices.Contains(opt.DropLayers, l) {
+			r.dropLayer(l, dx, rec, want, put)
+			continue
+		}
 
 		// MLP block: x_post = x_mid + down(silu(gate(n2)) ⊙ up(n2)), n2 = rmsnorm(x_mid).
 		at(hooks.MLPOut, dx)
-		post := alloc(n, c.FFNDim)
-		bb.SiLUMul(post, lr.gate, lr.up)
+		// The inputs of the projections (silu(gate)⊙up, and the normalised residuals below) enter
+		// only their weights' gradients: without those they are not recomputed, and the
+		// recorded tensor of the same shape stands in for MatMulBackward's shape check.
+		post := lr.gate
+		if opt.Weights {
+			post = alloc(n, c.FFNDim)
+			bb.SiLUMul(post, lr.gate, lr.up)
+		}
 		dpost := alloc(n, c.FFNDim)
 		bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dx, post, w.WDown)
 		at(hooks.MLPPost, dpost)
 		dgate, dup := alloc(n, c.FFNDim), alloc(n, c.FFNDim)
 		bb.SiLUMulBackward(dgate, dup, dpost, lr.gate, lr.up)
-		n2 := alloc(n, c.Dim)
-		bb.RMSNorm(n2, lr.mid, w.MLPNorm, c.NormEps)
+		n2 := lr.mid
+		if opt.Weights {
+			n2 = alloc(n, c.Dim)
+			bb.RMSNorm(n2, lr.mid, w.MLPNorm, c.NormEps)
+		}
 		dn2 := alloc(n, c.Dim)
 		bb.MatMulBackward(dn2, wg.of(w.WGate), wg.of(w.BGate), dgate, n2, w.WGate)
 		bb.MatMulBackward(dn2, wg.of(w.WUp), wg.of(w.BUp), dup, n2, w.WUp)
@@ -175,8 +195,11 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 		at(hooks.Q, dq)
 		at(hooks.K, dk)
 		at(hooks.V, dv)
-		n1 := alloc(n, c.Dim)
-		bb.RMSNorm(n1, lr.x, w.AttnNorm, c.NormEps)
+		n1 := lr.x
+		if opt.Weights {
+			n1 = alloc(n, c.Dim)
+			bb.RMSNorm(n1, lr.x, w.AttnNorm, c.NormEps)
+		}
 		dn1 := alloc(n, c.Dim)
 		bb.MatMulBackward(dn1, wg.of(w.WQ), wg.of(w.BQ), dq.Reshape(n, c.Heads*c.HeadDim), n1, w.WQ)
 		bb.MatMulBackward(dn1, wg.of(w.WK), wg.of(w.BK), dk.Reshape(n, c.KVHeads*c.HeadDim), n1, w.WK)
@@ -197,6 +220,99 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 		}
 	}
 	return g, nil
+}
+
+// sparseUnembedBackward is the LM head's backward, dxln += dlogits·lm_head, for a metric that reads
+// few logits: a logit difference has two nonzero columns per row, so each row of dxln is a sum of
+// two rows of the head, gathered, where the product would stream the whole (vocab, d_model) head
+// and cost about a quarter of a forward pass of a 64-token prompt at the Llama-3.2-1B shape. It
+// reports false, doing nothing, when weight gradients are wanted or the gradient has more than 64
+// distinct nonzero columns (a log-probability's is dense); the product is then the way.
+func sparseUnembedBackward(bb tensor.Backward, dxln, dlogits, head *tensor.Tensor, weights bool) bool {
+	if weights || !dlogits.OnHost() || !dxln.OnHost() {
+		return false
+	}
+	rows, vocab := dlogits.Rows(), dlogits.Cols()
+	at := func(i int) float64 {
+		if dlogits.DType == tensor.F64 {
+			return dlogits.F64()[i]
+		}
+		return float64(dlogits.F32()[i])
+	}
+	type term struct {
+		col int // index into cols
+		v   float64
+	}
+	index := map[int32]int{}
+	var cols []int32
+	terms := make([][]term, rows)
+	for r := 0; r < rows; r++ {
+		for j := 0; j < vocab; j++ {
+			v := at(r*vocab + j)
+			if v == 0 {
+				continue
+			}
+			k, ok := index[int32(j)]
+			if !ok {
+				if len(cols) == 64 {
+					return false
+				}
+				k = len(cols)
+				index[int32(j)] = k
+				cols = append(cols, int32(j))
+			}
+			terms[r] = append(terms[r], term{k, v})
+		}
+	}
+	if len(cols) == 0 {
+		return true // a metric that ignores the logits: nothing flows back
+	}
+	d := head.Cols()
+	gathered := tensor.New(dxln.DType, len(cols), d)
+	bb.Embedding(gathered, head, cols) // the head's rows, widened to the activation dtype
+	g := gathered.ToF64()
+	for r, ts := range terms {
+		for _, t := range ts {
+			src := g[t.col*d : (t.col+1)*d]
+			if dxln.DType == tensor.F64 {
+				dst := dxln.F64()[r*d : (r+1)*d]
+				for i, x := range src {
+					dst[i] += t.v * x
+				}
+			} else {
+				dst := dxln.F32()[r*d : (r+1)*d]
+				for i, x := range src {
+					dst[i] += float32(t.v * x)
+				}
+			}
+		}
+	}
+	return true
+}
+
+// dropLayer is the backward of layer l with its residual contributions cut off from the gradient:
+// x_post = x_pre + (attn_out + mlp_out) with d(attn_out) = d(mlp_out) = 0, so the gradient passes
+// to resid_mid and resid_pre unchanged and every point inside the layer gets zeros (weights too).
+func (r *Runner) dropLayer(l int, dx *tensor.Tensor, rec *Record, want map[hooks.Point]bool, put func(hooks.Point, *tensor.Tensor, []int32, []int32)) {
+	b, dims := rec.batch, r.Model.Config.HookDims()
+	n := len(b.Tokens)
+	ctx := int32(0)
+	for _, p := range b.Pos {
+		ctx = max(ctx, p+1)
+	}
+	for _, k := range []hooks.Kind{hooks.MLPOut, hooks.MLPPost, hooks.AttnOut, hooks.Z, hooks.Pattern, hooks.Q, hooks.K, hooks.V} {
+		p := hooks.Point{Layer: l, Kind: k}
+		if !want[p] {
+			continue
+		}
+		shape := append([]int{n}, dims.Shape(p, 1)[1:]...)
+		if k == hooks.Pattern {
+			shape = []int{n, dims.Heads, int(ctx)}
+		}
+		put(p, tensor.New(r.dtype(), shape...), b.Seq, b.Pos)
+	}
+	put(hooks.Point{Layer: l, Kind: hooks.ResidMid}, dx, b.Seq, b.Pos)
+	put(hooks.Point{Layer: l, Kind: hooks.ResidPre}, dx, b.Seq, b.Pos)
 }
 
 // pattern recomputes a recorded layer's attention probabilities (n, heads, ctx) from its q, k and v,

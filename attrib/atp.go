@@ -1,0 +1,501 @@
+package attrib
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/tillerlm/tiller/hooks"
+	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// Options control Run.
+type Options struct {
+	Kinds []Kind // node kinds to score; nil: DefaultKinds, plus Query and Key with Star
+	// Star adds AtP*'s two fixes (Kramár et al. 2024): for q and k nodes the attention softmax is
+	// recomputed with the patched query or key and only the step after it is linearised (the QK
+	// fix), and every node gets a GradDrop magnitude from one extra backward pass per layer.
+	Star bool
+	// Batch is the number of pairs run together (sequences of one forward batch); default 8.
+	Batch int
+	// Verify is how many nodes exact activation patching checks: 0 none, VerifyAll every node, or
+	// N > 0 for N nodes of the averaged grids: the N/2 with the largest |AtP| and the rest drawn
+	// at random (seeded by Seed).
+	Verify int
+	Seed   uint64
+	// ExactTokens is about how many tokens one batch of patched runs holds; default 2048.
+	ExactTokens int
+	Progress    io.Writer // progress lines (nil: none)
+}
+
+// VerifyAll asks exact patching for every node.
+const VerifyAll = -1
+
+// PairResult is one pair's metric values and scores, on its own clean prompt positions.
+type PairResult struct {
+	Input          *Input
+	Clean, Corrupt float64            // the metric on the clean and on the corrupt run
+	Scores         [numMethods]Scores // by method and kind; nil where not computed
+}
+
+// Result is what Run found.
+type Result struct {
+	Kinds                  []Kind
+	Layers, Heads, KVHeads int
+	Star                   bool
+	Pairs                  []*PairResult
+	// Width is the number of columns of the averaged grids: the longest clean prompt. Pairs are
+	// aligned at their ends, so column c is Width−1−c tokens before each prompt's last token.
+	Width  int
+	Labels []string // per column: the clean token when every pair has the same one there, else "−e"
+	// Clean and Corrupt are the metric averaged over pairs; Mean the scores averaged over pairs
+	// (a pair adds nothing to columns before its first token).
+	Clean, Corrupt float64
+	Mean           [numMethods]Scores
+	Verified       *Verification // nil without exact patching
+	Timing         Timing
+}
+
+// Timing is where Run's time went.
+type Timing struct {
+	Corrupt  time.Duration // forward passes of the corrupt prompts, reading the nodes
+	Clean    time.Duration // recorded forward passes of the clean prompts, reading the nodes
+	Backward time.Duration // backward passes to the nodes
+	Score    time.Duration // products of differences and gradients
+	Star     time.Duration // AtP*: QK fix and GradDrop's extra backward passes
+	Exact    time.Duration // activation patching
+	Patched  int           // patched forward passes run (pairs × nodes)
+}
+
+// AtP is the time attribution patching proper took: both forward passes, the backward and the products.
+func (t Timing) AtP() time.Duration { return t.Corrupt + t.Clean + t.Backward + t.Score }
+
+// analysis is one Run's state.
+type analysis struct {
+	r     *llama.Runner
+	opt   Options
+	cfg   *llama.Config
+	dims  hooks.Dims
+	kinds []Kind
+	res   *Result
+	// reads are the hook points both forward passes capture; grads those the backward returns.
+	reads, grads []hooks.Point
+}
+
+// Run scores every node of the chosen kinds on each pair with AtP (and AtP* when asked), averages
+// over pairs, and checks against exact activation patching when asked. The runner's backend must
+// have a backward pass (the CPU); its activation dtype (F32, or F64 for exact analysis) is used
+// throughout.
+func Run(r *llama.Runner, inputs []*Input, opt Options) (*Result, error) {
+	if len(inputs) == 0 {
+		return nil, fmt.Errorf("attrib: no pairs")
+	}
+	if opt.Batch <= 0 {
+		opt.Batch = 8
+	}
+	if opt.ExactTokens <= 0 {
+		opt.ExactTokens = 2048
+	}
+	if opt.Progress == nil {
+		opt.Progress = io.Discard
+	}
+	cfg := r.Model.Config
+	a := &analysis{r: r, opt: opt, cfg: cfg, dims: cfg.HookDims(), kinds: opt.Kinds}
+	if a.kinds == nil {
+		a.kinds = append([]Kind(nil), DefaultKinds...)
+		if opt.Star {
+			a.kinds = append(a.kinds, Query, Key)
+		}
+	}
+	a.res = &Result{Kinds: a.kinds, Layers: cfg.Layers, Heads: cfg.Heads, KVHeads: cfg.KVHeads, Star: opt.Star}
+	seen := map[hooks.Point]bool{}
+	for l := 0; l < cfg.Layers; l++ {
+		for _, k := range a.kinds {
+			if p := k.Point(l); !seen[p] {
+				seen[p] = true
+				a.reads = append(a.reads, p)
+			}
+		}
+	}
+	a.grads = append([]hooks.Point(nil), a.reads...)
+	if opt.Star && (a.has(Query) || a.has(Key)) { // the QK fix needs ∂M/∂pattern
+		for l := 0; l < cfg.Layers; l++ {
+			a.grads = append(a.grads, hooks.Point{Layer: l, Kind: hooks.Pattern})
+		}
+	}
+
+	start := time.Now()
+	for lo := 0; lo < len(inputs); lo += opt.Batch {
+		hi := min(lo+opt.Batch, len(inputs))
+		prs, err := a.batch(inputs[lo:hi])
+		if err != nil {
+			return nil, err
+		}
+		a.res.Pairs = append(a.res.Pairs, prs...)
+		fmt.Fprintf(opt.Progress, "attribute: %d/%d pairs scored (%.2f s per pair)\n", hi, len(inputs), time.Since(start).Seconds()/float64(hi))
+	}
+	a.average()
+	if opt.Verify != 0 {
+		if err := a.verify(); err != nil {
+			return nil, err
+		}
+	}
+	return a.res, nil
+}
+
+func (a *analysis) has(k Kind) bool {
+	for _, x := range a.kinds {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// readSet is a hook set that captures the activations at every point of a.reads.
+func (a *analysis) readSet() *hooks.Set {
+	names := make([]string, len(a.reads))
+	for i, p := range a.reads {
+		names[i] = p.Name()
+	}
+	h := hooks.NewSet(a.dims)
+	if err := h.Read(strings.Join(names, ",")); err != nil {
+		panic("attrib: " + err.Error()) // the names come from hooks.Point
+	}
+	return h
+}
+
+// run is one prompt of a batch: its tokens, and which logit rows the metric reads.
+type run struct {
+	tokens  []int32 // the prompt, then the continuation
+	row, nr int     // the run's first logit row in the batch's logits, and how many
+}
+
+// runs lays out each input's clean (or corrupt) prompt, with its continuation, as one sequence of
+// a batch, asking for logits at the rows its metric reads.
+func runs(ins []*Input, clean bool) ([]run, llama.Batch) {
+	var b llama.Batch
+	out := make([]run, len(ins))
+	row := 0
+	for i, in := range ins {
+		p := in.Clean
+		if !clean {
+			p = in.Corrupt
+		}
+		toks := append(append([]int32(nil), p...), in.Cont...)
+		nr := max(len(in.Cont), 1)
+		out[i] = run{tokens: toks, row: row, nr: nr}
+		row += nr
+		appendRun(&b, int32(i), toks, len(p)-1, nr)
+	}
+	return out, b
+}
+
+// appendRun adds a whole sequence to the batch with logits at rows [first, first+n).
+func appendRun(b *llama.Batch, seq int32, toks []int32, first, n int) {
+	for k, t := range toks {
+		b.Tokens = append(b.Tokens, t)
+		b.Seq = append(b.Seq, seq)
+		b.Pos = append(b.Pos, int32(k))
+		b.Logits = append(b.Logits, k >= first && k < first+n)
+	}
+}
+
+// metric evaluates an input's metric on its rows of a batch's logits, writing its gradient into
+// the same rows of grad; value computes the value alone.
+func metric(in *Input, ru run, logits, grad *tensor.Tensor) (float64, error) {
+	lg, g := logits.Slice(ru.row, ru.row+ru.nr), grad.Slice(ru.row, ru.row+ru.nr)
+	var m llama.Metric
+	if in.Cont == nil {
+		m = llama.LogitDiff{Row: 0, A: in.A, B: in.B}
+	} else {
+		rows := make([]int, len(in.Cont))
+		for k := range rows {
+			rows[k] = k
+		}
+		m = llama.LogProb{Rows: rows, Tokens: in.Cont}
+	}
+	return m.Eval(lg, g)
+}
+
+// value is metric without the gradient, for the runs that need only the value (the corrupt run
+// and every patched run): one pass of exponentials over the vocabulary per continuation token.
+func value(in *Input, ru run, logits *tensor.Tensor) float64 {
+	vocab := logits.Cols()
+	row := func(r int) []float64 {
+		lg := logits.Slice(ru.row+r, ru.row+r+1)
+		if lg.DType == tensor.F64 {
+			return lg.F64()
+		}
+		out := make([]float64, vocab)
+		for j, v := range lg.F32() {
+			out[j] = float64(v)
+		}
+		return out
+	}
+	if in.Cont == nil {
+		x := row(0)
+		return x[in.A] - x[in.B]
+	}
+	total := 0.0
+	for k, t := range in.Cont {
+		x := row(k)
+		m := math.Inf(-1)
+		for _, v := range x {
+			m = max(m, v)
+		}
+		z := 0.0
+		for _, v := range x {
+			z += math.Exp(v - m)
+		}
+		total += x[t] - m - math.Log(z)
+	}
+	return total
+}
+
+// pairRun is what one pair's scoring reads: its runs' activations and gradients, by sequence.
+type pairRun struct {
+	in                    *Input
+	seq                   int32
+	n                     int          // tokens of the clean run, continuation included
+	clean, corrupt, grads *hooks.Cache // activations of both runs and the clean run's gradients
+}
+
+// batch runs AtP (and AtP*) on a batch of pairs: the corrupt prompts forward, reading the nodes;
+// the clean prompts forward, recorded, reading the nodes; the metric and the backward pass to the
+// nodes; then each node's score.
+func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
+	r := a.r
+	out := make([]*PairResult, len(ins))
+	for i, in := range ins {
+		out[i] = &PairResult{Input: in}
+	}
+
+	t0 := time.Now()
+	kruns, kb := runs(ins, false)
+	corrupt := a.readSet()
+	kv := r.NewKVCache(len(kb.Tokens)+16*len(ins), 16)
+	logits, err := r.Forward(kb, kv, corrupt)
+	if err != nil {
+		return nil, err
+	}
+	for i, in := range ins {
+		out[i].Corrupt = value(in, kruns[i], logits)
+	}
+	t1 := time.Now()
+	a.res.Timing.Corrupt += t1.Sub(t0)
+
+	cruns, cb := runs(ins, true)
+	clean := a.readSet()
+	rec, logits, err := r.Record(cb, clean)
+	if err != nil {
+		return nil, err
+	}
+	dlogits := tensor.New(logits.DType, logits.Shape...)
+	for i, in := range ins {
+		if out[i].Clean, err = metric(in, cruns[i], logits, dlogits); err != nil {
+			return nil, fmt.Errorf("line %d: %v", in.Line, err)
+		}
+	}
+	t2 := time.Now()
+	a.res.Timing.Clean += t2.Sub(t1)
+	g, err := r.Backward(rec, dlogits, llama.GradOptions{Points: a.grads})
+	if err != nil {
+		return nil, err
+	}
+	t3 := time.Now()
+	a.res.Timing.Backward += t3.Sub(t2)
+
+	prs := make([]*pairRun, len(ins))
+	for i, in := range ins {
+		prs[i] = &pairRun{in: in, seq: int32(i), n: len(cruns[i].tokens), clean: clean.Cache, corrupt: corrupt.Cache, grads: g.Points}
+		out[i].Scores[AtP] = a.score(prs[i], g.Points)
+	}
+	t4 := time.Now()
+	a.res.Timing.Score += t4.Sub(t3)
+
+	if a.opt.Star {
+		for i := range ins {
+			out[i].Scores[AtPStar] = a.qkFixed(prs[i], out[i].Scores[AtP], g.Points)
+		}
+		if err := a.gradDrop(rec, dlogits, prs, out); err != nil {
+			return nil, err
+		}
+		a.res.Timing.Star += time.Since(t4)
+	}
+	return out, nil
+}
+
+// act returns a run's activation at point p as float64, (n, width) with width = dims.Width(p).
+func act(c *hooks.Cache, seq int32, p hooks.Point) []float64 {
+	t, ok := c.Get(seq, p.Name())
+	if !ok {
+		panic(fmt.Sprintf("attrib: no %s for sequence %d", p.Name(), seq))
+	}
+	return t.ToF64()
+}
+
+// delta is a(corrupt) − a(clean) at point p on the clean run's positions: clean position q takes
+// the corrupt activation at q − Shift; prompt positions with no counterpart and the continuation
+// get 0.
+func (pr *pairRun) delta(p hooks.Point, width int) []float64 {
+	c, k := act(pr.clean, pr.seq, p), act(pr.corrupt, pr.seq, p)
+	d := make([]float64, pr.n*width)
+	nk := len(pr.in.Corrupt)
+	for q := 0; q < len(pr.in.Clean); q++ {
+		src := q - pr.in.Shift
+		if src < 0 || src >= nk {
+			continue
+		}
+		for e := 0; e < width; e++ {
+			d[q*width+e] = k[src*width+e] - c[q*width+e]
+		}
+	}
+	return d
+}
+
+// score is plain AtP on one pair: for each node, Σ (a(corrupt) − a(clean)) · ∂M/∂a over the
+// node's elements, with gradients from grads.
+func (a *analysis) score(pr *pairRun, grads *hooks.Cache) Scores {
+	var s Scores
+	c := a.cfg
+	np := len(pr.in.Clean)
+	for _, k := range a.kinds {
+		heads := c.Heads
+		if k == Key {
+			heads = c.KVHeads
+		}
+		s[k] = NewGrid(k, c.Layers, heads, np)
+	}
+	whole := map[hooks.Kind]Kind{hooks.ResidPre: ResidPre, hooks.AttnOut: AttnOut, hooks.MLPOut: MLPOut}
+	perHead := map[hooks.Kind]Kind{hooks.Z: HeadPos, hooks.Q: Query, hooks.K: Key}
+	for _, p := range a.reads {
+		l := p.Layer
+		set := func(q, h int, v float64) {
+			if k, ok := whole[p.Kind]; ok {
+				s[k].Set(Node{Kind: k, Layer: l, Head: -1, Pos: q}, v)
+				return
+			}
+			if k := perHead[p.Kind]; s[k] != nil {
+				s[k].Set(Node{Kind: k, Layer: l, Head: h, Pos: q}, v)
+			}
+			if p.Kind == hooks.Z && s[Head] != nil {
+				n := Node{Kind: Head, Layer: l, Head: h, Pos: -1}
+				s[Head].Set(n, s[Head].At(n)+v)
+			}
+		}
+		chunk := a.dims.Width(p)
+		if p.PerHead() {
+			chunk = c.HeadDim
+		}
+		ct, kt, gt := get(pr.clean, pr.seq, p), get(pr.corrupt, pr.seq, p), get(grads, pr.seq, p)
+		if ct.DType == tensor.F64 {
+			scorePoint(ct.F64(), kt.F64(), gt.F64(), a.dims.Width(p), chunk, np, pr.in.Shift, len(pr.in.Corrupt), set)
+		} else {
+			scorePoint(ct.F32(), kt.F32(), gt.F32(), a.dims.Width(p), chunk, np, pr.in.Shift, len(pr.in.Corrupt), set)
+		}
+	}
+	return s
+}
+
+// get is a run's tensor at a point.
+func get(c *hooks.Cache, seq int32, p hooks.Point) *tensor.Tensor {
+	t, ok := c.Get(seq, p.Name())
+	if !ok {
+		panic(fmt.Sprintf("attrib: no %s for sequence %d", p.Name(), seq))
+	}
+	return t
+}
+
+// scorePoint scores the nodes of one point: rows of width values per position, split into nodes
+// of chunk values (a head, or the whole row). Clean position q reads the corrupt row q − shift;
+// positions with no counterpart score 0.
+func scorePoint[T float32 | float64](clean, corrupt, grad []T, width, chunk, np, shift, nk int, set func(q, h int, v float64)) {
+	for q := 0; q < np; q++ {
+		src := q - shift
+		if src < 0 || src >= nk {
+			continue
+		}
+		c, k, g := clean[q*width:(q+1)*width], corrupt[src*width:(src+1)*width], grad[q*width:(q+1)*width]
+		for h := 0; h < width/chunk; h++ {
+			var v float64
+			for e := h * chunk; e < (h+1)*chunk; e++ {
+				v += (float64(k[e]) - float64(c[e])) * float64(g[e])
+			}
+			set(q, h, v)
+		}
+	}
+}
+
+func dot(a, b []float64) float64 {
+	var s float64
+	for i, x := range a {
+		s += x * b[i]
+	}
+	return s
+}
+
+// average fills the Result's mean grids, metric means and column labels from its pairs.
+func (a *analysis) average() {
+	res := a.res
+	for _, pr := range res.Pairs {
+		res.Width = max(res.Width, len(pr.Input.Clean))
+	}
+	w := res.Width
+	n := float64(len(res.Pairs))
+	for _, pr := range res.Pairs {
+		res.Clean += pr.Clean / n
+		res.Corrupt += pr.Corrupt / n
+	}
+	for m := Method(0); m < numMethods; m++ {
+		for _, k := range a.kinds {
+			if res.Pairs[0].Scores[m][k] == nil {
+				continue
+			}
+			res.Mean[m][k] = a.meanGrid(m, k)
+		}
+	}
+	res.Labels = make([]string, w)
+	for c := range res.Labels {
+		label, same := "", true
+		for _, pr := range res.Pairs {
+			q := c - (w - len(pr.Input.Clean))
+			if q < 0 {
+				continue
+			}
+			if label == "" {
+				label = pr.Input.Labels[q]
+			} else if label != pr.Input.Labels[q] {
+				same = false
+			}
+		}
+		if !same || label == "" {
+			label = fmt.Sprintf("−%d", w-1-c)
+		}
+		res.Labels[c] = label
+	}
+}
+
+// meanGrid averages one method's grids of a kind over the pairs, aligned at the end. A NaN in a
+// pair's grid (a node exact patching did not run) makes the mean NaN.
+func (a *analysis) meanGrid(m Method, k Kind) *Grid {
+	res := a.res
+	g0 := res.Pairs[0].Scores[m][k]
+	mean := NewGrid(k, g0.Layers, g0.Heads, res.Width)
+	n := float64(len(res.Pairs))
+	for _, pr := range res.Pairs {
+		g := pr.Scores[m][k]
+		shift := res.Width - len(pr.Input.Clean)
+		for i, v := range g.Data {
+			node := g.Node(i)
+			if k.perPos() {
+				node.Pos += shift
+			}
+			mean.Set(node, mean.At(node)+v/n)
+		}
+	}
+	return mean
+}

@@ -1,0 +1,138 @@
+package llama
+
+import (
+	"math"
+	"testing"
+
+	"github.com/tillerlm/tiller/hooks"
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// Backward with a dropped layer (GradDrop) is the gradient of the model in which that layer's
+// attention and MLP outputs are constants: checked against central finite differences in F64 with
+// the layer's attn_out and mlp_out patched to their clean values, which freezes them. Points
+// inside the dropped layer get zero gradient.
+func TestBackwardDropLayer(t *testing.T) {
+	m, _ := tinyModel(t, tensor.F32, nil)
+	r := NewRunnerOf(m, tensor.NewCPU(2), tensor.F64)
+	ids := prompt[:7]
+	metric := LogitDiff{Row: -1, A: 5, B: 11}
+	dims := m.Config.HookDims()
+	points := []hooks.Point{{Layer: 0, Kind: hooks.ResidPre}, {Layer: 0, Kind: hooks.AttnOut}, {Layer: 1, Kind: hooks.ResidPre}, {Layer: 1, Kind: hooks.Z}, {Layer: 1, Kind: hooks.Q}, {Layer: 1, Kind: hooks.MLPOut}}
+	_, plain, err := r.Gradients(Prompt(0, ids, 0, false), metric, GradOptions{Points: points})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dropped, err := r.Gradients(Prompt(0, ids, 0, false), metric, GradOptions{Points: points, DropLayers: []int{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"blocks.1.attn.hook_z", "blocks.1.attn.hook_q", "blocks.1.hook_mlp_out"} {
+		g, _ := dropped.Points.Get(0, name)
+		if g == nil || maxAbs64(g.ToF64()) != 0 {
+			t.Errorf("%s: gradient inside the dropped layer is not zero", name)
+		}
+	}
+	// The gradient at resid_pre of the dropped layer is the one at its output, unchanged.
+	post, _ := dropped.Points.Get(0, "blocks.1.hook_resid_pre")
+	full, _ := plain.Points.Get(0, "blocks.1.hook_resid_pre")
+	if maxDiff(post.ToF64(), full.ToF64()) == 0 {
+		t.Error("dropping layer 1 left the gradient at its input unchanged")
+	}
+
+	// Freeze layer 1's contributions at their clean values, then take finite differences at layer 0.
+	read := hooks.NewSet(dims)
+	read.Read("blocks.1.hook_attn_out,blocks.1.hook_mlp_out")
+	if _, err := r.Forward(Prompt(0, ids, 0, false), r.NewKVCache(len(ids), 4), read); err != nil {
+		t.Fatal(err)
+	}
+	eval := func(p hooks.Point, pos, e int, delta float64) float64 {
+		h := hooks.NewSet(dims)
+		v := make([]float32, dims.Width(p))
+		v[e] = 1
+		if err := h.Add(p.Name(), hooks.Steer{Vector: v, Alpha: float32(delta), Where: hooks.Where{Positions: []int32{int32(pos)}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.ReplaceFrom("blocks.1.hook_attn_out,blocks.1.hook_mlp_out", read.Cache, 0, hooks.Where{}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := r.Forward(Prompt(0, ids, 0, false), r.NewKVCache(len(ids), 4), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v2, _ := metric.Eval(out, tensor.New(tensor.F64, out.Shape...))
+		return v2
+	}
+	const eps = 1e-5
+	for _, p := range []hooks.Point{{Layer: 0, Kind: hooks.ResidPre}, {Layer: 0, Kind: hooks.AttnOut}, {Layer: 1, Kind: hooks.ResidPre}} {
+		g, _ := dropped.Points.Get(0, p.Name())
+		gs := g.ToF64()
+		scale := maxAbs64(gs)
+		for k := 0; k < 3; k++ {
+			pos, e := (2*k+1)%len(ids), (11*k+3)%dims.Width(p)
+			fd := (eval(p, pos, e, eps) - eval(p, pos, e, -eps)) / (2 * float64(float32(eps)))
+			an := gs[pos*dims.Width(p)+e]
+			if math.Abs(fd-an) > 1e-6*max(scale, 1e-3) {
+				t.Errorf("%s position %d element %d: dropped-layer backward %.10g, finite difference with layer 1 frozen %.10g", p, pos, e, an, fd)
+			}
+		}
+	}
+}
+
+func maxAbs64(v []float64) float64 {
+	m := 0.0
+	for _, x := range v {
+		m = math.Max(m, math.Abs(x))
+	}
+	return m
+}
+
+func maxDiff(a, b []float64) float64 {
+	m := 0.0
+	for i := range a {
+		m = math.Max(m, math.Abs(a[i]-b[i]))
+	}
+	return m
+}
+
+// A logit difference's gradient has two nonzero logits per row, and the LM head's backward
+// gathers those two rows of the head instead of multiplying by all of it; asking for weight
+// gradients takes the full product. Both give the same gradients at every point (F32, BF16
+// weights: the sums differ only in order, so within a few ulps of the gradient's scale).
+func TestSparseUnembedBackward(t *testing.T) {
+	m, _ := tinyModel(t, tensor.BF16, nil)
+	r := newRunner(t, m, 2)
+	ids := prompt[:9]
+	b := Batch{Tokens: ids, Seq: make([]int32, len(ids)), Pos: make([]int32, len(ids)), Logits: make([]bool, len(ids))}
+	for i := range ids {
+		b.Pos[i] = int32(i)
+		b.Logits[i] = i >= 6 // three rows, each with its own pair of logits
+	}
+	metric := MetricFunc(func(logits []float64, rows, vocab int) (float64, []float64) {
+		g := make([]float64, len(logits))
+		v := 0.0
+		for r := 0; r < rows; r++ {
+			a, c := r*vocab+5+r, r*vocab+40-r
+			v += logits[a] - 0.5*logits[c]
+			g[a], g[c] = 1, -0.5
+		}
+		return v, g
+	})
+	points := []hooks.Point{{Layer: -1, Kind: hooks.FinalNorm}, {Layer: 0, Kind: hooks.ResidPre}, {Layer: 1, Kind: hooks.Z}}
+	_, sparse, err := r.Gradients(b, metric, GradOptions{Points: points})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dense, err := r.Gradients(b, metric, GradOptions{Points: points, Weights: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range points {
+		s, _ := sparse.Points.Get(0, p.Name())
+		d, _ := dense.Points.Get(0, p.Name())
+		sv, dv := s.ToF64(), d.ToF64()
+		if diff, scale := maxDiff(sv, dv), maxAbs64(dv); scale == 0 || diff > 1e-5*scale {
+			t.Errorf("%s: gathered and full LM-head backward differ by %g (scale %g)", p, diff, scale)
+		}
+	}
+}
