@@ -25,6 +25,11 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"grad":     runGrad,
 	"profile":  runProfile,
 	"train":    runTrain,
+	"derive":   runDerive,
+	"steer":    runSteer,
+	"eval":     runEval,
+
+	"attribute": runAttribute,
 }
 
 // summaries are the one-line descriptions `tiller --help` lists.
@@ -38,6 +43,11 @@ var summaries = map[string]string{
 	"grad":     "save the gradients of a metric at hook points of one prompt (safetensors)",
 	"profile":  "time each kernel of a decode step on the GPU (a CUDA build: make tiller-cuda)",
 	"train":    "train a LLaMA from scratch on conversations (AdamW, loss curve, HF checkpoint)",
+	"derive":   "derive a steering vector from contrastive pairs (mean difference or PCA); convert to/from GGUF",
+	"steer":    "generate with steering vectors added, one batch for a sweep of strengths",
+	"eval":     "sweep steering strengths over held-out prompts: sentiment, emotion words, pronouns, perplexity, plot",
+
+	"attribute": "attribution patching over clean/corrupt pairs: where a behaviour is decided, and the locus to steer",
 }
 
 func main() {
