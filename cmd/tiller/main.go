@@ -28,6 +28,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"derive":   runDerive,
 	"steer":    runSteer,
 	"eval":     runEval,
+	"serve":    runServe,
 
 	"attribute": runAttribute,
 }
@@ -46,6 +47,7 @@ var summaries = map[string]string{
 	"derive":   "derive a steering vector from contrastive pairs (mean difference or PCA); convert to/from GGUF",
 	"steer":    "generate with steering vectors added, one batch for a sweep of strengths",
 	"eval":     "sweep steering strengths over held-out prompts: sentiment, emotion words, pronouns, perplexity, plot",
+	"serve":    "serve the OpenAI chat-completions API with per-request steering, many requests batched together",
 
 	"attribute": "attribution patching over clean/corrupt pairs: where a behaviour is decided, and the locus to steer",
 }

@@ -1,0 +1,339 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tillerlm/tiller/llama/engine"
+	"github.com/tillerlm/tiller/steer"
+)
+
+// vectorName is what a vector may be called: it appears in request bodies and file names.
+var vectorName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// LoadVectorDir loads every *.safetensors and *.gguf file of dir as a vector named by its file
+// name without the extension. A vector made for another model is an error naming its file.
+func (s *Server) LoadVectorDir(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		ext := filepath.Ext(e.Name())
+		if e.IsDir() || ext != ".safetensors" && ext != ".gguf" {
+			continue
+		}
+		name := strings.TrimSuffix(e.Name(), ext)
+		if err := s.loadFile(name, filepath.Join(dir, e.Name())); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (s *Server) loadFile(name, path string) error {
+	if !vectorName.MatchString(name) {
+		return fmt.Errorf("%s: %q is not a usable vector name (letters, digits, '_', '.', '-'; up to 64)", path, name)
+	}
+	v, err := steer.Load(path)
+	if err != nil {
+		return err
+	}
+	if err := v.Check(path, s.cfg.Model.Config, false); err != nil {
+		return err
+	}
+	s.put(name, v, path)
+	return nil
+}
+
+func (s *Server) put(name string, v *steer.Vector, source string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.vectors[name] = &namedVector{vec: v, source: source, added: time.Now()}
+}
+
+func (s *Server) vector(name string) (*namedVector, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.vectors[name]
+	return v, ok
+}
+
+// vectorInfo is a vector as /v1/vectors lists it.
+type vectorInfo struct {
+	Name       string `json:"name"`
+	Object     string `json:"object"`
+	Hook       string `json:"hook"`
+	Layers     []int  `json:"layers"`
+	HiddenSize int    `json:"hidden_size"`
+	Model      string `json:"model,omitempty"`
+	Method     string `json:"method,omitempty"`
+	Source     string `json:"source"`
+	Created    int64  `json:"created"`
+}
+
+func info(name string, nv *namedVector) vectorInfo {
+	v := nv.vec
+	return vectorInfo{Name: name, Object: "steering_vector", Hook: v.Hook, Layers: v.LayerIndices(), HiddenSize: len(v.Layers[0].Values),
+		Model: v.Info.Model, Method: v.Info.Method, Source: nv.source, Created: nv.added.Unix()}
+}
+
+func (s *Server) listVectors(w http.ResponseWriter, r *http.Request) {
+	s.mu.RLock()
+	out := make([]vectorInfo, 0, len(s.vectors))
+	for name, nv := range s.vectors {
+		out = append(out, info(name, nv))
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": out})
+}
+
+// addVectorRequest is POST /v1/vectors: a file of the vectors folder, or the directions inline.
+type addVectorRequest struct {
+	Name   string               `json:"name"`
+	File   string               `json:"file"`   // relative to the vectors folder
+	Hook   string               `json:"hook"`   // inline: the point in each layer (hook_resid_post)
+	Layers map[string][]float64 `json:"layers"` // inline: layer index → direction (hidden_size values)
+}
+
+func (s *Server) addVector(w http.ResponseWriter, r *http.Request) {
+	var req addVectorRequest
+	if err := decode(r, &req); err != nil {
+		s.writeFailure(w, err)
+		return
+	}
+	v, source, err := s.newVector(req)
+	if err != nil {
+		s.writeFailure(w, err)
+		return
+	}
+	s.put(req.Name, v, source)
+	nv, _ := s.vector(req.Name)
+	s.logf("vector %s loaded from %s", req.Name, source)
+	writeJSON(w, http.StatusOK, info(req.Name, nv))
+}
+
+func (s *Server) newVector(req addVectorRequest) (*steer.Vector, string, error) {
+	c := s.cfg.Model.Config
+	if !vectorName.MatchString(req.Name) {
+		return nil, "", bad("name", "%q: want letters, digits, '_', '.' or '-', up to 64, starting with a letter or digit", req.Name)
+	}
+	switch {
+	case req.File != "" && req.Layers != nil:
+		return nil, "", bad("file", "give a file or inline layers, not both")
+	case req.File != "":
+		if s.cfg.VectorDir == "" {
+			return nil, "", bad("file", "the server has no vectors folder (--vectors); send the layers inline")
+		}
+		if !filepath.IsLocal(req.File) {
+			return nil, "", bad("file", "%q must be a path inside the vectors folder", req.File)
+		}
+		path := filepath.Join(s.cfg.VectorDir, req.File)
+		v, err := steer.Load(path)
+		if err != nil {
+			return nil, "", bad("file", "%v", err)
+		}
+		if err := v.Check(req.File, c, false); err != nil {
+			return nil, "", bad("file", "%v", err)
+		}
+		return v, path, nil
+	case len(req.Layers) == 0:
+		return nil, "", bad("layers", "give a file or at least one layer's direction")
+	}
+	hook := req.Hook
+	if hook == "" {
+		hook = "hook_resid_post"
+	}
+	if !slices.Contains(steer.SteerableHooks, hook) {
+		return nil, "", bad("hook", "%q: want one of %s", hook, strings.Join(steer.SteerableHooks, ", "))
+	}
+	v := &steer.Vector{Hook: hook, Info: steer.ModelInfo(s.cfg.Name, c)}
+	v.Info.Source = "inline"
+	for key, values := range req.Layers {
+		l, err := strconv.Atoi(key)
+		if err != nil || l < 0 || l >= c.Layers {
+			return nil, "", bad("layers", "%q: want a layer index 0 to %d", key, c.Layers-1)
+		}
+		dir, err := direction(fmt.Sprintf("layers.%s", key), values, c.Dim)
+		if err != nil {
+			return nil, "", err
+		}
+		v.Layers = append(v.Layers, steer.Layer{Index: l, Values: dir, TrainAcc: math.NaN(), HeldAcc: math.NaN()})
+	}
+	sort.Slice(v.Layers, func(i, j int) bool { return v.Layers[i].Index < v.Layers[j].Index })
+	return v, "inline", nil
+}
+
+// direction checks an inline direction: dim finite numbers.
+func direction(param string, values []float64, dim int) ([]float32, error) {
+	if len(values) != dim {
+		return nil, bad(param, "%d values, but the model's hidden_size is %d: a vector for another model", len(values), dim)
+	}
+	out := make([]float32, dim)
+	for i, x := range values {
+		if math.IsNaN(x) || math.IsInf(x, 0) || math.Abs(x) > math.MaxFloat32 {
+			return nil, bad(param, "value %d is %g, not a finite float32", i, x)
+		}
+		out[i] = float32(x)
+	}
+	return out, nil
+}
+
+// steeringSpec is one entry of a request's "steering" list.
+type steeringSpec struct {
+	Vector    json.RawMessage `json:"vector"`    // a loaded vector's name, or hidden_size numbers
+	Strength  *float64        `json:"strength"`  // alpha in h += alpha·v (required)
+	Layers    json.RawMessage `json:"layers"`    // "12-16", "3,5", 4 or [3, 5]; default: the vector's own
+	Positions string          `json:"positions"` // all (default), prompt or generated
+	Hook      string          `json:"hook"`      // for an inline vector: the point in each layer (hook_resid_post)
+	Relative  bool            `json:"relative"`  // strength is a multiple of the layer's mean residual norm
+}
+
+// maxSteering bounds the additions one request may ask for: each costs a pass over its rows.
+const maxSteering = 16
+
+// resolve turns a request's steering list into the engine's additions.
+func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
+	c := s.cfg.Model.Config
+	if len(specs) > maxSteering {
+		return nil, bad("steering", "%d entries, at most %d", len(specs), maxSteering)
+	}
+	var out []engine.Addition
+	for i, sp := range specs {
+		param := func(f string) string { return fmt.Sprintf("steering[%d].%s", i, f) }
+		if sp.Strength == nil {
+			return nil, bad(param("strength"), "required")
+		}
+		alpha := *sp.Strength
+		if math.IsNaN(alpha) || math.IsInf(alpha, 0) || math.Abs(alpha) > 1e6 {
+			return nil, bad(param("strength"), "%g: want a finite number of magnitude up to 1e6", alpha)
+		}
+		positions := sp.Positions
+		if positions == "" {
+			positions = "all"
+		}
+		span, err := engine.ParseSpan(positions)
+		if err != nil {
+			return nil, bad(param("positions"), "%q: want all, prompt or generated", positions)
+		}
+		var layers []int
+		if len(sp.Layers) > 0 && string(sp.Layers) != "null" {
+			if layers, err = parseLayers(sp.Layers, c.Layers); err != nil {
+				return nil, bad(param("layers"), "%v", err)
+			}
+		}
+		v, err := s.specVector(sp, param, layers)
+		if err != nil {
+			return nil, err
+		}
+		if layers == nil {
+			layers = v.LayerIndices()
+		}
+		for _, l := range layers {
+			dir, ok := v.Layer(l)
+			if !ok {
+				if len(v.Layers) != 1 {
+					return nil, bad(param("layers"), "the vector has no direction for layer %d (it has layers %v)", l, v.LayerIndices())
+				}
+				dir = &v.Layers[0] // one direction: used at every layer asked for
+			}
+			a := alpha
+			if sp.Relative {
+				if dir.MeanNorm <= 0 {
+					return nil, bad(param("relative"), "the vector records no residual norm for layer %d; give an absolute strength", dir.Index)
+				}
+				a *= dir.MeanNorm
+			}
+			out = append(out, engine.Addition{Point: v.PointName(l), Vector: dir.Values, Alpha: float32(a), Span: span})
+		}
+	}
+	return out, nil
+}
+
+// specVector is the vector a steering entry names or gives inline.
+func (s *Server) specVector(sp steeringSpec, param func(string) string, layers []int) (*steer.Vector, error) {
+	c := s.cfg.Model.Config
+	var name string
+	if err := json.Unmarshal(sp.Vector, &name); err == nil {
+		nv, ok := s.vector(name)
+		if !ok {
+			return nil, bad(param("vector"), "no vector named %q (GET /v1/vectors lists them)", name)
+		}
+		if sp.Hook != "" && sp.Hook != nv.vec.Hook {
+			return nil, bad(param("hook"), "vector %q lives at %s", name, nv.vec.Hook)
+		}
+		return nv.vec, nil
+	}
+	var values []float64
+	if err := json.Unmarshal(sp.Vector, &values); err != nil || len(sp.Vector) == 0 {
+		return nil, bad(param("vector"), "want a vector's name or an array of hidden_size (%d) numbers", c.Dim)
+	}
+	dir, err := direction(param("vector"), values, c.Dim)
+	if err != nil {
+		return nil, err
+	}
+	if layers == nil {
+		return nil, bad(param("layers"), "required with an inline vector")
+	}
+	hook := sp.Hook
+	if hook == "" {
+		hook = "hook_resid_post"
+	}
+	if !slices.Contains(steer.SteerableHooks, hook) {
+		return nil, bad(param("hook"), "%q: want one of %s", hook, strings.Join(steer.SteerableHooks, ", "))
+	}
+	return &steer.Vector{Hook: hook, Layers: []steer.Layer{{Index: layers[0], Values: dir}}}, nil
+}
+
+// parseLayers reads "A-B", "L", "A,B-C", a number or an array of numbers, each layer in range.
+func parseLayers(raw json.RawMessage, n int) ([]int, error) {
+	var str string
+	var one int
+	var list []int
+	switch {
+	case json.Unmarshal(raw, &str) == nil:
+	case json.Unmarshal(raw, &one) == nil:
+		list = []int{one}
+	case json.Unmarshal(raw, &list) == nil:
+		if len(list) == 0 {
+			return nil, fmt.Errorf("empty list")
+		}
+	default:
+		return nil, fmt.Errorf("want a layer, a range such as \"12-16\", or a list")
+	}
+	if list == nil {
+		for _, part := range strings.Split(str, ",") {
+			lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+			a, err1 := strconv.Atoi(lo)
+			b, err2 := a, error(nil)
+			if isRange {
+				b, err2 = strconv.Atoi(hi)
+			}
+			if err1 != nil || err2 != nil || a > b || b-a >= n {
+				return nil, fmt.Errorf("%q: want a layer, a range A-B or a comma-separated list", str)
+			}
+			for l := a; l <= b; l++ {
+				list = append(list, l)
+			}
+		}
+	}
+	for _, l := range list {
+		if l < 0 || l >= n {
+			return nil, fmt.Errorf("layer %d is out of range: the model has layers 0 to %d", l, n-1)
+		}
+	}
+	return list, nil
+}
