@@ -264,7 +264,7 @@ type choice struct {
 	cancel context.CancelFunc
 }
 
-// event is a piece of one choice's output, or its end.
+// event is one token's text of one choice (often "", inside a multi-byte character), or its end.
 type event struct {
 	choice int
 	text   string
@@ -387,9 +387,7 @@ func (s *Server) follow(c *choice, stops []string, out chan<- event) {
 			continue // tokens chosen before the cancellation landed
 		}
 		text, hit := f.add(detok.Add(tok))
-		if text != "" {
-			out <- event{choice: c.index, text: text}
-		}
+		out <- event{choice: c.index, text: text}
 		if hit {
 			stopped = true
 			c.cancel()
@@ -499,12 +497,12 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 	for left := j.n; left > 0; {
 		ev := <-events
 		c := chunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.Name}
-		if ev.text != "" {
-			text := ev.text
+		text := ev.text
+		if !ev.final {
+			// One chunk per token, even one that completes no text yet (part of a multi-byte
+			// character, a held-back stop prefix), so clients see every token's time.
 			c.Choices = []chunkChoice{{Index: ev.choice, Delta: delta{Content: &text}}}
 			send(c)
-		}
-		if !ev.final {
 			continue
 		}
 		finals[ev.choice] = ev
@@ -520,8 +518,12 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 		if ctx.Err() != nil {
 			continue
 		}
+		// The text held back to the end (an unfinished character) rides with the finish reason.
 		finish := ev.finish
 		c.Choices = []chunkChoice{{Index: ev.choice, FinishReason: &finish}}
+		if text != "" {
+			c.Choices[0].Delta.Content = &text
+		}
 		send(c)
 	}
 	if ctx.Err() != nil {

@@ -305,7 +305,7 @@ type chunk struct {
 	Usage *usageCounts `json:"usage"`
 }
 
-// A streamed completion is a role chunk, content chunks that join up to the unstreamed text, a
+// A streamed completion is a role chunk, a content chunk per token that join up to the unstreamed text, a
 // chunk with the finish reason, the usage chunk when asked for, and [DONE]; n choices interleave.
 func TestStream(t *testing.T) {
 	f := newFixture(t, options{})
@@ -325,6 +325,7 @@ func TestStream(t *testing.T) {
 	}
 	text := make([]string, 2)
 	finish := make([]string, 2)
+	tokens := 0 // content chunks: one per generated token
 	var usage *usageCounts
 	for i, e := range events[:len(events)-1] {
 		var c chunk
@@ -346,8 +347,12 @@ func TestStream(t *testing.T) {
 			t.Errorf("event %d for choice %d after its finish", i, ch.Index)
 		case ch.FinishReason != nil:
 			finish[ch.Index] = *ch.FinishReason
-		case ch.Delta.Content != nil:
+			if ch.Delta.Content != nil {
+				text[ch.Index] += *ch.Delta.Content
+			}
+		case ch.Delta.Content != nil && ch.Delta.Role == "":
 			text[ch.Index] += *ch.Delta.Content
+			tokens++
 		}
 	}
 	for i := range 2 {
@@ -358,8 +363,8 @@ func TestStream(t *testing.T) {
 	if text[0] == text[1] {
 		t.Errorf("the two sampled choices agree: %q", text[0])
 	}
-	if usage == nil || usage.CompletionTokens != plain.Usage.CompletionTokens || usage.PromptTokens != plain.Usage.PromptTokens {
-		t.Errorf("usage %+v, unstreamed %+v", usage, plain.Usage)
+	if usage == nil || usage.CompletionTokens != plain.Usage.CompletionTokens || usage.PromptTokens != plain.Usage.PromptTokens || tokens != usage.CompletionTokens {
+		t.Errorf("usage %+v, unstreamed %+v, %d content chunks", usage, plain.Usage, tokens)
 	}
 }
 
