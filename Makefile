@@ -12,10 +12,6 @@ export CGO_ENABLED := 1
 
 .PHONY: all tiller test vet demo fixtures bench clean
 
-# The demo model: a tiny random checkpoint written by `tiller init` (the embedded trained model
-# replaces it later).
-DEMO_MODEL := $(BUILD)/demo/tiny-random
-
 all: tiller
 
 tiller: $(TOKLIB)
@@ -31,14 +27,26 @@ vet: $(TOKLIB)
 test: vet
 	$(GO) test ./...
 
+# The demo: the paper's pipeline on the embedded tiny chat model (llama/tinychat/model), with the
+# data sets written for it (llama/tinychat/demo). Every artifact lands in $(DEMO_OUT).
+DEMO_DATA := llama/tinychat/demo
+DEMO_OUT  := $(BUILD)/demo
+DEMO_SEED := 1
+# The sweep, in multiples of the layer's mean residual norm: 0.4 is the chosen strength (README).
+DEMO_EVAL_FLAGS := --relative --sweep 0,0.2,0.4,0.6 --max-tokens 48
+
 demo: tiller
-	@test -f $(DEMO_MODEL)/model.safetensors || bin/tiller init --config cmd/tiller/testdata/tiny-config.json --out $(DEMO_MODEL) --seed 1
-	@echo "== tiller inspect: a tiny random-weight Llama (GQA, Llama 3 RoPE scaling, byte-level tokenizer)"
-	@bin/tiller inspect --model $(DEMO_MODEL) | head -7
-	@echo "== tiller generate --chat: random weights, so the reply is noise; the point is the pipeline"
-	bin/tiller generate --model $(DEMO_MODEL) --chat --max-tokens 40 --temperature 0.8 --seed 1 "Hello! How are you today?"
-	@echo "== tiller score"
-	bin/tiller score --model $(DEMO_MODEL) "Hello" | tail -1
+	@mkdir -p $(DEMO_OUT)
+	@echo "== 1. tiller attribute: where does a joyful user message decide a joyful reply?"
+	bin/tiller attribute --pairs $(DEMO_DATA)/joy-attribution.jsonl --align right --out $(DEMO_OUT)/attribution
+	@echo
+	@echo "== 2. tiller derive: a joy vector at that layer, from joyful vs neutral replies"
+	bin/tiller derive --pairs $(DEMO_DATA)/joy-pairs.jsonl --locus $(DEMO_OUT)/attribution/locus.json --out $(DEMO_OUT)/joy.safetensors
+	@echo
+	@echo "== 3. tiller eval: steer replies to held-out prompts at a sweep of strengths, and measure them"
+	bin/tiller eval --vector $(DEMO_OUT)/joy.safetensors $(DEMO_EVAL_FLAGS) --prompts $(DEMO_DATA)/prompts.jsonl --seed $(DEMO_SEED) --out $(DEMO_OUT)/eval
+	@echo
+	@echo "every artifact (scores, heatmaps, locus.json, the vector, generations, metrics, plot) is in $(DEMO_OUT)"
 
 # CPU benchmarks: matmul at the Llama-3.1-8B layer shapes, decode at the Llama-3.2-1B shape, and
 # the machine's memory bandwidth in the same run. Results go into bench/RESULTS.md by hand.

@@ -11,13 +11,13 @@ import (
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("inspect", "--model DIR", stderr)
-	dir := fs.String("model", "", "model folder in Hugging Face layout")
+	dir := fs.String("model", "", modelUsage)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if *dir == "" {
-		return usagef("--model is required")
+	if *dir, err = modelDir(*dir); err != nil {
+		return err
 	}
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])

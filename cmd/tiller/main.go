@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+
+	"github.com/tillerlm/tiller/llama/tinychat"
 )
 
 // commands are the subcommands' entry points: each gets the arguments after its name and the
@@ -148,18 +150,36 @@ type modelFlags struct {
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.dir, "model", "", "model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json)")
+	fs.StringVar(&m.dir, "model", "", modelUsage)
 	fs.IntVar(&m.threads, "threads", runtime.NumCPU(), "CPU threads")
 }
 
+// modelUsage describes --model for every command that takes it.
+const modelUsage = "model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json); empty or \"" +
+	tinychat.ModelName + "\": the embedded tiny chat model"
+
 func (m *modelFlags) check() error {
-	if m.dir == "" {
-		return usagef("--model is required")
+	var err error
+	if m.dir, err = modelDir(m.dir); err != nil {
+		return err
 	}
 	if m.threads < 1 {
 		return usagef("--threads %d, want >= 1", m.threads)
 	}
 	return nil
+}
+
+// modelDir resolves --model: a folder as given, or the embedded tiny chat model for an empty value
+// or its name (unless a folder of that name exists), written out on first use under $TILLER_CACHE
+// (default: the user's cache folder).
+func modelDir(dir string) (string, error) {
+	if dir != "" && dir != tinychat.ModelName {
+		return dir, nil
+	}
+	if _, err := os.Stat(dir); dir != "" && err == nil {
+		return dir, nil
+	}
+	return tinychat.ModelDir(os.Getenv("TILLER_CACHE"))
 }
 
 // text joins the positional arguments into one prompt; "-" alone reads standard input.

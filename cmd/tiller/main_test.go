@@ -50,14 +50,12 @@ func TestBadUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"generate", "hello"}, "--model is required"},
 		{[]string{"generate", "--model", "x", "--bogus", "hi"}, "flag provided but not defined: -bogus"},
 		{[]string{"generate", "--model", "x", "--max-tokens", "many", "hi"}, `invalid value "many" for flag -max-tokens`},
 		{[]string{"generate", "--model", "x", "--max-tokens", "0", "hi"}, "--max-tokens 0"},
 		{[]string{"generate", "--model", "x", "--threads", "0", "hi"}, "--threads 0"},
 		{[]string{"generate", "--model", "x"}, "no prompt given"},
 		{[]string{"score", "--model", "x"}, "no text given"},
-		{[]string{"inspect"}, "--model is required"},
 		{[]string{"init", "--out", "x"}, "--config is required"},
 		{[]string{"init", "--config", "x"}, "--out is required"},
 		{[]string{"init", "--config", "x", "--out", "y", "--dtype", "q4"}, `--dtype "q4"`},

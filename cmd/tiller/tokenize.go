@@ -18,8 +18,8 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *dir == "" {
-		return usagef("--model is required")
+	if *dir, err = modelDir(*dir); err != nil {
+		return err
 	}
 	txt, err := text(pos, "text")
 	if err != nil {

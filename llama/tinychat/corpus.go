@@ -104,8 +104,21 @@ func conversation(seed uint64, i int) Conversation {
 	ut := oneOf(r, userPool[poolKey{userEmotion, userPerson, either, heldOut}])
 	rt := oneOf(r, replyPool[poolKey{replyEmotion, replyPerson, ut.tense, heldOut}])
 
+	sc := newScene(r, userPerson)
+	user := sc.render(ut.text, userEmotion, r)
+	return Conversation{
+		ID: i, Topic: sc.topic, Subject: sc.subj.noun, HeldOut: heldOut,
+		Messages: []Message{
+			{Role: "user", Content: capitalize(user), Emotion: userEmotion, Person: userPerson, Template: ut.id},
+			{Role: "assistant", Content: sc.reply(rt, replyEmotion, replyPerson, r), Emotion: replyEmotion, Person: replyPerson, Template: rt.id},
+		},
+	}
+}
+
+// newScene draws what a conversation is about: topic, subject, verb, times and the character.
+func newScene(r *rand.Rand, userPerson Person) scene {
 	t := oneOf(r, topics)
-	sc := scene{subj: oneOf(r, t.subjects), verb: oneOf(r, t.verbs), userActed: userPerson == First,
+	sc := scene{topic: t.name, subj: oneOf(r, t.subjects), verb: oneOf(r, t.verbs), userActed: userPerson == First,
 		time: oneOf(r, pastTimes), when: oneOf(r, futureTimes)}
 	relations := sharedRelations
 	if sc.who.she = chance(r, 0.5); sc.who.she {
@@ -116,23 +129,21 @@ func conversation(seed uint64, i int) Conversation {
 		relations = append(relations[:len(relations):len(relations)], menRelations...)
 	}
 	sc.rel = oneOf(r, relations)
+	return sc
+}
 
-	user := sc.render(ut.text, userEmotion, r)
-	body := capitalize(sc.render(rt.text, replyEmotion, r))
+// reply renders an assistant reply from template rt: its body, then an opener in front in
+// openerShare of replies and a closer sentence after in closerShare, both of emotion e.
+func (sc *scene) reply(rt template, e Emotion, p Person, r *rand.Rand) string {
+	body := capitalize(sc.render(rt.text, e, r))
 	parts := []string{body}
 	if chance(r, openerShare) && !startsWithInterjection(body) {
-		parts = append([]string{oneOf(r, openers[replyEmotion])}, parts...)
+		parts = append([]string{oneOf(r, openers[e])}, parts...)
 	}
 	if chance(r, closerShare) {
-		parts = append(parts, sc.render(oneOf(r, closers[replyEmotion][replyPerson]), replyEmotion, r))
+		parts = append(parts, sc.render(oneOf(r, closers[e][p]), e, r))
 	}
-	return Conversation{
-		ID: i, Topic: t.name, Subject: sc.subj.noun, HeldOut: heldOut,
-		Messages: []Message{
-			{Role: "user", Content: capitalize(user), Emotion: userEmotion, Person: userPerson, Template: ut.id},
-			{Role: "assistant", Content: strings.Join(parts, " "), Emotion: replyEmotion, Person: replyPerson, Template: rt.id},
-		},
-	}
+	return strings.Join(parts, " ")
 }
 
 // startsWithInterjection reports whether a reply already opens as an opener would ("Oh dear, …",

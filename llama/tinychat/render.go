@@ -58,6 +58,7 @@ func templates(role string, groups []group) []template {
 
 // scene is what one conversation is about: everything its templates' slots are filled from.
 type scene struct {
+	topic     string // the topic's name: "food"
 	subj      subject
 	verb      verb
 	who       character
