@@ -298,7 +298,7 @@ func (res *Result) NodeName(n Node) string {
 	if n.Kind.perPos() {
 		s += fmt.Sprintf(" @−%d", res.fromEnd(n))
 		if l := res.Labels[n.Pos]; l != fmt.Sprintf("−%d", res.fromEnd(n)) {
-			s += fmt.Sprintf(" %q", l)
+			s += fmt.Sprintf(` "%s"`, l)
 		}
 	} else {
 		s += " (all positions)"
@@ -380,7 +380,7 @@ func (res *Result) Summary(w io.Writer, loc *Locus, top int) {
 		var at []string
 		for _, e := range loc.FromEnd {
 			if l := res.Labels[res.Width-1-e]; l != fmt.Sprintf("−%d", e) {
-				at = append(at, fmt.Sprintf("−%d %q", e, l))
+				at = append(at, fmt.Sprintf(`−%d "%s"`, e, l))
 			} else {
 				at = append(at, fmt.Sprintf("−%d", e))
 			}
