@@ -83,10 +83,10 @@ PTX_SM90  := kernels/matvec.ptx kernels/decode.ptx
 
 ptx: $(PTX)
 
-$(PTX_SM90): kernels/%.ptx: kernels/%.cu kernels/common.cuh | $(NVCC)
+$(PTX_SM90): kernels/%.ptx: kernels/%.cu kernels/common.cuh kernels/mma.cuh | $(NVCC)
 	$(NVCC) -ptx -arch=compute_90 -o $@ $<
 
-kernels/%.ptx: kernels/%.cu kernels/common.cuh | $(NVCC)
+kernels/%.ptx: kernels/%.cu kernels/common.cuh kernels/mma.cuh | $(NVCC)
 	$(NVCC) -ptx -arch=compute_80 -o $@ $<
 
 $(NVCC):
@@ -96,13 +96,16 @@ $(NVCC):
 ptx-report: $(PTX)
 	@scripts/ptx-report.sh $(PTX)
 
-# The fused decode step's kernels (matvec.cu, decode.cu) on the CPU, against f64 references: a
-# host simulation for changes made without a GPU (kernels/sim/harness.cpp; takes minutes).
+# The fused decode step's kernels (matvec.cu, decode.cu) and the tensor-core kernels (gemm.cu,
+# the prefill attention of attention.cu) on the CPU, against f64 references: a host simulation
+# for changes made without a GPU (kernels/sim/harness.cpp, mma_harness.cpp; takes minutes).
 kernel-sim:
 	mkdir -p $(BUILD)/sim
 	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu $(BUILD)/sim/
 	sed '/^extern "C" __global__ void hold_ns/,$$d' kernels/decode.cu >$(BUILD)/sim/decode.cu
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ harness.cpp -o harness && ./harness
+	cp kernels/sim/mma.cuh kernels/sim/mma_harness.cpp kernels/gemm.cu kernels/attention.cu $(BUILD)/sim/
+	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ mma_harness.cpp -o mma_harness && ./mma_harness
 
 vet-cuda: $(PTX) $(TOKLIB)
 	$(CUDA_CGO) $(GO) vet -tags cuda ./gpu/... ./kernels/... ./bench/gpubench/...

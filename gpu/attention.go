@@ -63,6 +63,28 @@ func usePrefill(seq []int32, dim int) bool {
 	return true
 }
 
+// prefillRows is the (query, head) rows one block of the tensor-core prefill kernel takes: rows
+// are the pairs of a GQA group, query-major, so a block holds 64 / group queries.
+const prefillRows = 64
+
+// usePrefillMMA reports whether the tensor-core kernel applies: enough tokens, D ≤ 128 and a
+// multiple of 4 (16-byte loads), and the queries of every block of 64 rows within one sequence.
+func usePrefillMMA(seq []int32, dim, group int) bool {
+	if len(seq) < 16 || dim > 128 || dim%4 != 0 {
+		return false
+	}
+	rows := len(seq) * group
+	for r0 := 0; r0 < rows; r0 += prefillRows {
+		first, last := r0/group, (min(r0+prefillRows, rows)-1)/group
+		for i := first + 1; i <= last; i++ {
+			if seq[i] != seq[first] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func (b *Backend) Attention(dst, q *tensor.Tensor, kv *tensor.KVCache, layer int, seq, pos []int32) {
 	if len(q.Shape) != 3 || q.Shape[0] != len(seq) || q.Shape[2] != kv.HeadDim || len(pos) != len(seq) ||
 		q.Shape[1]%kv.KVHeads != 0 || dst.Numel() != q.Numel() || kv.HeadDim > 256 {
@@ -76,6 +98,11 @@ func (b *Backend) Attention(dst, q *tensor.Tensor, kv *tensor.KVCache, layer int
 	ctxDev := b.ints(ctx, table)
 	tableDev := ctxDev + uint64(4*len(ctx))
 	kc, vc := dev(kv.K[layer]), dev(kv.V[layer])
+	if !b.ExactAttention && usePrefillMMA(seq, dim, heads/kv.KVHeads) {
+		b.attentionPrefillMMA(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
+		b.done("attention (prefill, tensor cores)")
+		return
+	}
 	if usePrefill(seq, dim) {
 		b.attentionPrefill(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
 		b.done("attention (prefill)")

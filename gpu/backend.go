@@ -48,6 +48,18 @@ type Backend struct {
 	// cards of compute capability ≥ 9.0 unless the environment says TILLER_GPU_GEMV=rows.
 	SplitK bool
 
+	// PipeGEMM selects, for products of more than 8 tokens with 16-bit weights, the 4-stage
+	// cp.async kernel on x rounded to 16 bits beforehand (kernels/gemm.cu, gemm_pipe_*); false
+	// the double-buffered gemm_* that rounds x as it stages it. True unless the environment says
+	// TILLER_GPU_GEMM=staged.
+	PipeGEMM bool
+
+	// ExactAttention keeps prefill attention in f32 (kernels/attention.cu's attention_prefill_f32_*)
+	// where the tensor-core kernel (attention_prefill_mma_bf16_*, q, k, v and the softmax weights
+	// rounded to bf16) would apply. False by default; checks of f32 checkpoints against the CPU at
+	// f32 precision set it, and the environment variable TILLER_GPU_ATTENTION=f32 sets it.
+	ExactAttention bool
+
 	// SyncEachOp makes every op wait for the device and check its errors, so that a fault (an
 	// illegal address, say) is reported by the op that caused it rather than by a later one.
 	// Slow; tests set it. The environment variable TILLER_GPU_SYNC=1 sets it too.
@@ -87,6 +99,8 @@ func New() (*Backend, error) {
 	minor, _ := dev.Attribute(cu.ComputeCapabilityMinor)
 	b.cc = 10*major + minor
 	b.SplitK = b.cc >= 90 && os.Getenv("TILLER_GPU_GEMV") != "rows"
+	b.ExactAttention = os.Getenv("TILLER_GPU_ATTENTION") == "f32"
+	b.PipeGEMM = os.Getenv("TILLER_GPU_GEMM") != "staged"
 	b.pool = newPool()
 	if err := b.stage.init(1 << 20); err != nil {
 		b.Close()
@@ -235,6 +249,19 @@ func (b *Backend) Download(dst, src *tensor.Tensor) {
 func (b *Backend) CopyTo(dst *tensor.Tensor, v []int32) {
 	if dst.DType != tensor.I32 || dst.Numel() != len(v) || dst.OnHost() {
 		panic(fmt.Sprintf("gpu: copy of %d int32 into %v", len(v), dst))
+	}
+	if len(v) == 0 {
+		return
+	}
+	defer b.enter()()
+	must("cuMemcpyHtoDAsync", cu.MemcpyHtoDAsync(cu.DevicePtr(dst.Dev), unsafe.Pointer(&v[0]), int64(4*len(v)), b.stream))
+	must("copy", b.stream.Synchronize())
+}
+
+// copyF32 copies a host slice of float32 into a device F32 tensor of the same length.
+func (b *Backend) copyF32(dst *tensor.Tensor, v []float32) {
+	if dst.DType != tensor.F32 || dst.Numel() != len(v) || dst.OnHost() {
+		panic(fmt.Sprintf("gpu: copy of %d float32 into %v", len(v), dst))
 	}
 	if len(v) == 0 {
 		return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/tillerlm/tiller/hooks"
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/tensor"
 )
@@ -46,8 +47,16 @@ type Decoder struct {
 	count, argCount, candI                    *tensor.Tensor // I32: the fused kernels' counters and argmax candidates
 	candV                                     *tensor.Tensor
 
+	// Steering (Steer): per residual-stream boundary b (b = L is hook_resid_pre of layer L and
+	// hook_resid_post of layer L−1; b = layers is before the final norm), the additions registered
+	// there, and on the device one row of steerVec and one strength in steerAlpha (host copies
+	// in vecs, alphas).
+	steers               [][]steerAdd
+	steerVec, steerAlpha *tensor.Tensor
+	vecs, alphas         []float32
+
 	graph    *Graph
-	graphKey [2]bool // Fused, PDL of the captured graph
+	graphKey graphKey // the form of the captured graph
 
 	// UseGraph replays a captured CUDA graph per step (the default); false launches each kernel.
 	UseGraph bool
@@ -58,6 +67,90 @@ type Decoder struct {
 	// PDL launches the fused step with programmatic dependent launch (default with Fused). Where
 	// the driver cannot capture that into a graph, Step turns it off and captures without.
 	PDL bool
+}
+
+// graphKey is what a captured step depends on beyond the buffers: its form, and which residual
+// boundaries are steered (their launches take the steering operands; the others pass none).
+type graphKey struct {
+	fused, pdl bool
+	steered    string
+}
+
+// steerAdd is one resid += alpha·v registered with Steer.
+type steerAdd struct {
+	v     []float32
+	alpha float32
+}
+
+// Steer adds alpha·v to the residual stream at a hook point in every following step, as a
+// hooks.Steer registered there does in llama.Runner on the CPU: blocks.L.hook_resid_post (layer
+// L's output) or blocks.L.hook_resid_pre (its input, the same stream as resid_post of L−1). The
+// add is folded into the launch that next normalises the stream (the fused step's matvec_rms_*,
+// the generic step's residual_rmsnorm), so unsteered boundaries take no steering operands at
+// all. Adds at one boundary accumulate (ClearSteering removes them all); a step whose set of
+// steered boundaries is the captured graph's replays it with the uploaded values, any other set
+// recaptures it.
+func (d *Decoder) Steer(p hooks.Point, v []float32, alpha float32) error {
+	c := d.m.Config
+	if p.Kind != hooks.ResidPre && p.Kind != hooks.ResidPost || p.Layer < 0 || p.Layer >= c.Layers {
+		return fmt.Errorf("gpu: decoder steering at %s: only blocks.L.hook_resid_pre and hook_resid_post (L < %d)", p.Name(), c.Layers)
+	}
+	if len(v) != c.Dim {
+		return fmt.Errorf("gpu: steering vector of %d values for d_model %d", len(v), c.Dim)
+	}
+	bd := p.Layer
+	if p.Kind == hooks.ResidPost {
+		bd++
+	}
+	if d.steers == nil {
+		d.steers = make([][]steerAdd, c.Layers+1)
+		d.steerVec = d.b.Alloc(tensor.F32, c.Layers+1, c.Dim)
+		d.steerAlpha = d.b.Alloc(tensor.F32, c.Layers+1)
+		d.vecs, d.alphas = make([]float32, (c.Layers+1)*c.Dim), make([]float32, c.Layers+1)
+	}
+	d.steers[bd] = append(d.steers[bd], steerAdd{append([]float32(nil), v...), alpha})
+	// One add goes up as it is; several as their sum Σ alpha_i·v_i with strength 1.
+	row, a := d.steers[bd][0].v, d.steers[bd][0].alpha
+	if len(d.steers[bd]) > 1 {
+		row, a = make([]float32, c.Dim), 1
+		for _, s := range d.steers[bd] {
+			for k, x := range s.v {
+				row[k] += s.alpha * x
+			}
+		}
+	}
+	copy(d.vecs[bd*c.Dim:], row)
+	d.alphas[bd] = a
+	d.b.copyF32(d.steerVec, d.vecs)
+	d.b.copyF32(d.steerAlpha, d.alphas)
+	return nil
+}
+
+// ClearSteering removes every Steer add; the next step runs unsteered.
+func (d *Decoder) ClearSteering() {
+	for i := range d.steers {
+		d.steers[i] = nil
+	}
+}
+
+// steerAt is the steering operands of boundary bd (device addresses of its strength and vector),
+// or zeros where nothing is steered.
+func (d *Decoder) steerAt(bd int) (alpha, vec uint64) {
+	if d.steers == nil || len(d.steers[bd]) == 0 {
+		return 0, 0
+	}
+	return dev(d.steerAlpha) + uint64(4*bd), dev(d.steerVec) + uint64(4*bd*d.m.Config.Dim)
+}
+
+// steeredKey names the steered boundaries, for graphKey.
+func (d *Decoder) steeredKey() string {
+	var k []byte
+	for bd, s := range d.steers {
+		if len(s) > 0 {
+			k = fmt.Appendf(k, "%d,", bd)
+		}
+	}
+	return string(k)
 }
 
 // NewDecoder prepares greedy decoding of sequence seq of kv, up to capacity positions, reserving
@@ -128,7 +221,7 @@ func (d *Decoder) Step() error {
 		d.b.done("decoder step")
 		return nil
 	}
-	key := [2]bool{d.Fused, d.PDL}
+	key := graphKey{d.Fused, d.PDL, d.steeredKey()}
 	if d.graph != nil && d.graphKey != key {
 		d.graph.Close()
 		d.graph = nil
@@ -142,7 +235,7 @@ func (d *Decoder) Step() error {
 			// Programmatic dependent launch in a captured graph needs CUDA 12.3 or later
 			// in the driver; without it the same kernels run fully serialised.
 			d.PDL = false
-			key[1] = false
+			key.pdl = false
 			g, err = d.b.Capture(d.queue)
 		}
 		if err != nil {
@@ -188,6 +281,10 @@ func (d *Decoder) Close() {
 		d.table, d.hist, d.invFreq, d.count, d.argCount, d.candI, d.candV} {
 		d.b.Free(t)
 	}
+	if d.steerVec != nil {
+		d.b.Free(d.steerVec)
+		d.b.Free(d.steerAlpha)
+	}
 }
 
 // role names the next launches for the profiler (a no-op otherwise): what part of the model
@@ -223,7 +320,11 @@ func (d *Decoder) launches() {
 	d.role("embedding", 0)
 	b.embedding(dev(d.x), m.Embed, dev(d.tok), 1, c.Dim)
 	d.role("rmsnorm", weightBytes(m.Layers[0].AttnNorm))
-	b.rmsnorm(dev(d.xn), dev(d.x), m.Layers[0].AttnNorm, 1, c.Dim, c.NormEps)
+	if alpha, vec := d.steerAt(0); vec != 0 {
+		b.residualRMSNorm(dev(d.xn), dev(d.x), 0, alpha, vec, m.Layers[0].AttnNorm, 1, c.Dim, c.NormEps)
+	} else {
+		b.rmsnorm(dev(d.xn), dev(d.x), m.Layers[0].AttnNorm, 1, c.Dim, c.NormEps)
+	}
 	for l := range m.Layers {
 		w := &m.Layers[l]
 		// Attention block: xn = rmsnorm(x) on entry.
@@ -255,7 +356,8 @@ func (d *Decoder) launches() {
 			next = m.Layers[l+1].AttnNorm
 		}
 		d.role("residual+rmsnorm", weightBytes(next))
-		b.residualRMSNorm(dev(d.xn), dev(d.x), dev(d.proj), 0, 0, next, 1, c.Dim, c.NormEps)
+		alpha, vec := d.steerAt(l + 1)
+		b.residualRMSNorm(dev(d.xn), dev(d.x), dev(d.proj), alpha, vec, next, 1, c.Dim, c.NormEps)
 	}
 	d.role("lm_head", weightBytes(m.LMHead))
 	b.gemv(dev(d.xn), 1, c.Dim, gemvSeg{w: m.LMHead, y: dev(d.logits)})
@@ -279,7 +381,8 @@ func (d *Decoder) launchesFused() {
 		w := &m.Layers[l]
 		// x += delta; q, k, v = rmsnorm(x)·Wᵀ.
 		d.role("rmsnorm+q/k/v", weightBytes(w.AttnNorm, w.WQ, w.WK, w.WV, w.BQ, w.BK, w.BV))
-		b.matvec(dev(cur), 1, c.Dim, &matvecNorm{xb: delta, xout: dev(other), w: w.AttnNorm, eps: c.NormEps},
+		alpha, vec := d.steerAt(l)
+		b.matvec(dev(cur), 1, c.Dim, &matvecNorm{xb: delta, xout: dev(other), alpha: alpha, steer: vec, w: w.AttnNorm, eps: c.NormEps},
 			gemvSeg{w: w.WQ, bias: w.BQ, y: dev(d.q)},
 			gemvSeg{w: w.WK, bias: w.BK, y: dev(d.k)},
 			gemvSeg{w: w.WV, bias: w.BV, y: dev(d.v)})
@@ -302,7 +405,8 @@ func (d *Decoder) launchesFused() {
 	}
 	// x += down_proj; logits = rmsnorm(x)·lm_headᵀ (the sum itself is not needed again).
 	d.role("rmsnorm+lm_head", weightBytes(m.Norm, m.LMHead))
-	b.matvec(dev(cur), 1, c.Dim, &matvecNorm{xb: delta, w: m.Norm, eps: c.NormEps}, gemvSeg{w: m.LMHead, y: dev(d.logits)})
+	alpha, vec := d.steerAt(len(m.Layers))
+	b.matvec(dev(cur), 1, c.Dim, &matvecNorm{xb: delta, alpha: alpha, steer: vec, w: m.Norm, eps: c.NormEps}, gemvSeg{w: m.LMHead, y: dev(d.logits)})
 	d.role("argmax+advance", float64(4*c.Vocab))
 	b.argmaxAdvance(dev(d.tok), dev(d.logits), c.Vocab, dev(d.candV), dev(d.candI), dev(d.argCount),
 		dev(d.pos), dev(d.ctx), dev(d.row), dev(d.table), d.kv.BlockSize, dev(d.hist))

@@ -58,10 +58,16 @@ func rawStream(s cu.Stream) C.CUstream { return *(*C.CUstream)(unsafe.Pointer(&s
 
 func rawFunction(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer(&f)) }
 
-// setMaxDynamicShared lets f use more than the default 48 KiB of dynamic shared memory.
+// setMaxDynamicShared lets f use more than the default 48 KiB of dynamic shared memory, and
+// prefers the largest shared-memory carveout of L1 for it, so that several such blocks fit on a
+// multiprocessor (gemm_pipe_*: two of 80 KiB).
 func setMaxDynamicShared(f cu.Function, bytes int) error {
-	return driverError("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
-		C.cuFuncSetAttribute(rawFunction(f), C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(bytes)))
+	if err := driverError("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+		C.cuFuncSetAttribute(rawFunction(f), C.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, C.int(bytes))); err != nil {
+		return err
+	}
+	return driverError("cuFuncSetAttribute(PREFERRED_SHARED_MEMORY_CARVEOUT)",
+		C.cuFuncSetAttribute(rawFunction(f), C.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, C.CU_SHAREDMEM_CARVEOUT_MAX_SHARED))
 }
 
 // hostAlloc returns bytes of pinned (page-locked) host memory, which async copies read directly.

@@ -79,7 +79,8 @@ func TestMatVec(t *testing.T) {
 				tensortest.Compare(t, fmt.Sprintf("matvec swiglu %s n=%d in=%d", dt, n, in), back(b, y), swiglu(f64s(x), n), tensortest.F32)
 			}
 
-			// The norm forms: v = x + xb; y = rmsnorm(v) ⊙ wn · Wᵀ + bias; xout = v.
+			// The norm forms: v = x + xb (+ alpha·steer, the *_steer_* kernels); y = rmsnorm(v) ⊙ wn · Wᵀ
+			// + bias; xout = v.
 			const eps = 1e-5
 			wv := make([]float32, in) // norm weights around 1, as trained ones are
 			for i := range wv {
@@ -87,14 +88,23 @@ func TestMatVec(t *testing.T) {
 			}
 			wn := tensor.FromF32(wv, in).Convert(dt)
 			wnd := b.Upload(wn)
-			for _, withDelta := range []bool{false, true} {
+			for _, form := range []struct{ withDelta, withSteer bool }{{false, false}, {true, false}, {true, true}, {false, true}} {
+				withDelta := form.withDelta
 				x := randomT(rng, tensor.F32, 2, 1, in)
 				xb := randomT(rng, tensor.F32, 1, 1, in)
-				xd, xbd := b.Upload(x), b.Upload(xb)
+				steer := randomT(rng, tensor.F32, 1, 1, in)
+				const alpha = -1.75
+				xd, xbd, steerd := b.Upload(x), b.Upload(xb), b.Upload(steer)
+				alphad := b.Upload(tensor.FromF32([]float32{alpha}, 1))
 				v := f64s(x)
 				if withDelta {
 					for k, d := range f64s(xb) {
 						v[k] += d
+					}
+				}
+				if form.withSteer {
+					for k, s := range f64s(steer) {
+						v[k] += alpha * s
 					}
 				}
 				var ss float64
@@ -110,7 +120,10 @@ func TestMatVec(t *testing.T) {
 				if withDelta {
 					norm.xb = dev(xbd)
 				}
-				what := fmt.Sprintf("%s in=%d delta=%v", dt, in, withDelta)
+				if form.withSteer {
+					norm.alpha, norm.steer = dev(alphad), dev(steerd)
+				}
+				what := fmt.Sprintf("%s in=%d delta=%v steer=%v", dt, in, withDelta, form.withSteer)
 
 				xout := poison(b, 1, in)
 				norm.xout = dev(xout)

@@ -69,23 +69,27 @@ func TestGEMV(t *testing.T) {
 	}
 }
 
-// The tensor-core GEMM against a reference that rounds x to the weights' 16-bit type as the
-// kernel stages it: what remains is f32 accumulation order, so the f32 bound holds and any
+// The tensor-core GEMMs (gemm_*, and round_* + gemm_pipe_*) against a reference that rounds x to
+// the weights' 16-bit type as the kernels do: what remains is f32 accumulation order, so the f32 bound holds and any
 // slip in the mma fragment layouts (ldmatrix addresses, A/B/C register order) shows as a gross
 // error at a specific index. Shapes cover ragged tiles in M, N and K and several k tiles.
 func TestGEMMTensorCores(t *testing.T) {
 	b := newBackend(t)
 	rng := rand.New(rand.NewPCG(12, 12))
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
-		for _, s := range [][3]int{{9, 8, 8}, {16, 16, 16}, {128, 128, 32}, {130, 136, 200}, {257, 72, 520}, {40, 1000, 264}} {
+		for _, s := range [][3]int{{9, 8, 8}, {16, 16, 16}, {128, 128, 32}, {130, 136, 200}, {257, 72, 520}, {40, 1000, 264}, {300, 264, 1032}} {
 			m, n, k := s[0], s[1], s[2]
 			x := randomT(rng, tensor.F32, 1, m, k)
 			w := randomT(rng, dt, 1/math.Sqrt(float64(k)), n, k)
 			bias := randomT(rng, dt, 1, n)
-			y := poison(b, m, n)
-			func() { defer b.enter()(); b.gemm(dev(y), dev(b.Upload(x)), b.Upload(w), b.Upload(bias), m, n, k) }()
 			want := linear(roundTo(f64s(x), dt), f64s(w), f64s(bias), m, k, n)
-			tensortest.Compare(t, fmt.Sprintf("gemm %s M=%d N=%d K=%d (x rounded to %s)", dt, m, n, k, dt), back(b, y), want, tensortest.F32)
+			for _, pipe := range []bool{false, true} {
+				y := poison(b, m, n)
+				b.PipeGEMM = pipe
+				func() { defer b.enter()(); b.gemm(dev(y), dev(b.Upload(x)), b.Upload(w), b.Upload(bias), m, n, k) }()
+				tensortest.Compare(t, fmt.Sprintf("gemm %s M=%d N=%d K=%d (x rounded to %s, pipelined %v)", dt, m, n, k, dt, pipe), back(b, y), want, tensortest.F32)
+			}
+			b.PipeGEMM = true
 			// And the tiled f32 kernel on the same problem against the exact product.
 			y2 := poison(b, m, n)
 			func() {
@@ -99,9 +103,11 @@ func TestGEMMTensorCores(t *testing.T) {
 	}
 }
 
-// Both attention kernels against the CPU backend on one long prefill (the flash-style kernel's
-// case: tiles of 32 tokens of one sequence) with a small block size, at the head sizes of the
-// models and odd ones (padding of D to 64/128/256).
+// The attention kernels against the CPU backend on one long prefill (the flash-style kernels'
+// case: tiles of one sequence) with a small block size, at the head sizes of the models and odd
+// ones (padding of D to 64/128/256): the f32 flash kernel (ExactAttention) and the split-KV
+// kernels at the f32 bound, and where D ≤ 128 the tensor-core kernel at the bf16 one
+// (TestAttentionPrefillMMA says why).
 func TestAttentionKernels(t *testing.T) {
 	b := newBackend(t)
 	cpu := tensor.NewCPU(2)
@@ -132,8 +138,15 @@ func TestAttentionKernels(t *testing.T) {
 		what := fmt.Sprintf("n=%d heads=%d/%d D=%d block=%d", c.n, c.heads, c.kvHeads, c.dim, c.block)
 
 		got := poison(b, c.n, c.heads*c.dim)
-		b.Attention(got, b.Upload(q), kvg, 0, seq, pos) // the prefill kernel (homogeneous tiles)
+		b.ExactAttention = true
+		b.Attention(got, b.Upload(q), kvg, 0, seq, pos) // the f32 prefill kernel (homogeneous tiles)
 		tensortest.Compare(t, "attention prefill kernel "+what, back(b, got), ref, tensortest.F32)
+		b.ExactAttention = false
+		if usePrefillMMA(seq, c.dim, c.heads/c.kvHeads) {
+			got = poison(b, c.n, c.heads*c.dim)
+			b.Attention(got, b.Upload(q), kvg, 0, seq, pos)
+			tensortest.Compare(t, "attention prefill tensor-core kernel "+what, back(b, got), ref, tensortest.BF16Inputs)
+		}
 
 		// The split-KV kernels on the same tokens, as a batch of decode queries.
 		got = poison(b, c.n, c.heads*c.dim)
@@ -148,6 +161,71 @@ func TestAttentionKernels(t *testing.T) {
 				c.n, maxBlocks, c.block, c.heads, c.kvHeads, c.dim, parts, float32(1/math.Sqrt(float64(c.dim))))
 		}()
 		tensortest.Compare(t, "attention split-KV kernels "+what, back(b, got), ref, tensortest.F32)
+	}
+}
+
+// The tensor-core prefill attention against the CPU backend: token counts that are not multiples
+// of a block's 64 rows, prefixes already in the cache (a prompt in two chunks: the second attends
+// over the first), GQA groups of 1–4 and one that does not divide 64 (3), D of 128, 64 and one
+// padded (40), and a paged cache whose blocks are taken out of order. Every row past the last
+// query is a padding row that must not be written; the output is poisoned before each run.
+//
+// Bound: q, k, v and the softmax weights are rounded to bf16 (relative 2⁻⁹ each), everything else
+// is f32. For unit-variance inputs a score moves by ~2⁻⁹·|s| and an output, a weighted mean of
+// values, by at most 2⁻⁹·max |v| ≈ 8e-3 and typically far less: tensortest.BF16Inputs (1e-2 +
+// 1e-2·|want|). A fragment-layout slip gives errors of order 1.
+func TestAttentionPrefillMMA(t *testing.T) {
+	b := newBackend(t)
+	cpu := tensor.NewCPU(2)
+	defer cpu.Close()
+	rng := rand.New(rand.NewPCG(15, 15))
+	for _, c := range []struct{ n, prefix, heads, kvHeads, dim, block int }{
+		{515, 0, 32, 8, 128, 16}, {131, 0, 8, 2, 128, 16}, {77, 0, 6, 2, 64, 5}, {45, 19, 4, 4, 64, 8},
+		{100, 37, 9, 3, 128, 16}, {17, 0, 4, 1, 40, 3}, {250, 70, 32, 8, 128, 16},
+	} {
+		total := c.prefix + c.n
+		nblk := (total+c.block-1)/c.block + 3
+		kvg := tensor.NewKVCache(b, 1, c.kvHeads, c.dim, c.block, nblk)
+		kvc := tensor.NewKVCache(cpu, 1, c.kvHeads, c.dim, c.block, nblk)
+		// Another sequence takes blocks first and again halfway, so this one's are not in order.
+		for _, kv := range []*tensor.KVCache{kvg, kvc} {
+			kv.Reserve(1, 2*c.block)
+			kv.Reserve(0, total/2)
+			kv.Reserve(1, 3*c.block)
+			kv.Reserve(0, total)
+		}
+		// The prefix as an earlier StoreKV, then the chunk's own keys and values.
+		all, allPos := make([]int32, total), make([]int32, total)
+		for i := range allPos {
+			allPos[i] = int32(i)
+		}
+		k := randomT(rng, tensor.F32, 1, total, c.kvHeads, c.dim)
+		v := randomT(rng, tensor.F32, 1, total, c.kvHeads, c.dim)
+		b.StoreKV(kvg, 0, b.Upload(k), b.Upload(v), all, allPos)
+		cpu.StoreKV(kvc, 0, k, v, all, allPos)
+		seq, pos := all[:c.n], allPos[c.prefix:]
+		q := randomT(rng, tensor.F32, 1, c.n, c.heads, c.dim)
+		want := tensor.New(tensor.F32, c.n, c.heads*c.dim)
+		cpu.Attention(want, q, kvc, 0, seq, pos)
+		what := fmt.Sprintf("n=%d after %d, heads=%d/%d D=%d block=%d", c.n, c.prefix, c.heads, c.kvHeads, c.dim, c.block)
+		if !usePrefillMMA(seq, c.dim, c.heads/c.kvHeads) {
+			t.Fatalf("%s: the tensor-core kernel does not apply", what)
+		}
+		got := poison(b, c.n*c.heads*c.dim+64)
+		func() {
+			defer b.enter()()
+			ctx, table, maxBlocks := blockTables(kvg, seq, pos)
+			cd := b.ints(ctx, table)
+			b.attentionPrefillMMA(dev(got), dev(b.Upload(q)), dev(kvg.K[0]), dev(kvg.V[0]), cd, cd+uint64(4*len(ctx)),
+				c.n, maxBlocks, c.block, c.heads, c.kvHeads, c.dim, float32(1/math.Sqrt(float64(c.dim))))
+		}()
+		out := back(b, got)
+		tensortest.Compare(t, "attention_prefill_mma "+what, out[:c.n*c.heads*c.dim], f64s(want), tensortest.BF16Inputs)
+		for i, x := range out[c.n*c.heads*c.dim:] {
+			if !math.IsNaN(float64(x)) {
+				t.Fatalf("%s: wrote %g past the output at +%d", what, x, i)
+			}
+		}
 	}
 }
 

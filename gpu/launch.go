@@ -194,13 +194,27 @@ func (b *Backend) gemvSwiGLU(y, x uint64, n, in int, gate, bg, up, bu *tensor.Te
 	b.launch(k, (out+gemvRows-1)/gemvRows, 1, 1, 128, gemvShared(nt, in))
 }
 
+// gemmPipeShared is gemm_pipe_*'s dynamic shared memory: 4 stages of (128 + 128) rows × 40
+// 16-bit elements (kernels/gemm.cu).
+const gemmPipeShared = 4 * (128 + 128) * 40 * 2
+
 // gemm computes y (m, n) = x (m, k) · wᵀ + bias: on tensor cores for 16-bit weights whose rows
-// allow 16-byte loads, else with the tiled f32 kernel.
+// allow 16-byte loads (PipeGEMM picks the kernel), else with the tiled f32 kernel.
 func (b *Backend) gemm(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	if bias != nil && bias.DType != w.DType {
 		panic(fmt.Sprintf("gpu: matmul with %s weights and a %s bias", w.DType, bias.DType))
 	}
 	if w.DType != tensor.F32 && kdim%8 == 0 && vectorOK(w, x, kdim) {
+		if b.PipeGEMM {
+			// x rounded to the weights' type once, then the 4-stage cp.async kernel.
+			xs := b.scratch("matmul input in 16 bits", (m*kdim+1)/2)
+			b.args.reset().p(dev(xs)).p(x).u64(uint64(m * kdim))
+			b.launch(b.kernel("gemm", "round_"+suffix(w.DType)), min((m*kdim/4+255)/256, 16*b.sms), 1, 1, 256, 0)
+			b.args.reset().p(y).p(dev(xs)).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim)
+			b.launch(b.kernel("gemm", "gemm_pipe_"+suffix(w.DType)), (n+127)/128, (m+127)/128, 1, 256, gemmPipeShared)
+			b.Free(xs)
+			return
+		}
 		b.args.reset().p(y).p(x).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim)
 		b.launch(b.kernel("gemm", "gemm_"+suffix(w.DType)), (n+127)/128, (m+127)/128, 1, 256, 0)
 		return
@@ -231,13 +245,27 @@ func (b *Backend) attentionPrefill(out, q, kc, vc, ctx, table uint64, n, maxBloc
 	b.launch(b.kernel("attention", name), (n+31)/32, heads, 1, 128, 0)
 }
 
+// attentionPrefillMMA runs the tensor-core flash kernel: block (b, kvh) takes rows 64b…64b+63
+// of the (query, head-in-group) pairs of kv head kvh, all of one sequence (usePrefillMMA).
+func (b *Backend) attentionPrefillMMA(out, q, kc, vc, ctx, table uint64, n, maxBlocks, blockSize, heads, kvHeads, dim int, scale float32) {
+	name := "attention_prefill_mma_bf16_d128"
+	if dim <= 64 {
+		name = "attention_prefill_mma_bf16_d64"
+	}
+	b.args.reset().p(out).p(q).p(kc).p(vc).p(ctx).p(table).i(n).i(maxBlocks).i(blockSize).i(heads).i(kvHeads).i(dim).f(scale)
+	b.launch(b.kernel("attention", name), (n*(heads/kvHeads)+prefillRows-1)/prefillRows, kvHeads, 1, 128, 0)
+}
+
 // matvecNorm folds a decoder block's residual add and RMSNorm into a matvec launch
-// (kernels/matvec.cu, the matvec_rms_* kernels, one token): v = x + xb (xb may be 0), the
-// product runs on rmsnorm(v) ⊙ w, and xout (may be 0) receives v, the updated residual stream.
+// (kernels/matvec.cu, the matvec_rms_* kernels, one token): v = x + xb + alpha[0]·steer (xb and
+// steer may be 0; a steer selects the matvec_rms_*steer_* kernels), the product runs on
+// rmsnorm(v) ⊙ w, and xout (may be 0) receives v, the updated residual stream. alpha is a device
+// address (one f32), so that a captured step reads the strength current at replay.
 type matvecNorm struct {
-	xb, xout uint64
-	w        *tensor.Tensor // (in), the matrices' dtype
-	eps      float32
+	xb, xout     uint64
+	alpha, steer uint64
+	w            *tensor.Tensor // (in), the matrices' dtype
+	eps          float32
 }
 
 // matvecRows is the rows of each matrix one matvec block computes (8 warps split K; kernels/matvec.cu).
@@ -252,15 +280,18 @@ func (b *Backend) matvecArgs(x uint64, n, in int, norm *matvecNorm, ws ...*tenso
 			vec = false
 		}
 	}
-	var xb, wn, xout uint64
+	var xb, wn, xout, alpha, steer uint64
 	var eps float32
 	if norm != nil {
 		if n != 1 || norm.w.DType != ws[0].DType || norm.w.Numel() != in || (norm.xout != 0 && (norm.xout == x || norm.xout == norm.xb)) {
 			panic(fmt.Sprintf("gpu: matvec with a norm over %d tokens of %d features, norm weight %v, matrices %s, xout %#x (x %#x, xb %#x)",
 				n, in, norm.w, ws[0].DType, norm.xout, x, norm.xb))
 		}
-		xb, wn, xout, eps = norm.xb, dev(norm.w), norm.xout, norm.eps
-		if xb%16 != 0 || wn%16 != 0 {
+		if (norm.steer == 0) != (norm.alpha == 0) {
+			panic("gpu: matvec steering needs both the vector and its strength")
+		}
+		xb, wn, xout, alpha, steer, eps = norm.xb, dev(norm.w), norm.xout, norm.alpha, norm.steer, norm.eps
+		if xb%16 != 0 || wn%16 != 0 || steer%16 != 0 {
 			vec = false
 		}
 	}
@@ -268,7 +299,7 @@ func (b *Backend) matvecArgs(x uint64, n, in int, norm *matvecNorm, ws ...*tenso
 	if vec {
 		v = 1
 	}
-	b.args.reset().p(x).p(xb).p(wn).p(xout).f(eps).i(n).i(in).i(v)
+	b.args.reset().p(x).p(xb).p(wn).p(xout).p(alpha).p(steer).f(eps).i(n).i(in).i(v)
 	return vec
 }
 
@@ -299,6 +330,9 @@ func (b *Backend) matvec(x uint64, n, in int, norm *matvecNorm, segs ...gemvSeg)
 	name := fmt.Sprintf("matvec_n%d_%s", gemvTokens(n), suffix(dt))
 	if norm != nil {
 		name = "matvec_rms_n1_" + suffix(dt)
+		if norm.steer != 0 {
+			name = "matvec_rms_steer_n1_" + suffix(dt)
+		}
 	}
 	b.launch(b.kernel("matvec", name), blocks, 1, 1, 256, 0)
 }
@@ -315,6 +349,9 @@ func (b *Backend) matvecSwiGLU(y, x uint64, n, in int, norm *matvecNorm, gate, b
 	name := fmt.Sprintf("matvec_swiglu_n%d_%s", gemvTokens(n), suffix(gate.DType))
 	if norm != nil {
 		name = "matvec_rms_swiglu_n1_" + suffix(gate.DType)
+		if norm.steer != 0 {
+			name = "matvec_rms_swiglu_steer_n1_" + suffix(gate.DType)
+		}
 	}
 	b.launch(b.kernel("matvec", name), (out+matvecRows-1)/matvecRows, 1, 1, 256, 0)
 }

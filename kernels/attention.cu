@@ -26,7 +26,30 @@
 // so the four read adjacent float4s of a key and never collide in a bank); their partial dot
 // products meet through two shuffles. D is padded with zeros up to 64/128/256 in shared memory.
 // FLOPs: ~2·n·ctx·D·2 per head (half of it masked away on a causal prefill).
-#include "common.cuh"
+//
+// attention_prefill_mma_bf16_d{64,128} — the same prefill on tensor cores (D ≤ 128, D % 4 == 0).
+// Rows are (query, head) pairs of one GQA group: row r of the group's n·G rows (G = heads /
+// kv_heads) is query r / G at head kvh·G + r % G, so the G heads that share a kv head share every
+// key and value tile. Block (b, kvh), 4 warps, takes 64 consecutive rows (64 / G queries, all of
+// one sequence: the host checks) and walks keys [0, kmax) in tiles of 64, kmax the largest ctx
+// among its queries: tiles past every query's context are never loaded (the causal skip), and a
+// warp whose 16 rows all end before a tile skips its arithmetic. Each tile is read from the paged
+// f32 cache, rounded to bf16 into shared memory (rows padded from D to D + 8 elements so that
+// ldmatrix's 8 row addresses fall in distinct banks), then per warp:
+//   S (16 × 64) = Q·Kᵀ: mma.sync m16n8k16, Q fragments held in registers for the whole walk (one
+//     ldmatrix per 16 dims), K fragments by ldmatrix (keys are rows, D contiguous: the B operand);
+//   masking (key ≥ ctx of the row → −inf) only in tiles that reach past a row's context;
+//   online softmax in f32 on the C fragments: each row lives in a quad of 4 lanes, so its max is
+//     two shuffles; s is scaled by scale·log2 e and exponentiated with exp2;
+//   O (16 × D) += P·V: P's C fragments, rounded to bf16, are the A fragments of the next mma as
+//     they are (two 8-key C tiles form one 16-key A tile), V fragments by ldmatrix.trans.
+// At the end O / l goes out as f32. Precision: q, k, v and p are rounded to bf16 (relative 2⁻⁹
+// each); accumulation and the softmax are f32. The longest blocks (the last queries) are issued
+// first, so that the short ones fill the tail.
+// FLOPs: 4·D per (query, head, key ≤ position): 34.4 GFLOP per layer for a causal prefill of 2048
+// tokens at Llama-3.1-8B (32/8 heads of 128). Traffic: each block reads ~kmax·D·8 bytes of f32
+// cache (mostly L2 hits: one layer's K and V at 2048 tokens is 16 MB), ~1.1 GB per such layer.
+#include "mma.cuh"
 
 #define MAX_D 256
 #define DEC_WARPS 4
@@ -226,3 +249,168 @@ __device__ void attention_prefill(float* out, const float* q, const float* kc, c
 PREFILL_ENTRY(attention_prefill_f32_d64, 64, 64)
 PREFILL_ENTRY(attention_prefill_f32_d128, 128, 32)
 PREFILL_ENTRY(attention_prefill_f32_d256, 256, 16)
+
+#define FA_ROWS 64  // (query, head) rows per block, 16 per warp
+#define FA_KEYS 64  // keys per tile
+
+template <int DP>
+__device__ void attention_prefill_mma(float* out, const float* q, const float* kc, const float* vc, const int* ctx,
+                                      const int* table, int n, int max_blocks, int block_size, int heads, int kv_heads,
+                                      int dim, float scale) {
+    constexpr int LD = DP + 8;  // padded row, elements (a 16-byte multiple: 16-byte stores and ldmatrix rows)
+    constexpr int C4 = DP / 4;  // float4 per row
+    constexpr int LOADS = FA_KEYS * C4 / 128;  // float4 of K (and of V) per thread per tile
+    __shared__ __align__(16) bf16 Ks[FA_KEYS * LD];
+    __shared__ __align__(16) bf16 Vs[FA_KEYS * LD];
+    __shared__ int kmax_s;
+    int group = heads / kv_heads, kvh = blockIdx.y, width = kv_heads * dim, rows = n * group;
+    int r0 = (gridDim.x - 1 - blockIdx.x) * FA_ROWS;  // the longest blocks first
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+    // This lane's two rows of the C fragments, and their context lengths (a padding row past the
+    // last query attends to position 0 and is not written).
+    int ra = r0 + warp * 16 + g, rb = ra + 8;
+    int len_a = ra < rows ? ctx[ra / group] : 1, len_b = rb < rows ? ctx[rb / group] : 1;
+    int wmax = max(len_a, len_b);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+    if (threadIdx.x == 0) kmax_s = 0;
+
+    // Q: f32 → bf16 through the K buffer into registers (A fragments, 16 dims each).
+    bf16* Qs = Ks;
+    for (int f = threadIdx.x; f < FA_ROWS * C4; f += 128) {
+        int lr = f / C4, d = (f % C4) * 4, r = r0 + lr;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r < rows && d < dim) v = *(const float4*)(q + ((size_t)(r / group) * heads + kvh * group + r % group) * dim + d);
+        *(uint2*)(Qs + lr * LD + d) = make_uint2(pack2(v.x, v.y, bf16()), pack2(v.z, v.w, bf16()));
+    }
+    __syncthreads();
+    if (lane == 0) atomicMax(&kmax_s, wmax);
+    uint32_t qf[DP / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < DP / 16; ks++) ldmatrix_x4(qf[ks], Qs + (warp * 16 + (lane & 15)) * LD + ks * 16 + (lane >> 4) * 8);
+    __syncthreads();
+    int kmax = kmax_s;
+    const int* tab = table + (size_t)(r0 / group) * max_blocks;  // every query of the block shares it
+
+    // ldmatrix row addresses within a tile. K (B of Q·Kᵀ, keys as rows): lanes 0–7 keys 0–7 at
+    // dims 0–7, 8–15 the same keys at dims 8–15, 16–31 keys 8–15: b0, b1 of two 8-key tiles.
+    // V (B of P·V with .trans, keys as rows): lanes 0–7 keys 0–7, 8–15 keys 8–15 at dims 0–7,
+    // 16–31 the same at dims 8–15: b0, b1 of two 8-dim tiles.
+    int k_row = (lane & 7) + ((lane >> 4) << 3), k_col = ((lane >> 3) & 1) * 8;
+    int v_row = (lane & 7) + (((lane >> 3) & 1) << 3), v_col = (lane >> 4) * 8;
+
+    float o[DP / 8][4];
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+    float sl2 = scale * 1.4426950408889634f;  // scores in log2 units: exp(x·scale) = 2^(x·sl2)
+
+    for (int t0 = 0; t0 < kmax; t0 += FA_KEYS) {
+        // The tile: K and V rows t0…t0+63 (zeros past kmax, so that p = 0 meets finite values).
+#pragma unroll
+        for (int i0 = 0; i0 < LOADS; i0 += 2) {
+            float4 kx[2], vx[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                int f = threadIdx.x + 128 * (i0 + i), j = f / C4, d = (f % C4) * 4, pos = t0 + j;
+                kx[i] = vx[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (pos < kmax && d < dim) {
+                    size_t off = ((size_t)tab[pos / block_size] * block_size + pos % block_size) * width + kvh * dim + d;
+                    kx[i] = *(const float4*)(kc + off);
+                    vx[i] = *(const float4*)(vc + off);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                int f = threadIdx.x + 128 * (i0 + i), j = f / C4, d = (f % C4) * 4;
+                *(uint2*)(Ks + j * LD + d) = make_uint2(pack2(kx[i].x, kx[i].y, bf16()), pack2(kx[i].z, kx[i].w, bf16()));
+                *(uint2*)(Vs + j * LD + d) = make_uint2(pack2(vx[i].x, vx[i].y, bf16()), pack2(vx[i].z, vx[i].w, bf16()));
+            }
+        }
+        __syncthreads();
+
+        if (t0 < wmax) {  // warp-uniform: some row of this warp reaches into the tile
+            float s[FA_KEYS / 8][4];
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ks++)
+#pragma unroll
+                for (int jj = 0; jj < FA_KEYS / 16; jj++) {
+                    uint32_t r[4];
+                    ldmatrix_x4(r, Ks + (jj * 16 + k_row) * LD + ks * 16 + k_col);
+                    mma16816<bf16>(s[2 * jj], qf[ks], r[0], r[1]);
+                    mma16816<bf16>(s[2 * jj + 1], qf[ks], r[2], r[3]);
+                }
+            bool whole = t0 + FA_KEYS <= min(len_a, len_b);
+            float mx_a = m_a, mx_b = m_b;
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    s[j][e] *= sl2;
+                    if (!whole && t0 + j * 8 + 2 * t + (e & 1) >= (e < 2 ? len_a : len_b)) s[j][e] = -INFINITY;
+                }
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j++) mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1])), mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+            // Finite: position 0 is in every row's context and in the first tile. exp2(−inf) = 0
+            // rescales the empty start, and masked scores give p = 0.
+            float c_a = exp2f(m_a - mx_a), c_b = exp2f(m_b - mx_b);
+            m_a = mx_a, m_b = mx_b;
+            l_a *= c_a, l_b *= c_b;
+#pragma unroll
+            for (int j = 0; j < DP / 8; j++) o[j][0] *= c_a, o[j][1] *= c_a, o[j][2] *= c_b, o[j][3] *= c_b;
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j++) {
+                s[j][0] = exp2f(s[j][0] - m_a), s[j][1] = exp2f(s[j][1] - m_a);
+                s[j][2] = exp2f(s[j][2] - m_b), s[j][3] = exp2f(s[j][3] - m_b);
+                l_a += s[j][0] + s[j][1], l_b += s[j][2] + s[j][3];
+            }
+#pragma unroll
+            for (int kk = 0; kk < FA_KEYS / 16; kk++) {
+                uint32_t a[4] = {pack2(s[2 * kk][0], s[2 * kk][1], bf16()), pack2(s[2 * kk][2], s[2 * kk][3], bf16()),
+                                 pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], bf16()), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], bf16())};
+#pragma unroll
+                for (int jj = 0; jj < DP / 16; jj++) {
+                    uint32_t r[4];
+                    ldmatrix_x4_trans(r, Vs + (kk * 16 + v_row) * LD + jj * 16 + v_col);
+                    mma16816<bf16>(o[2 * jj], a, r[0], r[1]);
+                    mma16816<bf16>(o[2 * jj + 1], a, r[2], r[3]);
+                }
+            }
+        }
+        __syncthreads();  // the tile is consumed before the next one overwrites it
+    }
+
+    // l: each lane summed its own columns; the quad's four lanes hold the row between them.
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    float inv_a = 1.f / l_a, inv_b = 1.f / l_b;
+    float* oa = out + ((size_t)(ra / group) * heads + kvh * group + ra % group) * dim;
+    float* ob = out + ((size_t)(rb / group) * heads + kvh * group + rb % group) * dim;
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) {
+        int d = j * 8 + 2 * t;  // D % 4 == 0: d < D covers d + 1 too
+        if (d < dim) {
+            if (ra < rows) *(float2*)(oa + d) = make_float2(o[j][0] * inv_a, o[j][1] * inv_a);
+            if (rb < rows) *(float2*)(ob + d) = make_float2(o[j][2] * inv_b, o[j][3] * inv_b);
+        }
+    }
+}
+
+#define PREFILL_MMA_ENTRY(NAME, DP)                                                                               \
+    extern "C" __global__ void __launch_bounds__(128) NAME(                                                        \
+        float* out, const float* q, const float* kc, const float* vc, const int* ctx, const int* table, int n,    \
+        int max_blocks, int block_size, int heads, int kv_heads, int dim, float scale) {                          \
+        attention_prefill_mma<DP>(out, q, kc, vc, ctx, table, n, max_blocks, block_size, heads, kv_heads, dim,   \
+                                  scale);                                                                         \
+    }
+PREFILL_MMA_ENTRY(attention_prefill_mma_bf16_d64, 64)
+PREFILL_MMA_ENTRY(attention_prefill_mma_bf16_d128, 128)

@@ -18,57 +18,24 @@
 // current tile's mma so both pipelines overlap (double buffering). Needs K % 8 == 0 and w, x
 // 16-byte aligned; the launcher uses gemm_tiled_* otherwise.
 //
+// gemm_pipe_{bf16,f16} — the same product from x already in the weights' 16-bit type (round_*
+// below makes it: M·K·6 bytes, ~17 µs for 2048 × 4096 on an H100, 2–4 % of the GEMM it feeds), so
+// that both operands arrive by cp.async and the k loop is a 4-stage pipeline: tiles kt+1…kt+3 are
+// in flight while tile kt is multiplied, one barrier per k step, no register staging. Same block
+// tile (128 × 128 × 32), warp layout, padded rows and fragment addressing as gemm_*; 4 stages of
+// (128 + 128) × 40 × 2 bytes = 80 KiB of dynamic shared memory (above the 48 KiB default: the
+// launcher raises the limit), 2 blocks per SM. Needs K % 8 == 0 and x, w 16-byte aligned.
+//
+// round_{bf16,f16} — y[i] = x[i] rounded to nearest even in the 16-bit type, 4 per thread.
+//
 // gemm_tiled_{f32,bf16,f16} — plain f32 FMA, any shape and alignment: 64 × 64 tiles, k steps of
 // 16, each of 256 threads computes 4 × 4 outputs. The f32-weight path and the fallback.
-#include "common.cuh"
+#include "mma.cuh"
 
 #define MMA_BM 128
 #define MMA_BN 128
 #define MMA_BK 32
 #define MMA_LD 40  // padded row length in shared memory, elements
-
-// ---- device helpers ----
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-// cp.async of 16 bytes; bytes = 0 writes zeros (the source is not read).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
-
-// c += a·b for one m16n8k16 tile (a: 4 registers, b: 2, c: 4 f32).
-template <typename W>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma16816<bf16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma16816<f16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two f32 packed into one 32-bit word of two 16-bit values, lower address (first) in the low half.
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, bf16) {
-    return (uint32_t)f32_to_bf16_bits(lo) | ((uint32_t)f32_to_bf16_bits(hi) << 16);
-}
-__device__ __forceinline__ uint32_t pack2(float lo, float hi, f16) {
-    return (uint32_t)f32_to_f16_bits(lo) | ((uint32_t)f32_to_f16_bits(hi) << 16);
-}
 
 // ---- kernels ----
 
@@ -188,6 +155,119 @@ extern "C" __global__ void __launch_bounds__(256) gemm_bf16(float* y, const floa
 extern "C" __global__ void __launch_bounds__(256) gemm_f16(float* y, const float* x, const f16* w, const f16* bias, int M, int N, int K) {
     gemm_mma<f16>(y, x, w, bias, M, N, K);
 }
+
+#define PIPE_STAGES 4
+#define PIPE_STAGE_ELEMS ((MMA_BM + MMA_BN) * MMA_LD)  // A then B of one stage, elements
+
+// One stage's cp.async: A (x) and B (w) are 128 rows × 32 k of 16-bit values each, 512 pieces
+// of 16 bytes; thread t copies pieces t and t + 256 of each: row c / 4, k (c % 4)·8. Pieces past
+// M, N or K are zero-filled.
+template <typename W>
+__device__ __forceinline__ void gemm_pipe_load(W* stage, const W* x, const W* w, int M, int N, int K, int m0, int n0, int k0) {
+    W* As = stage;
+    W* Bs = stage + MMA_BM * MMA_LD;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int c = threadIdx.x + 256 * i, row = c / 4, k = (c % 4) * 8;
+        bool okk = k0 + k < K;
+        bool oka = okk && m0 + row < M, okb = okk && n0 + row < N;
+        cp_async16(As + row * MMA_LD + k, oka ? x + (size_t)(m0 + row) * K + k0 + k : x, oka ? 16 : 0);
+        cp_async16(Bs + row * MMA_LD + k, okb ? w + (size_t)(n0 + row) * K + k0 + k : w, okb ? 16 : 0);
+    }
+}
+
+template <typename W>
+__device__ void gemm_pipe(float* __restrict__ y, const W* __restrict__ x, const W* __restrict__ w,
+                          const W* __restrict__ bias, int M, int N, int K) {
+    DYNAMIC_SMEM(pipe_smem);
+    W* smem = (W*)pipe_smem;  // PIPE_STAGES × PIPE_STAGE_ELEMS
+    int m0 = blockIdx.y * MMA_BM, n0 = blockIdx.x * MMA_BN;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int wm = (warp / 4) * 64, wn = (warp % 4) * 32;
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
+
+    // Prologue: tiles 0 … STAGES−2, one commit group each (empty past the last tile), so that
+    // group g always holds tile g.
+    int tiles = (K + MMA_BK - 1) / MMA_BK;
+#pragma unroll
+    for (int s = 0; s < PIPE_STAGES - 1; s++) {
+        if (s < tiles) gemm_pipe_load<W>(smem + s * PIPE_STAGE_ELEMS, x, w, M, N, K, m0, n0, s * MMA_BK);
+        cp_async_commit();
+    }
+
+    int a_row = lane % 16, a_k = (lane / 16) * 8;
+    int b_row = (lane & 7) + ((lane >> 4) << 3), b_k = ((lane >> 3) & 1) * 8;
+
+    for (int kt = 0; kt < tiles; kt++) {
+        // STAGES−1 + kt groups are committed; with at most STAGES−2 in flight, group kt (tile kt)
+        // is complete for this thread, and the barrier makes every thread's part visible. It also
+        // ends every warp's reads of tile kt−1, whose buffer the load below refills.
+        cp_async_wait<PIPE_STAGES - 2>();
+        __syncthreads();
+        int next = kt + PIPE_STAGES - 1;
+        if (next < tiles) gemm_pipe_load<W>(smem + (next % PIPE_STAGES) * PIPE_STAGE_ELEMS, x, w, M, N, K, m0, n0, next * MMA_BK);
+        cp_async_commit();
+
+        const W* As = smem + (kt % PIPE_STAGES) * PIPE_STAGE_ELEMS;
+        const W* Bs = As + MMA_BM * MMA_LD;
+#pragma unroll
+        for (int ks = 0; ks < MMA_BK; ks += 16) {
+            uint32_t a[4][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; i++) ldmatrix_x4(a[i], As + (wm + i * 16 + a_row) * MMA_LD + ks + a_k);
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                uint32_t r[4];
+                ldmatrix_x4(r, Bs + (wn + j * 16 + b_row) * MMA_LD + ks + b_k);
+                b[2 * j][0] = r[0], b[2 * j][1] = r[1], b[2 * j + 1][0] = r[2], b[2 * j + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) mma16816<W>(acc[i][j], a[i], b[j][0], b[j][1]);
+        }
+    }
+    cp_async_wait<0>();  // no copy may outlive the block (the trailing groups are empty)
+
+    int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int row = m0 + wm + i * 16 + g + h * 8, col = n0 + wn + j * 8 + 2 * t;
+                if (row >= M) continue;
+                float* dst = y + (size_t)row * N + col;
+                if (col < N) dst[0] = acc[i][j][2 * h] + (bias != nullptr ? to_f32(bias[col]) : 0.f);
+                if (col + 1 < N) dst[1] = acc[i][j][2 * h + 1] + (bias != nullptr ? to_f32(bias[col + 1]) : 0.f);
+            }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) gemm_pipe_bf16(float* y, const bf16* x, const bf16* w, const bf16* bias, int M, int N, int K) {
+    gemm_pipe<bf16>(y, x, w, bias, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(256, 2) gemm_pipe_f16(float* y, const f16* x, const f16* w, const f16* bias, int M, int N, int K) {
+    gemm_pipe<f16>(y, x, w, bias, M, N, K);
+}
+
+// n % 4 == 0 and 16-byte aligned x (the launcher's K % 8 rule gives both).
+template <typename W>
+__device__ void round16(W* y, const float* x, size_t n) {
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4; i < n; i += (size_t)gridDim.x * blockDim.x * 4) {
+        float4 v = *(const float4*)(x + i);
+        *(uint2*)(y + i) = make_uint2(pack2(v.x, v.y, W()), pack2(v.z, v.w, W()));
+    }
+}
+extern "C" __global__ void round_bf16(bf16* y, const float* x, size_t n) { round16<bf16>(y, x, n); }
+extern "C" __global__ void round_f16(f16* y, const float* x, size_t n) { round16<f16>(y, x, n); }
 
 #define TILE 64
 #define TILE_K 16

@@ -3,10 +3,15 @@
 // launch. Compiled for compute_90 (programmatic dependent launch, common.cuh).
 //
 // CPU reference: tensor.CPU.MatMul: y[t, r] = Σ_k x[t, k] · w[r, k] + bias[r]; with the norm
-// (matvec_rms_*): v = x + xb (xb optional), y[r] = rsqrt(mean(v²) + eps) · Σ_k v[k]·wn[k]·w[r, k]
-// + bias[r] — tensor.CPU.RMSNorm followed by MatMul, since the norm's scale is one number per
-// token and comes out of the sum; and xout = v, the updated residual stream, written by block 0.
-// Shapes: x, xb, xout (n, in) f32; w (out, in) f32/bf16/f16, row-major as Hugging Face stores it;
+// (matvec_rms_*): v = x + xb + alpha[0]·steer (xb, steer optional), y[r] = rsqrt(mean(v²) + eps) ·
+// Σ_k v[k]·wn[k]·w[r, k] + bias[r] — tensor.CPU.RMSNorm followed by MatMul, since the norm's scale
+// is one number per token and comes out of the sum; and xout = v, the updated residual stream,
+// written by block 0. The steering term is the CPU's hook add (hooks.Steer at hook_resid_post of
+// the layer before, or hook_resid_pre of the layer this launch begins): resid += alpha·v, after
+// the residual add, in f32. Only the *_steer_* entry points read alpha and steer; the others are
+// compiled without the add, so an unsteered step runs exactly the kernels it ran before.
+// Shapes: x, xb, xout, steer (n, in) f32 (steer: one row); alpha (1) f32, in device memory so
+// that a captured decode step reads the current strength; w (out, in) f32/bf16/f16, row-major as Hugging Face stores it;
 // wn (in) and bias (out) of w's dtype, or null; y (n, out) f32. NT ∈ {1, 2, 4, 8} is the compiled
 // token count (n ≤ NT); the norm forms take one token.
 //
@@ -62,6 +67,10 @@ __device__ __forceinline__ X8 load_x(const float* p) {
 
 __device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
 __device__ __forceinline__ float4 mul4(float4 a, float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
+// a·x + y, the steering add.
+__device__ __forceinline__ float4 axpy4(float a, float4 x, float4 y) {
+    return make_float4(fmaf(a, x.x, y.x), fmaf(a, x.y, y.y), fmaf(a, x.z, y.z), fmaf(a, x.w, y.w));
+}
 __device__ __forceinline__ float sq4(float4 a) { return a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
 
 // widen turns one 16-byte load of weights into the X8 it multiplies.
@@ -95,9 +104,10 @@ __device__ __forceinline__ float dot(uint4 w, const X8& x) {
 
 // ---- kernels ----
 
-template <typename W, int NT, bool SWIGLU, bool NORM>
+template <typename W, int NT, bool SWIGLU, bool NORM, bool STEER>
 __device__ __forceinline__ void matvec(const float* __restrict__ x, const float* __restrict__ xb, const W* __restrict__ wn,
-                                       float* __restrict__ xout, float eps, int n, int in, int vec,
+                                       float* __restrict__ xout, const float* __restrict__ alpha, const float* __restrict__ steer,
+                                       float eps, int n, int in, int vec,
                                        const W* w0, const W* b0, float* y0, int out0,
                                        const W* w1, const W* b1, float* y1, int out1,
                                        const W* w2, const W* b2, float* y2, int out2) {
@@ -146,6 +156,7 @@ __device__ __forceinline__ void matvec(const float* __restrict__ x, const float*
         load(s0);  // weights only: safe before the wait
         pdl_wait();
         pdl_trigger();
+        float a = STEER ? *alpha : 0.f;
         for (; s0 * STEP < in; s0 += MV_WARPS * U) {
             if (s0 != warp) load(s0);
 #pragma unroll
@@ -160,6 +171,10 @@ __device__ __forceinline__ void matvec(const float* __restrict__ x, const float*
                             X8 d = load_x<W>(xb + k);
                             xv.a = add4(xv.a, d.a), xv.b = add4(xv.b, d.b);
                         }
+                        if (STEER) {
+                            X8 d = load_x<W>(steer + k);
+                            xv.a = axpy4(a, d.a, xv.a), xv.b = axpy4(a, d.b, xv.b);
+                        }
                         ss += sq4(xv.a) + sq4(xv.b);
                         X8 g = widen(load_const16(wn + k), W());
                         xv.a = mul4(xv.a, g.a), xv.b = mul4(xv.b, g.b);
@@ -172,12 +187,14 @@ __device__ __forceinline__ void matvec(const float* __restrict__ x, const float*
     } else {
         pdl_wait();
         pdl_trigger();
+        float a = STEER ? *alpha : 0.f;
         for (int k = warp * 32 + lane; k < in; k += MV_THREADS) {
             float xv[NT];
 #pragma unroll
             for (int t = 0; t < NT; t++) xv[t] = x[(size_t)(t < n ? t : 0) * in + k];
             if (NORM) {
                 float v = xv[0] + (xb != nullptr ? xb[k] : 0.f);
+                if (STEER) v = fmaf(a, steer[k], v);
                 ss += v * v;
                 xv[0] = v * to_f32(wn[k]);
             }
@@ -193,8 +210,14 @@ __device__ __forceinline__ void matvec(const float* __restrict__ x, const float*
     }
 
     // The updated residual stream, once per launch (other blocks read x and xb, never xout).
-    if (NORM && xout != nullptr && blockIdx.x == 0)
-        for (int k = threadIdx.x; k < in; k += MV_THREADS) xout[k] = x[k] + (xb != nullptr ? xb[k] : 0.f);
+    if (NORM && xout != nullptr && blockIdx.x == 0) {
+        float a = STEER ? *alpha : 0.f;
+        for (int k = threadIdx.x; k < in; k += MV_THREADS) {
+            float v = x[k] + (xb != nullptr ? xb[k] : 0.f);
+            if (STEER) v = fmaf(a, steer[k], v);
+            xout[k] = v;
+        }
+    }
 
 #pragma unroll
     for (int i = 0; i < L; i++)
@@ -233,25 +256,27 @@ __device__ __forceinline__ void matvec(const float* __restrict__ x, const float*
 }
 
 // One parameter list for every entry point; the SwiGLU forms read gate = w0, up = w1 and write y0.
-#define MV_ENTRY(NAME, W, NT, SWIGLU, NORM)                                                                       \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(                                                                 \
-        const float* x, const float* xb, const W* wn, float* xout, float eps, int n, int in, int vec,             \
-        const W* w0, const W* b0, float* y0, int out0, const W* w1, const W* b1, float* y1, int out1,             \
-        const W* w2, const W* b2, float* y2, int out2) {                                                          \
-        matvec<W, NT, SWIGLU, NORM>(x, xb, wn, xout, eps, n, in, vec, w0, b0, y0, out0, w1, b1, y1, out1, w2, b2, \
-                                    y2, out2);                                                                    \
+#define MV_ENTRY(NAME, W, NT, SWIGLU, NORM, STEER)                                                             \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(                                                     \
+        const float* x, const float* xb, const W* wn, float* xout, const float* alpha, const float* steer,             \
+        float eps, int n, int in, int vec, const W* w0, const W* b0, float* y0, int out0, const W* w1,                 \
+        const W* b1, float* y1, int out1, const W* w2, const W* b2, float* y2, int out2) {                             \
+        matvec<W, NT, SWIGLU, NORM, STEER>(x, xb, wn, xout, alpha, steer, eps, n, in, vec, w0, b0, y0, out0, w1, b1, \
+                                           y1, out1, w2, b2, y2, out2);                                                \
     }
-#define MV_DTYPE(DT, W)                                         \
-    MV_ENTRY(matvec_n1_##DT, W, 1, false, false)                \
-    MV_ENTRY(matvec_n2_##DT, W, 2, false, false)                \
-    MV_ENTRY(matvec_n4_##DT, W, 4, false, false)                \
-    MV_ENTRY(matvec_n8_##DT, W, 8, false, false)                \
-    MV_ENTRY(matvec_swiglu_n1_##DT, W, 1, true, false)          \
-    MV_ENTRY(matvec_swiglu_n2_##DT, W, 2, true, false)          \
-    MV_ENTRY(matvec_swiglu_n4_##DT, W, 4, true, false)          \
-    MV_ENTRY(matvec_swiglu_n8_##DT, W, 8, true, false)          \
-    MV_ENTRY(matvec_rms_n1_##DT, W, 1, false, true)             \
-    MV_ENTRY(matvec_rms_swiglu_n1_##DT, W, 1, true, true)
+#define MV_DTYPE(DT, W)                                                  \
+    MV_ENTRY(matvec_n1_##DT, W, 1, false, false, false)                  \
+    MV_ENTRY(matvec_n2_##DT, W, 2, false, false, false)                  \
+    MV_ENTRY(matvec_n4_##DT, W, 4, false, false, false)                  \
+    MV_ENTRY(matvec_n8_##DT, W, 8, false, false, false)                  \
+    MV_ENTRY(matvec_swiglu_n1_##DT, W, 1, true, false, false)            \
+    MV_ENTRY(matvec_swiglu_n2_##DT, W, 2, true, false, false)            \
+    MV_ENTRY(matvec_swiglu_n4_##DT, W, 4, true, false, false)            \
+    MV_ENTRY(matvec_swiglu_n8_##DT, W, 8, true, false, false)            \
+    MV_ENTRY(matvec_rms_n1_##DT, W, 1, false, true, false)               \
+    MV_ENTRY(matvec_rms_swiglu_n1_##DT, W, 1, true, true, false)         \
+    MV_ENTRY(matvec_rms_steer_n1_##DT, W, 1, false, true, true)          \
+    MV_ENTRY(matvec_rms_swiglu_steer_n1_##DT, W, 1, true, true, true)
 
 MV_DTYPE(f32, float)
 MV_DTYPE(bf16, bf16)

@@ -7,7 +7,7 @@
 // the reduction, every write follows it).
 //
 // Fused form (residual_rmsnorm_*), one launch instead of two or three in a decode step:
-//   resid[i] += delta[i] + alpha[i] · steer        (alpha, steer optional: null pointers)
+//   resid[i] += delta[i] + alpha[i] · steer        (delta, alpha, steer optional: null pointers)
 //   dst[i]    = rmsnorm(resid[i]) ⊙ w
 // alpha (n) f32 is each row's steering strength (0 leaves the row unsteered), steer (d) f32.
 //
@@ -39,12 +39,12 @@ __device__ void residual_rmsnorm(float* dst, float* resid, const float* delta, c
     __shared__ float scratch[32];
     int i = blockIdx.x;
     float* r = resid + (size_t)i * d;
-    const float* dl = delta + (size_t)i * d;
     float a = alpha != nullptr ? alpha[i] : 0.f;
     float ss = 0.f;
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        float v = r[k] + dl[k];
-        if (a != 0.f) v += a * steer[k];
+        float v = r[k];
+        if (delta != nullptr) v += delta[(size_t)i * d + k];
+        if (a != 0.f) v = fmaf(a, steer[k], v);
         r[k] = v;
         ss += v * v;
     }

@@ -52,8 +52,15 @@ def main():
         if "PDL" in name and not r.get("pdl"):
             name += " (PDL fell back to none)"
         same = "same" if r.get("first_tokens") == first else "differ"
+        if r.get("steered"):
+            same = "(steered)"
         print(f"| {name} | {fmt(r.get('tok_s'), '.1f')} | {fmt(r.get('ms_per_token'), '.3f')} | {fmt(r.get('weight_gbps'), '.0f')} | "
               f"{fmt(r.get('frac_copy'), '.3f')} | {same} |")
+    plain = next((r for r in dec if r.get("variant") == "fused+PDL, graph"), None)
+    steered = next((r for r in dec if r.get("steered")), None)
+    if plain and steered and plain.get("ms_per_token") and steered.get("ms_per_token"):
+        over = steered["ms_per_token"] / plain["ms_per_token"] - 1
+        print(f"| steering at one layer vs none (goal <= 2% slower) | | {over * 100:+.2f}% | | | |")
     hd = next((r for r in base if r.get("what") == "hf_decode_b1"), None)
     if hd:
         print(f"| HF transformers eager (same call) | {fmt(hd.get('tok_s'), '.1f')} | {fmt(hd.get('ms_per_token'), '.3f')} | | | |")

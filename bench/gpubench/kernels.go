@@ -49,11 +49,20 @@ func kernels(b *gpu.Backend, c *llama.Config) error {
 			n := *prefillN
 			xs := randomT(b, 8, 1, tensor.F32, n, m.in)
 			ys := b.Alloc(tensor.F32, n, m.out)
-			ms, err := b.Time(2, 10, func() { b.MatMul(ys, xs, ws[0], nil) })
-			if err != nil {
-				return err
+			// The staged kernel, then round_bf16 + the pipelined one (the default; its time
+			// includes the rounding pass).
+			for _, k := range []struct {
+				name string
+				pipe bool
+			}{{"gemm_bf16 ", false}, {"round+gemm_pipe_bf16 ", true}} {
+				b.PipeGEMM = k.pipe
+				ms, err := b.Time(2, 10, func() { b.MatMul(ys, xs, ws[0], nil) })
+				b.PipeGEMM = true
+				if err != nil {
+					return err
+				}
+				flopRow(k.name+m.name, fmt.Sprintf("%dx%dx%d", n, m.in, m.out), 2*float64(n)*float64(m.in)*float64(m.out), ms)
 			}
-			flopRow("gemm_bf16 "+m.name, fmt.Sprintf("%dx%dx%d", n, m.in, m.out), 2*float64(n)*float64(m.in)*float64(m.out), ms)
 			b.Free(xs)
 			b.Free(ys)
 		}
@@ -139,12 +148,20 @@ func kernels(b *gpu.Backend, c *llama.Config) error {
 		b.StoreKV(kv, 0, kx, vx, seq, pos)
 		qx := randomT(b, 21, 1, tensor.F32, n, c.Heads, c.HeadDim)
 		att := b.Alloc(tensor.F32, n, q)
-		ms, err := b.Time(2, 5, func() { b.Attention(att, qx, kv, 0, seq, pos) })
-		if err != nil {
-			return err
+		// Causal: n(n+1)/2 scores, each 2·D FLOPs for q·k and 2·D for p·v. The f32 kernel, then the
+		// tensor-core one (the default).
+		for _, k := range []struct {
+			name  string
+			exact bool
+		}{{fmt.Sprintf("attention_prefill_f32_d%d", c.HeadDim), true}, {fmt.Sprintf("attention_prefill_mma_bf16_d%d", c.HeadDim), false}} {
+			b.ExactAttention = k.exact
+			ms, err := b.Time(2, 5, func() { b.Attention(att, qx, kv, 0, seq, pos) })
+			b.ExactAttention = false
+			if err != nil {
+				return err
+			}
+			flopRow(k.name, fmt.Sprintf("%d tokens, %d/%d heads", n, c.Heads, c.KVHeads), float64(n)*float64(n+1)/2*4*float64(c.HeadDim)*float64(c.Heads), ms)
 		}
-		// Causal: n(n+1)/2 scores, each 2·D FLOPs for q·k and 2·D for p·v.
-		flopRow("attention_prefill_f32_d128", fmt.Sprintf("%d tokens, %d/%d heads", n, c.Heads, c.KVHeads), float64(n)*float64(n+1)/2*4*float64(c.HeadDim)*float64(c.Heads), ms)
 		for _, t := range []*tensor.Tensor{kx, vx, qx, att, kv.K[0], kv.V[0]} {
 			b.Free(t)
 		}

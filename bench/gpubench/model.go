@@ -8,20 +8,24 @@ import (
 	"time"
 
 	"github.com/tillerlm/tiller/gpu"
+	"github.com/tillerlm/tiller/hooks"
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/tensor"
 )
 
-// decodeVariant is one form of the device-resident decode step (gpu.Decoder).
+// decodeVariant is one form of the device-resident decode step (gpu.Decoder); steer adds a
+// steering vector at hook_resid_post of the middle layer (DESIGN.md: at most 2% slower than the
+// same step unhooked, the row before it).
 type decodeVariant struct {
-	name              string
-	fused, pdl, graph bool
+	name                     string
+	fused, pdl, graph, steer bool
 }
 
 var decodeVariants = []decodeVariant{
-	{"generic, graph", false, false, true},
-	{"fused, graph", true, false, true},
-	{"fused+PDL, graph", true, true, true},
+	{"generic, graph", false, false, true, false},
+	{"fused, graph", true, false, true, false},
+	{"fused+PDL, graph", true, true, true, false},
+	{"fused+PDL, graph, steered at one layer", true, true, true, true},
 }
 
 // model builds the full model with random bf16 weights in device memory, then times batch-1
@@ -80,6 +84,15 @@ func model(b *gpu.Backend, c *llama.Config) error {
 				return nil
 			}
 			dec.UseGraph, dec.Fused, dec.PDL = v.graph, v.fused, v.pdl
+			if v.steer {
+				vec := make([]float32, c.Dim)
+				for k := range vec {
+					vec[k] = float32(0.02 * rand.NormFloat64())
+				}
+				if err := dec.Steer(hooks.Point{Layer: c.Layers / 2, Kind: hooks.ResidPost}, vec, 4); err != nil {
+					return err
+				}
+			}
 			if err := dec.Start(prompt[len(prompt)-1], len(prompt)-1); err != nil {
 				return err
 			}
@@ -112,13 +125,13 @@ func model(b *gpu.Backend, c *llama.Config) error {
 			msTok := ms / float64(*steps)
 			gbps := float64(decodeBytes) / (msTok * 1e-3) / 1e9
 			row := map[string]any{"what": "tiller_decode_b1", "variant": v.name, "fused": v.fused, "pdl": dec.PDL, "graph": v.graph,
-				"steps": *steps, "ms_per_token": msTok, "tok_s": 1e3 / msTok, "weight_gbps": gbps, "first_tokens": toks}
+				"steered": v.steer, "steps": *steps, "ms_per_token": msTok, "tok_s": 1e3 / msTok, "weight_gbps": gbps, "first_tokens": toks}
 			if copyPeak > 0 {
 				row["frac_copy"] = gbps / copyPeak
 			}
 			emit(row)
 			// The per-kernel profile of this form of the step (once per form).
-			if v.pdl || !v.fused {
+			if (v.pdl || !v.fused) && !v.steer {
 				p, err := dec.Profile(*profileSteps)
 				if err != nil {
 					return fmt.Errorf("profile: %w", err)

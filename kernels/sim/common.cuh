@@ -18,9 +18,14 @@
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __restrict__
+#define __align__(n) __attribute__((aligned(n)))
 
 struct float4 { float x, y, z, w; };
 struct uint4 { uint32_t x, y, z, w; };
+struct float2 { float x, y; };
+struct uint2 { uint32_t x, y; };
+inline float2 make_float2(float a, float b) { return {a, b}; }
+inline uint2 make_uint2(uint32_t a, uint32_t b) { return {a, b}; }
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline uint4 make_uint4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return {a, b, c, d}; }
 struct D3 { unsigned x = 0, y = 0, z = 0; };
@@ -51,6 +56,12 @@ inline uint32_t shfl_bits(uint32_t v, int o) {
 inline float __shfl_xor_sync(unsigned, float v, int o) { return __uint_as_float(shfl_bits(__float_as_uint(v), o)); }
 inline int __shfl_xor_sync(unsigned, int v, int o) { return (int)shfl_bits((uint32_t)v, o); }
 inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline int atomicMax(int* p, int v) {
+    int old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+    return old;
+}
+inline int max(int a, int b) { return a > b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
@@ -104,5 +115,10 @@ __device__ __forceinline__ float f16_hi(uint32_t w) { return f16_to_f32((unsigne
 __device__ __forceinline__ uint4 load_stream16(const void* p) { uint4 v; memcpy(&v, p, 16); return v; }
 __device__ __forceinline__ uint4 load_const16(const void* p) { uint4 v; memcpy(&v, p, 16); return v; }
 __device__ __forceinline__ float load_cg(const float* p) { return *(const volatile float*)p; }
+__device__ __forceinline__ unsigned short f32_to_bf16_bits(float f) {
+    uint32_t u = __float_as_uint(f);  // round to nearest even; the kernels never round a NaN
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ unsigned short f32_to_f16_bits(float f) { _Float16 h = (_Float16)f; unsigned short b; memcpy(&b, &h, 2); return b; }
 __device__ __forceinline__ void pdl_wait() {}
 __device__ __forceinline__ void pdl_trigger() {}

@@ -56,7 +56,7 @@ static std::vector<double> linear(const std::vector<double>& x, const Mat& w, co
     return y;
 }
 
-typedef void (*MV)(const float*, const float*, const void*, float*, float, int, int, int, const void*, const void*, float*, int,
+typedef void (*MV)(const float*, const float*, const void*, float*, const float*, const float*, float, int, int, int, const void*, const void*, float*, int,
                    const void*, const void*, float*, int, const void*, const void*, float*, int);
 #define F(name) reinterpret_cast<MV>(&name)
 static MV plain[3][4] = {{F(matvec_n1_f32), F(matvec_n2_f32), F(matvec_n4_f32), F(matvec_n8_f32)},
@@ -67,6 +67,8 @@ static MV swiglu[3][4] = {{F(matvec_swiglu_n1_f32), F(matvec_swiglu_n2_f32), F(m
                           {F(matvec_swiglu_n1_f16), F(matvec_swiglu_n2_f16), F(matvec_swiglu_n4_f16), F(matvec_swiglu_n8_f16)}};
 static MV rms[3] = {F(matvec_rms_n1_f32), F(matvec_rms_n1_bf16), F(matvec_rms_n1_f16)};
 static MV rmsswiglu[3] = {F(matvec_rms_swiglu_n1_f32), F(matvec_rms_swiglu_n1_bf16), F(matvec_rms_swiglu_n1_f16)};
+static MV rmsSteer[3] = {F(matvec_rms_steer_n1_f32), F(matvec_rms_steer_n1_bf16), F(matvec_rms_steer_n1_f16)};
+static MV rmsswigluSteer[3] = {F(matvec_rms_swiglu_steer_n1_f32), F(matvec_rms_swiglu_steer_n1_bf16), F(matvec_rms_swiglu_steer_n1_f16)};
 static int ntIndex(int n) { return n <= 1 ? 0 : n <= 2 ? 1 : n <= 4 ? 2 : 3; }
 static const float NaN = NAN;
 
@@ -89,7 +91,7 @@ static void test_matvec() {
                 std::vector<float> y[3];
                 for (int j = 0; j < 3; j++) y[j].assign((size_t)n * outs[j] + 8, NaN);
                 MV fn = plain[dt][ntIndex(n)];
-                sim_launch(blocks, 1, 1, 256, [&] { fn(x.data(), nullptr, nullptr, nullptr, 0, n, in, vec, w[0].p(), b0.p(), y[0].data(), outs[0],
+                sim_launch(blocks, 1, 1, 256, [&] { fn(x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, 0, n, in, vec, w[0].p(), b0.p(), y[0].data(), outs[0],
                                                        w[1].p(), nullptr, y[1].data(), outs[1], w[2].p(), b2.p(), y[2].data(), outs[2]); });
                 for (int j = 0; j < 3; j++) {
                     compare("matvec " + std::string(dts[dt]) + " in=" + std::to_string(in) + " n=" + std::to_string(n) + " seg " + std::to_string(j), y[j].data(), linear(xd, w[j], bias[j], n, in, outs[j]));
@@ -97,7 +99,7 @@ static void test_matvec() {
                 }
                 std::vector<float> ys((size_t)n * outs[0], NaN);
                 MV sf = swiglu[dt][ntIndex(n)];
-                sim_launch((outs[0] + 3) / 4, 1, 1, 256, [&] { sf(x.data(), nullptr, nullptr, nullptr, 0, n, in, vec, w[0].p(), b0.p(), ys.data(), outs[0],
+                sim_launch((outs[0] + 3) / 4, 1, 1, 256, [&] { sf(x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, 0, n, in, vec, w[0].p(), b0.p(), ys.data(), outs[0],
                                                                  up.p(), nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0); });
                 auto g = linear(xd, w[0], &b0, n, in, outs[0]), u = linear(xd, up, nullptr, n, in, outs[0]);
                 for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
@@ -105,27 +107,35 @@ static void test_matvec() {
             }
             // norm forms
             Mat wn = make(in, 1, dt, 0.3, 1.0);
-            for (int withDelta = 0; withDelta < 2; withDelta++) {
-                auto x = randf(in, 2), xb = randf(in, 1);
+            for (int form = 0; form < 3; form++) {
+                // form 0: x alone; 1: x + xb; 2: x + xb + alpha·steer (the decoder's steering add)
+                int withDelta = form > 0, withSteer = form == 2;
+                auto x = randf(in, 2), xb = randf(in, 1), steer = randf(in, 1);
+                float alpha = -1.75f;
                 std::vector<double> v(in);
                 double ss = 0;
                 for (int k = 0; k < in; k++) { v[k] = (double)x[k] + (withDelta ? (double)xb[k] : 0); }
                 // the kernel adds in f32: match that
-                for (int k = 0; k < in; k++) { float f = x[k] + (withDelta ? xb[k] : 0.f); v[k] = f; ss += v[k] * v[k]; }
+                for (int k = 0; k < in; k++) {
+                    float f = x[k] + (withDelta ? xb[k] : 0.f);
+                    if (withSteer) f = fmaf(alpha, steer[k], f);
+                    v[k] = f;
+                    ss += v[k] * v[k];
+                }
                 double sc = 1 / sqrt(ss / in + 1e-5);
                 std::vector<double> uu(in);
                 for (int k = 0; k < in; k++) uu[k] = v[k] * sc * wn.val[k];
                 std::vector<float> xout(in, NaN);
                 std::vector<float> y[3];
                 for (int j = 0; j < 3; j++) y[j].assign(outs[j], NaN);
-                sim_launch(blocks, 1, 1, 256, [&] { rms[dt](x.data(), withDelta ? xb.data() : nullptr, wn.p(), xout.data(), 1e-5f, 1, in, vec, w[0].p(), b0.p(), y[0].data(), outs[0],
+                sim_launch(blocks, 1, 1, 256, [&] { (withSteer ? rmsSteer : rms)[dt](x.data(), withDelta ? xb.data() : nullptr, wn.p(), xout.data(), withSteer ? &alpha : nullptr, withSteer ? steer.data() : nullptr, 1e-5f, 1, in, vec, w[0].p(), b0.p(), y[0].data(), outs[0],
                                                             w[1].p(), nullptr, y[1].data(), outs[1], w[2].p(), b2.p(), y[2].data(), outs[2]); });
-                std::string what = std::string(dts[dt]) + " in=" + std::to_string(in) + " delta=" + std::to_string(withDelta);
+                std::string what = std::string(dts[dt]) + " in=" + std::to_string(in) + " delta=" + std::to_string(withDelta) + " steer=" + std::to_string(withSteer);
                 for (int j = 0; j < 3; j++) compare("rms " + what + " seg " + std::to_string(j), y[j].data(), linear(uu, w[j], bias[j], 1, in, outs[j]));
                 compare("rms xout " + what, xout.data(), v, 0, 0);
                 std::vector<float> ys(outs[0], NaN);
                 xout.assign(in, NaN);
-                sim_launch((outs[0] + 3) / 4, 1, 1, 256, [&] { rmsswiglu[dt](x.data(), withDelta ? xb.data() : nullptr, wn.p(), xout.data(), 1e-5f, 1, in, vec, w[0].p(), b0.p(), ys.data(), outs[0],
+                sim_launch((outs[0] + 3) / 4, 1, 1, 256, [&] { (withSteer ? rmsswigluSteer : rmsswiglu)[dt](x.data(), withDelta ? xb.data() : nullptr, wn.p(), xout.data(), withSteer ? &alpha : nullptr, withSteer ? steer.data() : nullptr, 1e-5f, 1, in, vec, w[0].p(), b0.p(), ys.data(), outs[0],
                                                                      up.p(), nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0); });
                 auto g = linear(uu, w[0], &b0, 1, in, outs[0]), u = linear(uu, up, nullptr, 1, in, outs[0]);
                 for (size_t i = 0; i < g.size(); i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
