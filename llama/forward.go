@@ -211,7 +211,7 @@ func (r *Runner) forward(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record)
 			r.rows = append(r.rows, int32(i))
 		}
 	}
-	f := firing{h: h, seq: b.Seq, pos: b.Pos}
+	f := firing{h: h, be: r.Backend, seq: b.Seq, pos: b.Pos}
 
 	be := r.Backend
 	be.Embedding(r.x, m.Embed, b.Tokens)
@@ -233,7 +233,7 @@ func (r *Runner) forward(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record)
 		for i, t := range r.rows {
 			seq[i], pos[i] = b.Seq[t], b.Pos[t]
 		}
-		last := firing{h: h, seq: seq, pos: pos}
+		last := firing{h: h, be: r.Backend, seq: seq, pos: pos}
 		if last.at(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, r.last); last.err != nil {
 			return r.host, last.err
 		}
@@ -249,7 +249,9 @@ func (r *Runner) forward(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record)
 // error; after an error the rest of the pass runs without hooks (its result is discarded).
 type firing struct {
 	h        *hooks.Set
+	be       tensor.Backend
 	seq, pos []int32
+	delta    *tensor.Tensor // host rows of the additions at a point, for activations on a device
 	err      error
 }
 
@@ -257,11 +259,22 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 	if f.err != nil || !f.h.Active(p) {
 		return
 	}
-	if !x.OnHost() {
-		f.err = fmt.Errorf("%s: hooks need activations in host memory (the CPU backend)", p.Name())
+	if x.OnHost() {
+		f.err = f.h.At(p, x, f.seq, f.pos)
 		return
 	}
-	f.err = f.h.At(p, x, f.seq, f.pos)
+	// On a device only additions run, as one uploaded delta per point: steering a batch costs an
+	// upload and an add, while reading or patching would need the activations on the host.
+	if !f.h.Additive(p) {
+		f.err = fmt.Errorf("%s: reading or replacing activations needs them in host memory (the CPU backend); on a device only additions (steering) run", p.Name())
+		return
+	}
+	f.delta = f.h.Delta(f.delta, p, f.seq, f.pos)
+	dev := f.be.Upload(&tensor.Tensor{Shape: x.Shape, DType: tensor.F32, Data: f.delta.Data})
+	f.be.Add(x, x, dev)
+	if pool, ok := f.be.(interface{ Free(*tensor.Tensor) }); ok {
+		pool.Free(dev)
+	}
 }
 
 // patternBackend is the explicit attention path (probabilities, then their product with V) that a
