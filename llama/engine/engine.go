@@ -158,23 +158,29 @@ type Engine struct {
 	prefix  prefixCache
 	stats   Stats
 	closed  bool
+
+	// The hook set of the last step that steered decode rows only, and the sequences it steers
+	// in row order; compared by identity, since a new sequence may reuse an old one's KV id.
+	decodeHooks *hooks.Set
+	decodeSeqs  []*sequence
 }
 
 // sequence is a request's state inside the engine.
 type sequence struct {
-	id       int32 // KV cache sequence id while running
-	req      Request
-	ctx      context.Context
-	unwatch  func() bool // stops the wake-up on cancellation
-	key      [sha256.Size]byte
-	context  []int32 // prompt, then generated tokens
-	total    int     // context length at which it ends
-	stop     []int32
-	sampler  *llama.Sampler
-	prefill  int // prompt positions whose keys and values are in the cache
-	tokens   chan int32
-	stream   *Stream
-	admitted bool
+	id           int32 // KV cache sequence id while running
+	req          Request
+	ctx          context.Context
+	unwatch      func() bool // stops the wake-up on cancellation
+	key          [sha256.Size]byte
+	context      []int32 // prompt, then generated tokens
+	total        int     // context length at which it ends
+	stop         []int32
+	sampler      *llama.Sampler
+	prefill      int  // prompt positions whose keys and values are in the cache
+	steersDecode bool // some addition applies to its decode rows
+	tokens       chan int32
+	stream       *Stream
+	admitted     bool
 }
 
 // New makes an engine over the runner, with a KV cache of opts.Blocks blocks in the runner's
@@ -254,7 +260,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*Stream, error) {
 	total := e.total(r)
 	tokens := make(chan int32, total-len(r.Prompt)) // never blocks the engine
 	s := &sequence{
-		req: r, ctx: ctx, key: prefixKey(r.Steering), total: total, stop: stop, tokens: tokens,
+		req: r, ctx: ctx, key: prefixKey(r.Steering), steersDecode: steersDecode(r.Steering), total: total, stop: stop, tokens: tokens,
 		context: append(make([]int32, 0, total), r.Prompt...),
 		stream:  &Stream{Tokens: tokens, done: make(chan struct{})},
 	}
@@ -416,11 +422,12 @@ func (e *Engine) schedule() (*stepBatch, []row) {
 		b.Pos = append(b.Pos, int32(pos))
 		b.Logits = append(b.Logits, logits)
 	}
-	steer := func(s *sequence, lo, hi int, decode bool) {
-		if err := steerRows(&sb.hooks, e.dims, s.id, s.req.Steering, lo, hi, len(s.req.Prompt), decode); err != nil && sb.err == nil {
+	steer := func(set **hooks.Set, s *sequence, lo, hi int, decode bool) {
+		if err := steerRows(set, e.dims, s.id, s.req.Steering, lo, hi, len(s.req.Prompt), decode); err != nil && sb.err == nil {
 			sb.err = err
 		}
 	}
+	var decoding []*sequence // steered sequences with a decode row
 	for _, s := range e.running {
 		if s.prefill < len(s.req.Prompt) {
 			continue
@@ -428,7 +435,9 @@ func (e *Engine) schedule() (*stepBatch, []row) {
 		pos := len(s.context) - 1
 		add(s, s.context[pos], pos, true)
 		rows = append(rows, row{seq: s})
-		steer(s, pos, pos+1, true)
+		if s.steersDecode {
+			decoding = append(decoding, s)
+		}
 		sb.step.Decode++
 	}
 	budget := e.opts.BatchTokens - sb.step.Decode
@@ -444,10 +453,26 @@ func (e *Engine) schedule() (*stepBatch, []row) {
 		if hi == p {
 			rows = append(rows, row{seq: s, prefillEnd: true})
 		}
-		steer(s, lo, hi, false)
+		steer(&sb.hooks, s, lo, hi, false)
 		budget -= hi - lo
 		sb.step.Prefill += hi - lo
 		s.prefill = hi
+	}
+	// A decode row's additions are the same at every step, so the hook set of a step that steers
+	// only decode rows is kept and reused while the same sequences decode: registering an
+	// addition parses its point's name, which costs as much as the addition itself.
+	switch {
+	case sb.hooks != nil: // prefill rows are steered too: a set for this step alone
+		for _, s := range decoding {
+			steer(&sb.hooks, s, 0, 0, true)
+		}
+	case len(decoding) > 0 && slices.Equal(decoding, e.decodeSeqs):
+		sb.hooks = e.decodeHooks
+	case len(decoding) > 0:
+		for _, s := range decoding {
+			steer(&sb.hooks, s, 0, 0, true)
+		}
+		e.decodeHooks, e.decodeSeqs = sb.hooks, decoding
 	}
 	sb.step.Steered = sb.hooks != nil
 	return sb, rows

@@ -411,3 +411,16 @@ func TestCheck(t *testing.T) {
 		t.Errorf("ParseSpan: %v", err)
 	}
 }
+
+// Requests one after another reuse one KV sequence id; each still gets its own steering, not
+// the hook set its predecessor decoded with.
+func TestSteeringFollowsSequence(t *testing.T) {
+	r := tinyRunner(t)
+	e := start(t, r, Options{MaxRunning: 1})
+	for i, seed := range []uint64{6, 7, 6, 8} {
+		q := Request{Prompt: tokens(10, 20), MaxTokens: 10, Stop: []int32{}, Steering: []Addition{{Point: "blocks.1.hook_resid_post", Vector: direction(seed), Alpha: 6, Span: Generated}}}
+		if got, want := submit(t, e, q).Result(), alone(t, r, q); !slices.Equal(got.Tokens, want.Tokens) {
+			t.Errorf("request %d: %v, alone %v", i, got.Tokens, want.Tokens)
+		}
+	}
+}

@@ -95,6 +95,16 @@ func prefixKey(adds []Addition) [sha256.Size]byte {
 	return k
 }
 
+// steersDecode reports whether any addition applies to decode rows.
+func steersDecode(adds []Addition) bool {
+	for _, a := range adds {
+		if a.Alpha != 0 && a.Span != Prompt {
+			return true
+		}
+	}
+	return false
+}
+
 // steerRows registers a sequence's additions for the rows it has in one step: a prefill chunk
 // of prompt positions [lo, hi), or one decode row (decode set). set is created on first use, so a
 // step with no steered row runs the fast path.

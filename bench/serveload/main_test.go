@@ -1,0 +1,79 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/llama/tokenizer"
+	"github.com/tillerlm/tiller/tensor"
+)
+
+func TestPercentile(t *testing.T) {
+	xs := []float64{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	for _, c := range []struct{ p, want float64 }{{50, 5}, {90, 9}, {99, 10}, {0, 1}, {100, 10}} {
+		if got := percentile(xs, c.p); got != c.want {
+			t.Errorf("p%g = %g, want %g", c.p, got, c.want)
+		}
+	}
+	if percentile(nil, 50) != 0 || xs[0] != 5 {
+		t.Error("percentile of nothing, or it sorted its input")
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for _, c := range []struct {
+		url string
+		ok  bool
+	}{
+		{"http://127.0.0.1:8080", true}, {"http://localhost:1", true}, {"http://[::1]:80", true},
+		{"http://10.0.0.1:8080", false}, {"http://example.com", false}, {"https://127.0.0.1:1", false}, {"127.0.0.1:80", false},
+	} {
+		if err := loopback(c.url); (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.url, err)
+		}
+	}
+}
+
+// A small run against a tiny model in this process: every level and mode answers with no errors
+// and the steered rows carry a ratio.
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+		"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+		"max_position_embeddings": 256, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "initializer_range": 0.1,
+		"bos_token_id": 256, "eos_token_id": [257], "tie_word_embeddings": true}`
+	c, err := llama.WriteRandom([]byte(cfg), nil, dir, llama.InitOptions{Seed: 1, DType: tensor.BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tokenizer.WriteByteLevel(filepath.Join(dir, "tokenizer.json"), c.Vocab); err != nil {
+		t.Fatal(err)
+	}
+	if err := tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", tokenizer.ChatTemplate(tokenizer.Llama3)); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := run([]string{"--model", dir, "--concurrency", "1,3", "--requests", "3", "--max-tokens", "4", "--threads", "1"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "| 1 |") || strings.HasPrefix(line, "| 3 |") {
+			rows = append(rows, line)
+		}
+	}
+	if len(rows) != 4 || strings.Contains(out.String(), "first error") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	for i, r := range rows {
+		f := strings.Split(r, "|")
+		if strings.TrimSpace(f[3]) != "3" || strings.TrimSpace(f[4]) != "0" || (i%2 == 1) == (strings.TrimSpace(f[9]) == "") {
+			t.Errorf("row %q: want 3 requests, 0 errors, and a ratio on steered rows only", r)
+		}
+	}
+	if err := run([]string{"--url", "http://192.168.0.1:8080", "--hidden-size", "64", "--layers", "2"}, &out); err == nil {
+		t.Error("a non-loopback target was accepted")
+	}
+}
