@@ -3,6 +3,7 @@ package bench
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,10 +31,13 @@ func unitVector(d, layer int) *steer.Vector {
 
 var benchPrompt = []int32{128000, 9906, 11, 1268, 527, 499, 3432, 30, 358, 1097, 7060, 11, 9523, 369, 10371, 13}
 
-// BenchmarkSteerDecodeOverhead times decode steps of the Llama-3.2-1B shape (2 threads) unsteered
-// and steered (one vector at blocks.8.hook_resid_post, every position: the hook set `tiller steer`
-// builds), alternating one of each per iteration on two sequences advancing together, so drift of
-// the shared machine hits both alike. Reports each one's ms per step and the steered overhead.
+// BenchmarkSteerDecodeOverhead times decode steps of the Llama-3.2-1B shape (2 threads) on three
+// sequences advancing together: unsteered, steered (one vector at blocks.8.hook_resid_post, every
+// position: the hook set `tiller steer` builds), and a second unsteered one as a control, one step
+// of each per iteration in rotating order so drift of the shared machine hits all three alike.
+// Reports ms per step, the steered overhead over the unsteered steps (from the totals, and the
+// median over iterations, which a burst of load during one step does not move), and the same two
+// for the control: the noise floor of the run, what an overhead of zero measures as.
 func BenchmarkSteerDecodeOverhead(b *testing.B) {
 	r := loadRunner(b, "llama-3.2-1b-instruct", 2)
 	c := r.Model.Config
@@ -42,36 +46,41 @@ func BenchmarkSteerDecodeOverhead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kvPlain, kvSteer := r.NewKVCache(len(benchPrompt)+b.N+1, 16), r.NewKVCache(len(benchPrompt)+b.N+1, 16)
-	if _, err := r.Forward(llama.Prompt(0, benchPrompt, 0, false), kvPlain, nil); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := r.Forward(llama.Prompt(0, benchPrompt, 0, false), kvSteer, decode); err != nil {
-		b.Fatal(err)
-	}
-	step := llama.Batch{Tokens: []int32{13}, Seq: []int32{0}, Pos: []int32{0}, Logits: []bool{true}}
-	var plain, steered time.Duration
-	timed := func(kv *tensor.KVCache, h *hooks.Set) time.Duration {
-		start := time.Now()
-		if _, err := r.Forward(step, kv, h); err != nil {
+	const plain, steered, control = 0, 1, 2
+	sets := [3]*hooks.Set{plain: nil, steered: decode, control: nil}
+	var kvs [3]*tensor.KVCache
+	for k := range kvs {
+		kvs[k] = r.NewKVCache(len(benchPrompt)+b.N+1, 16)
+		if _, err := r.Forward(llama.Prompt(0, benchPrompt, 0, false), kvs[k], sets[k]); err != nil {
 			b.Fatal(err)
 		}
-		return time.Since(start)
 	}
+	step := llama.Batch{Tokens: []int32{13}, Seq: []int32{0}, Pos: []int32{0}, Logits: []bool{true}}
+	var total [3]time.Duration
+	steerRatio, controlRatio := make([]float64, b.N), make([]float64, b.N)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		step.Pos[0] = int32(len(benchPrompt) + i)
-		if i%2 == 0 { // alternate which goes first, so neither always follows the other
-			plain += timed(kvPlain, nil)
-			steered += timed(kvSteer, decode)
-		} else {
-			steered += timed(kvSteer, decode)
-			plain += timed(kvPlain, nil)
+		var t [3]time.Duration
+		for j := range 3 {
+			k := (i + j) % 3 // rotate the order, so none always follows another
+			start := time.Now()
+			if _, err := r.Forward(step, kvs[k], sets[k]); err != nil {
+				b.Fatal(err)
+			}
+			t[k] = time.Since(start)
+			total[k] += t[k]
 		}
+		steerRatio[i] = t[steered].Seconds() / t[plain].Seconds()
+		controlRatio[i] = t[control].Seconds() / t[plain].Seconds()
 	}
-	b.ReportMetric(plain.Seconds()*1e3/float64(b.N), "plain-ms/step")
-	b.ReportMetric(steered.Seconds()*1e3/float64(b.N), "steered-ms/step")
-	b.ReportMetric(100*(steered.Seconds()/plain.Seconds()-1), "overhead-%")
+	median := func(xs []float64) float64 { slices.Sort(xs); return xs[len(xs)/2] }
+	b.ReportMetric(total[plain].Seconds()*1e3/float64(b.N), "plain-ms/step")
+	b.ReportMetric(total[steered].Seconds()*1e3/float64(b.N), "steered-ms/step")
+	b.ReportMetric(100*(total[steered].Seconds()/total[plain].Seconds()-1), "overhead-%")
+	b.ReportMetric(100*(median(steerRatio)-1), "median-overhead-%")
+	b.ReportMetric(100*(total[control].Seconds()/total[plain].Seconds()-1), "control-%")
+	b.ReportMetric(100*(median(controlRatio)-1), "median-control-%")
 }
 
 // BenchmarkSteerAddRow times what steering adds to a decode step by itself: the hook set's
@@ -120,13 +129,19 @@ func BenchmarkSweep4(b *testing.B) {
 	}
 	var tb, ts time.Duration
 	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	timed := func(f func()) time.Duration {
 		start := time.Now()
-		batched()
-		tb += time.Since(start)
-		start = time.Now()
-		separate()
-		ts += time.Since(start)
+		f()
+		return time.Since(start)
+	}
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 { // alternate which goes first, so neither always follows the other
+			tb += timed(batched)
+			ts += timed(separate)
+		} else {
+			ts += timed(separate)
+			tb += timed(batched)
+		}
 	}
 	b.ReportMetric(tb.Seconds()/float64(b.N), "batched-s")
 	b.ReportMetric(ts.Seconds()/float64(b.N), "separate-s")

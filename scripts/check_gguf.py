@@ -9,12 +9,18 @@ Usage: python3 scripts/check_gguf.py TILLER_BINARY MODEL_DIR VECTOR.safetensors 
 2. Reads VECTOR.safetensors with `safetensors` (numpy): tensors blocks.N.<hook> of (hidden_size,)
    F32, unit norm, the documented metadata keys, and the same values as the GGUF (the GGUF holds
    the vector times --gguf-scale, 1 by default).
-3. Writes a control vector with `gguf`'s GGUFWriter the way repeng's export_gguf does (u32
-   layer_count), has `tiller derive --from` read it (validated against MODEL_DIR) and write it back
-   as safetensors, and checks that the values survived.
+3. Writes control vectors with `gguf`'s GGUFWriter, one with layer_count as u32 the way repeng's
+   export_gguf does and one with i32 as llama.cpp's cvector-generator does, has `tiller derive
+   --from` read each (validated against MODEL_DIR) and write it back as safetensors, and checks
+   that the values survived.
 
-Exits non-zero and names every mismatch. Run with build/pyref/bin/python (gguf pinned in
-scripts/reference/requirements.txt).
+Exits non-zero and names every mismatch. Run with build/pyref/bin/python, the private environment
+that scripts/reference/make_fixtures.sh (`make fixtures`) builds from
+scripts/reference/requirements.txt, where gguf and safetensors are pinned. For example:
+
+    bin/tiller init --config cmd/tiller/testdata/tiny-config.json --out M --seed 1
+    bin/tiller derive --model M --pairs joy --layer 1 --out joy.safetensors --gguf joy.gguf
+    build/pyref/bin/python scripts/check_gguf.py bin/tiller M joy.safetensors joy.gguf /tmp
 """
 
 import importlib.metadata
@@ -83,28 +89,29 @@ def main():
             check(n in from_gguf and np.array_equal(from_gguf[n], v), f"{name}: GGUF direction.{n} differs from the safetensors values")
         print(f"{st_path}: safetensors reads {list(f.keys())}, metadata keys {sorted(meta)}")
 
-    # 3. A GGUF written by gguf, read by tiller.
+    # 3. GGUFs written by gguf, read by tiller: layer_count as u32 (repeng) and as i32 (llama.cpp).
     rng = np.random.default_rng(7)
     want = {n: rng.standard_normal(d).astype(np.float32) for n in range(1, layers)}
-    py_gguf = f"{work}/python.gguf"
-    w = gguf.GGUFWriter(py_gguf, "controlvector")
-    w.add_string("controlvector.model_hint", model_type)
-    w.add_uint32("controlvector.layer_count", len(want))
-    for n, v in want.items():
-        w.add_tensor(f"direction.{n}", v)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    back = f"{work}/python-gguf.safetensors"
-    run = subprocess.run([tiller, "derive", "--from", py_gguf, "--model", model, "--out", back], capture_output=True, text=True)
-    print(f"tiller derive --from {py_gguf}: exit {run.returncode}\n{run.stdout}{run.stderr}", end="")
-    check(run.returncode == 0, "tiller could not read the GGUF that gguf wrote")
-    if run.returncode == 0:
-        with safe_open(back, framework="numpy") as f:
-            for n, v in want.items():
-                name = f"blocks.{n}.hook_resid_post"
-                check(name in f.keys() and np.array_equal(f.get_tensor(name), v), f"{name}: values changed on the way through tiller")
+    for count_type in ("uint32", "int32"):
+        py_gguf = f"{work}/python-{count_type}.gguf"
+        w = gguf.GGUFWriter(py_gguf, "controlvector")
+        w.add_string("controlvector.model_hint", model_type)
+        getattr(w, f"add_{count_type}")("controlvector.layer_count", len(want))
+        for n, v in want.items():
+            w.add_tensor(f"direction.{n}", v)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        back = f"{work}/python-{count_type}.safetensors"
+        run = subprocess.run([tiller, "derive", "--from", py_gguf, "--model", model, "--out", back], capture_output=True, text=True)
+        print(f"tiller derive --from {py_gguf}: exit {run.returncode}\n{run.stdout}{run.stderr}", end="")
+        check(run.returncode == 0, f"tiller could not read the GGUF that gguf wrote with a {count_type} layer_count")
+        if run.returncode == 0:
+            with safe_open(back, framework="numpy") as f:
+                for n, v in want.items():
+                    name = f"blocks.{n}.hook_resid_post"
+                    check(name in f.keys() and np.array_equal(f.get_tensor(name), v), f"{name}: values changed on the way through tiller ({count_type} layer_count)")
 
     print("OK" if not problems else f"{len(problems)} problems")
     sys.exit(1 if problems else 0)
