@@ -175,33 +175,62 @@ type run struct {
 }
 
 // runs lays out each input's clean (or corrupt) prompt, with its continuation, as one sequence of
-// a batch, asking for logits at the rows its metric reads.
+// a batch, asking for logits at the rows its metric reads. The corrupt runs start at their
+// prefix's end (see prefix), where the clean run's keys and values hand over.
 func runs(ins []*Input, clean bool) ([]run, llama.Batch) {
 	var b llama.Batch
 	out := make([]run, len(ins))
 	row := 0
 	for i, in := range ins {
-		p := in.Clean
+		p, from := in.Clean, 0
 		if !clean {
-			p = in.Corrupt
+			p, from = in.Corrupt, prefix(in)
 		}
 		toks := append(append([]int32(nil), p...), in.Cont...)
 		nr := max(len(in.Cont), 1)
 		out[i] = run{tokens: toks, row: row, nr: nr}
 		row += nr
-		appendRun(&b, int32(i), toks, len(p)-1, nr)
+		appendRun(&b, int32(i), toks, from, len(p)-1, nr)
 	}
 	return out, b
 }
 
-// appendRun adds a whole sequence to the batch with logits at rows [first, first+n).
-func appendRun(b *llama.Batch, seq int32, toks []int32, first, n int) {
-	for k, t := range toks {
-		b.Tokens = append(b.Tokens, t)
+// appendRun adds a sequence's tokens from position from on to the batch, with logits at rows
+// [first, first+n).
+func appendRun(b *llama.Batch, seq int32, toks []int32, from, first, n int) {
+	for k := from; k < len(toks); k++ {
+		b.Tokens = append(b.Tokens, toks[k])
 		b.Seq = append(b.Seq, seq)
 		b.Pos = append(b.Pos, int32(k))
 		b.Logits = append(b.Logits, k >= first && k < first+n)
 	}
+}
+
+// firstDiff is the first clean prompt position whose activations can differ from the corrupt
+// run's. Before it both runs have the same tokens at the same positions, so (attention being
+// causal) the same activations: every node there has no effect, AtP needs no gradient there,
+// and the corrupt run need not compute it. Prompts of different lengths aligned at the right share
+// no position; the first with a counterpart is max(Shift, 0).
+func firstDiff(in *Input) int {
+	if in.Shift != 0 {
+		return max(in.Shift, 0)
+	}
+	for q := range in.Clean {
+		if in.Clean[q] != in.Corrupt[q] {
+			return q
+		}
+	}
+	return len(in.Clean)
+}
+
+// prefix is how many leading positions the corrupt run takes from the clean run rather than
+// computing: those before the first difference of prompts of the same length, but never the last
+// prompt token, whose logits the metric reads.
+func prefix(in *Input) int {
+	if in.Shift != 0 {
+		return 0
+	}
+	return min(firstDiff(in), len(in.Corrupt)-1)
 }
 
 // metric evaluates an input's metric on its rows of a batch's logits, writing its gradient into
@@ -261,33 +290,23 @@ type pairRun struct {
 	in                    *Input
 	seq                   int32
 	n                     int          // tokens of the clean run, continuation included
+	first                 int          // firstDiff: nodes before it score 0
 	clean, corrupt, grads *hooks.Cache // activations of both runs and the clean run's gradients
 }
 
-// batch runs AtP (and AtP*) on a batch of pairs: the corrupt prompts forward, reading the nodes;
-// the clean prompts forward, recorded, reading the nodes; the metric and the backward pass to the
-// nodes; then each node's score.
+// batch runs AtP (and AtP*) on a batch of pairs: the clean prompts forward, recorded, reading the
+// nodes; the metric; the corrupt prompts forward from where they first differ, reading the nodes;
+// the backward pass to the nodes at and after the first difference; then each node's score.
 func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 	r := a.r
 	out := make([]*PairResult, len(ins))
+	from := map[int32]int32{}
 	for i, in := range ins {
 		out[i] = &PairResult{Input: in}
+		from[int32(i)] = int32(firstDiff(in))
 	}
 
 	t0 := time.Now()
-	kruns, kb := runs(ins, false)
-	corrupt := a.readSet()
-	kv := r.NewKVCache(len(kb.Tokens)+16*len(ins), 16)
-	logits, err := r.Forward(kb, kv, corrupt)
-	if err != nil {
-		return nil, err
-	}
-	for i, in := range ins {
-		out[i].Corrupt = value(in, kruns[i], logits)
-	}
-	t1 := time.Now()
-	a.res.Timing.Corrupt += t1.Sub(t0)
-
 	cruns, cb := runs(ins, true)
 	clean := a.readSet()
 	rec, logits, err := r.Record(cb, clean)
@@ -300,9 +319,32 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 			return nil, fmt.Errorf("line %d: %v", in.Line, err)
 		}
 	}
+	t1 := time.Now()
+	a.res.Timing.Clean += t1.Sub(t0)
+
+	kruns, kb := runs(ins, false)
+	corrupt := a.readSet()
+	size, shared := 0, map[int32]int32{}
+	for i, in := range ins {
+		size += len(in.Corrupt) + len(in.Cont) + 16
+		shared[int32(i)] = int32(prefix(in))
+	}
+	kv := r.NewKVCache(size, 16)
+	if err := r.PrefixKV(rec, kv, shared); err != nil {
+		return nil, err
+	}
+	logits, err = r.Forward(kb, kv, corrupt)
+	if err != nil {
+		return nil, err
+	}
+	for i, in := range ins {
+		out[i].Corrupt = value(in, kruns[i], logits)
+	}
 	t2 := time.Now()
-	a.res.Timing.Clean += t2.Sub(t1)
-	g, err := r.Backward(rec, dlogits, llama.GradOptions{Points: a.grads})
+	a.res.Timing.Corrupt += t2.Sub(t1)
+
+	grads := llama.GradOptions{Points: a.grads, From: from}
+	g, err := r.Backward(rec, dlogits, grads)
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +353,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 
 	prs := make([]*pairRun, len(ins))
 	for i, in := range ins {
-		prs[i] = &pairRun{in: in, seq: int32(i), n: len(cruns[i].tokens), clean: clean.Cache, corrupt: corrupt.Cache, grads: g.Points}
+		prs[i] = &pairRun{in: in, seq: int32(i), n: len(cruns[i].tokens), first: firstDiff(in), clean: clean.Cache, corrupt: corrupt.Cache, grads: g.Points}
 		out[i].Scores[AtP] = a.score(prs[i], g.Points)
 	}
 	t4 := time.Now()
@@ -321,7 +363,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 		for i := range ins {
 			out[i].Scores[AtPStar] = a.qkFixed(prs[i], out[i].Scores[AtP], g.Points)
 		}
-		if err := a.gradDrop(rec, dlogits, prs, out); err != nil {
+		if err := a.gradDrop(rec, dlogits, grads, prs, out); err != nil {
 			return nil, err
 		}
 		a.res.Timing.Star += time.Since(t4)
@@ -339,13 +381,13 @@ func act(c *hooks.Cache, seq int32, p hooks.Point) []float64 {
 }
 
 // delta is a(corrupt) − a(clean) at point p on the clean run's positions: clean position q takes
-// the corrupt activation at q − Shift; prompt positions with no counterpart and the continuation
-// get 0.
+// the corrupt activation at q − Shift; positions before the first difference, prompt positions
+// with no counterpart and the continuation get 0.
 func (pr *pairRun) delta(p hooks.Point, width int) []float64 {
 	c, k := act(pr.clean, pr.seq, p), act(pr.corrupt, pr.seq, p)
 	d := make([]float64, pr.n*width)
 	nk := len(pr.in.Corrupt)
-	for q := 0; q < len(pr.in.Clean); q++ {
+	for q := pr.first; q < len(pr.in.Clean); q++ {
 		src := q - pr.in.Shift
 		if src < 0 || src >= nk {
 			continue
@@ -393,9 +435,9 @@ func (a *analysis) score(pr *pairRun, grads *hooks.Cache) Scores {
 		}
 		ct, kt, gt := get(pr.clean, pr.seq, p), get(pr.corrupt, pr.seq, p), get(grads, pr.seq, p)
 		if ct.DType == tensor.F64 {
-			scorePoint(ct.F64(), kt.F64(), gt.F64(), a.dims.Width(p), chunk, np, pr.in.Shift, len(pr.in.Corrupt), set)
+			scorePoint(ct.F64(), kt.F64(), gt.F64(), a.dims.Width(p), chunk, pr.first, np, pr.in.Shift, len(pr.in.Corrupt), set)
 		} else {
-			scorePoint(ct.F32(), kt.F32(), gt.F32(), a.dims.Width(p), chunk, np, pr.in.Shift, len(pr.in.Corrupt), set)
+			scorePoint(ct.F32(), kt.F32(), gt.F32(), a.dims.Width(p), chunk, pr.first, np, pr.in.Shift, len(pr.in.Corrupt), set)
 		}
 	}
 	return s
@@ -410,11 +452,11 @@ func get(c *hooks.Cache, seq int32, p hooks.Point) *tensor.Tensor {
 	return t
 }
 
-// scorePoint scores the nodes of one point: rows of width values per position, split into nodes
-// of chunk values (a head, or the whole row). Clean position q reads the corrupt row q − shift;
-// positions with no counterpart score 0.
-func scorePoint[T float32 | float64](clean, corrupt, grad []T, width, chunk, np, shift, nk int, set func(q, h int, v float64)) {
-	for q := 0; q < np; q++ {
+// scorePoint scores the nodes of one point at positions [first, np): rows of width values per
+// position, split into nodes of chunk values (a head, or the whole row). Clean position q reads the
+// corrupt row q − shift; positions with no counterpart score 0.
+func scorePoint[T float32 | float64](clean, corrupt, grad []T, width, chunk, first, np, shift, nk int, set func(q, h int, v float64)) {
+	for q := first; q < np; q++ {
 		src := q - shift
 		if src < 0 || src >= nk {
 			continue

@@ -3,6 +3,8 @@ package attrib
 import (
 	"math"
 	"testing"
+
+	"github.com/tillerlm/tiller/llama"
 )
 
 // pooled gathers one method's values and the exact effects of a kind over every pair.
@@ -241,5 +243,36 @@ func TestMeanAlignsAtTheEnd(t *testing.T) {
 	// column is labelled with the shared token.
 	if res.Labels[0] != "t" || res.Labels[10] != "t" {
 		t.Errorf("labels %q", res.Labels)
+	}
+}
+
+// The corrupt run starts where a pair's prompts first differ, from the clean run's keys and values
+// of the shared prefix: its metric is the one a whole forward pass of the corrupt prompt gives
+// (F64: within rounding of the sums' order).
+func TestCorruptRunSharesThePrefix(t *testing.T) {
+	m := tinyModel(t, 9, nil)
+	r := f64Runner(t, m)
+	ins := threePairs(wholeSwaps())
+	res, err := Run(r, ins, Options{Batch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range ins {
+		if first := []int{3, 2, 1}[i]; firstDiff(in) != first || prefix(in) != first {
+			t.Errorf("pair %d: first difference %d, shared prefix %d, want %d", i, firstDiff(in), prefix(in), first)
+		}
+		toks := append(append([]int32(nil), in.Corrupt...), in.Cont...)
+		logits, err := r.Forward(llama.Prompt(0, toks, 0, true), r.NewKVCache(len(toks), 16), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := value(in, run{row: len(in.Corrupt) - 1, nr: max(len(in.Cont), 1)}, logits)
+		if got := res.Pairs[i].Corrupt; math.Abs(got-want) > 1e-12*(1+math.Abs(want)) {
+			t.Errorf("pair %d: corrupt metric %.15g, a whole forward pass gives %.15g", i, got, want)
+		}
+	}
+	same := input([]int32{1, 20, 31, 44}, nil, nil, 5, 7)
+	if firstDiff(same) != 4 || prefix(same) != 3 {
+		t.Errorf("identical prompts: first difference %d, shared prefix %d, want 4 and 3", firstDiff(same), prefix(same))
 	}
 }

@@ -66,14 +66,17 @@ func (a *analysis) qkLayer(pr *pairRun, l int, grads *hooks.Cache, s Scores) {
 	dA, stride := dpat.ToF64(), dpat.Shape[1] // (heads, ctx, ctx), ctx >= n: the batch's longest run
 	scale := 1 / math.Sqrt(float64(dh))
 	vec := func(x []float64, nh, pos, h int) []float64 { return x[(pos*nh+h)*dh : (pos*nh+h+1)*dh] }
-	changed := func(p int) bool { q := p - pr.in.Shift; return p < np && q >= 0 && q < len(pr.in.Corrupt) }
+	changed := func(p int) bool {
+		q := p - pr.in.Shift
+		return p >= pr.first && p < np && q >= 0 && q < len(pr.in.Corrupt)
+	}
 
 	keyEst := make([]float64, kvHeads*np)
 	logits, e := make([]float64, n), make([]float64, n)
 	pre, preW := make([]float64, n+1), make([]float64, n+1)
 	for h := 0; h < heads; h++ {
 		g := h / group
-		for p := 0; p < n; p++ {
+		for p := pr.first; p < n; p++ { // earlier rows hold no changed query or key
 			row := dA[(h*stride+p)*stride:]
 			// Clean logits and probabilities of query p: s_t = q_p·k_t/√D, t <= p.
 			qv := vec(qc, heads, p, h)
@@ -164,7 +167,7 @@ func add(x, d []float64) []float64 {
 
 // gradDrop reruns the backward pass once per layer with that layer dropped and accumulates the
 // GradDrop magnitude of every node of every pair of the batch.
-func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, prs []*pairRun, out []*PairResult) error {
+func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, grads llama.GradOptions, prs []*pairRun, out []*PairResult) error {
 	L := a.cfg.Layers
 	for i := range out {
 		var s Scores
@@ -176,7 +179,8 @@ func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, prs []*pa
 		out[i].Scores[GradDrop] = s
 	}
 	for l := 0; l < L; l++ {
-		g, err := a.r.Backward(rec, dlogits, llama.GradOptions{Points: a.grads, DropLayers: []int{l}})
+		grads.DropLayers = []int{l}
+		g, err := a.r.Backward(rec, dlogits, grads)
 		if err != nil {
 			return err
 		}

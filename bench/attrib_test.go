@@ -9,9 +9,9 @@ import (
 	"github.com/tillerlm/tiller/llama"
 )
 
-// atpPairs makes n pairs of 64-token prompts of the 1B shape that differ at three positions,
+// atpPairs makes n pairs of 64-token prompts of the 1B shape that differ at the given positions,
 // with a logit difference at the last token as the metric.
-func atpPairs(m *llama.Model, n int) []*attrib.Input {
+func atpPairs(m *llama.Model, n int, diffs ...int) []*attrib.Input {
 	out := make([]*attrib.Input, n)
 	for i := range out {
 		clean := make([]int32, 64)
@@ -20,7 +20,7 @@ func atpPairs(m *llama.Model, n int) []*attrib.Input {
 		}
 		clean[0] = 128000
 		corrupt := append([]int32(nil), clean...)
-		for _, p := range []int{20, 41, 57} {
+		for _, p := range diffs {
 			corrupt[p] = int32((int(corrupt[p]) + 4242) % m.Config.Vocab)
 		}
 		in := &attrib.Input{Line: i + 1, Clean: clean, Corrupt: corrupt, A: 100, B: 200, Metric: attrib.MetricSpec{LogitDiff: []string{"#100", "#200"}}}
@@ -53,15 +53,26 @@ func forwardTime(b *testing.B, r *llama.Runner, ins []*attrib.Input) time.Durati
 	return time.Since(start) / time.Duration(len(ins))
 }
 
+// midPrompt are the positions where the pairs differ in most benchmarks: the first difference a
+// third of the way in, as where a chat's reply differs after the system and user turns. AtP does
+// no work before the first difference (the corrupt run takes the clean run's keys and values of
+// the shared prefix, and the backward pass stops there); firstToken is the worst case, a pair
+// that differs right after the BOS.
+var (
+	midPrompt  = []int{20, 41, 57}
+	firstToken = []int{1, 41, 57}
+)
+
 // benchAtP times AtP per pair (attrib.Run with the default nodes: resid_pre, attn_out, mlp_out per
 // layer and position, hook_z per head and per head and position) on the Llama-3.2-1B shape in
 // F32 on 2 threads, pairs batched `batch` at a time, against plain forward passes of the same
 // prompts timed before and after in the same iteration. It reports AtP per pair as a multiple
-// of one forward pass (DESIGN.md's goal: <= 3.5), and the parts: the corrupt forward that reads
-// the nodes, the recorded clean forward, and the backward.
-func benchAtP(b *testing.B, pairs, batch int, star bool) {
+// of one forward pass (DESIGN.md's goal: <= 3.5), in wall-clock time and in the process's CPU
+// time, and the parts: the recorded clean forward, the corrupt forward that reads the nodes, and
+// the backward.
+func benchAtP(b *testing.B, pairs, batch int, star bool, diffs []int) {
 	r := loadRunner(b, "llama-3.2-1b-instruct", 2)
-	ins := atpPairs(r.Model, pairs)
+	ins := atpPairs(r.Model, pairs, diffs...)
 	forwardTime(b, r, ins[:1]) // first touch of the weights and buffers
 	var ratio, cpuRatio, corrupt, clean, backward, extra float64
 	b.ResetTimer()
@@ -98,10 +109,11 @@ func benchAtP(b *testing.B, pairs, batch int, star bool) {
 	}
 }
 
-func BenchmarkAtPLlama32_1B_1Pair(b *testing.B)          { benchAtP(b, 1, 1, false) }
-func BenchmarkAtPLlama32_1B_4PairsBatched(b *testing.B)  { benchAtP(b, 4, 4, false) }
-func BenchmarkAtPStarLlama32_1B_1Pair(b *testing.B)      { benchAtP(b, 1, 1, true) }
-func BenchmarkAtPLlama32_1B_4PairsOneByOne(b *testing.B) { benchAtP(b, 4, 1, false) }
+func BenchmarkAtPLlama32_1B_1Pair(b *testing.B)           { benchAtP(b, 1, 1, false, midPrompt) }
+func BenchmarkAtPLlama32_1B_1PairFirstToken(b *testing.B) { benchAtP(b, 1, 1, false, firstToken) }
+func BenchmarkAtPLlama32_1B_4PairsBatched(b *testing.B)   { benchAtP(b, 4, 4, false, midPrompt) }
+func BenchmarkAtPStarLlama32_1B_1Pair(b *testing.B)       { benchAtP(b, 1, 1, true, midPrompt) }
+func BenchmarkAtPLlama32_1B_4PairsOneByOne(b *testing.B)  { benchAtP(b, 4, 1, false, midPrompt) }
 
 // BenchmarkExactPatchingLlama32_1B times exact activation patching of a sample of 24 nodes of one
 // pair (each a forward pass of the clean prompt from the patched position on, 24 to a batch)
@@ -109,7 +121,7 @@ func BenchmarkAtPLlama32_1B_4PairsOneByOne(b *testing.B) { benchAtP(b, 4, 1, fal
 // multiple of AtP, and one patched run as a multiple of a forward pass.
 func BenchmarkExactPatchingLlama32_1B(b *testing.B) {
 	r := loadRunner(b, "llama-3.2-1b-instruct", 2)
-	ins := atpPairs(r.Model, 1)
+	ins := atpPairs(r.Model, 1, midPrompt...)
 	forwardTime(b, r, ins)
 	var perRun, exactAll, nodes float64
 	b.ResetTimer()

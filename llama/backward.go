@@ -72,6 +72,34 @@ func (r *Runner) Record(b Batch, h *hooks.Set) (*Record, *tensor.Tensor, error) 
 	return rec, logits, nil
 }
 
+// PrefixKV stores the recorded keys and values of each sequence at positions below upto[seq]
+// (none for a sequence without an entry) into the same sequence of kv, reserving room for them, so
+// that a forward pass of another batch can start there: the keys and values of a prefix two runs
+// share need computing once.
+func (r *Runner) PrefixKV(rec *Record, kv *tensor.KVCache, upto map[int32]int32) error {
+	b := rec.batch
+	var rows, seq, pos []int32
+	for i, s := range b.Seq {
+		if b.Pos[i] < upto[s] {
+			rows, seq, pos = append(rows, int32(i)), append(seq, s), append(pos, b.Pos[i])
+		}
+	}
+	for s, n := range upto {
+		if n > 0 && kv.Capacity(int(s)) < int(n) {
+			if err := kv.Reserve(int(s), int(n)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	for l := range rec.layers {
+		r.Backend.StoreKV(kv, l, rowsOf(rec.layers[l].k, rows), rowsOf(rec.layers[l].v, rows), seq, pos)
+	}
+	return nil
+}
+
 // GradOptions say what Backward returns.
 type GradOptions struct {
 	Points  []hooks.Point // hook points whose gradients to return
@@ -80,6 +108,13 @@ type GradOptions struct {
 	// such a layer the gradient reaches resid_pre only through the skip connections, and every
 	// point inside the layer (q, k, v, pattern, z, attn_out, mlp.hook_post, mlp_out) gets zero.
 	DropLayers []int
+	// From is, per sequence of the batch, the first position whose gradients are wanted (0 for a
+	// sequence without an entry). A position's gradient comes only from itself and later positions
+	// (attention is causal), so from From on the gradients are those of the whole pass, while the
+	// pass skips the rows below it: AtP wants no gradient before a pair's first difference, and
+	// then does a fraction of the backward's work. Points get zeros below From. Not with Weights,
+	// whose gradients sum over every position.
+	From map[int32]int32
 }
 
 // Grads are the gradients of a scalar metric.
@@ -99,6 +134,9 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	m, c := r.Model, r.Model.Config
 	if dlogits.Rows() != len(rec.rows) || dlogits.Cols() != c.Vocab || dlogits.DType != r.dtype() {
 		return nil, fmt.Errorf("logit gradient is %v, want %s(%d, %d)", dlogits, r.dtype(), len(rec.rows), c.Vocab)
+	}
+	if opt.Weights && len(opt.From) > 0 {
+		return nil, fmt.Errorf("weight gradients sum over every position: GradOptions.From must be empty with Weights")
 	}
 	b := rec.batch
 	n, dt := len(b.Tokens), r.dtype()
@@ -130,12 +168,22 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	if !sparseUnembedBackward(bb, dxln, dlogits, m.LMHead, opt.Weights) {
 		bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dlogits, xln, m.LMHead)
 	}
+	for i := range rec.rows {
+		if rowPos[i] < opt.From[rowSeq[i]] {
+			clear(dxln.Data[i*dxln.Cols()*dt.Size() : (i+1)*dxln.Cols()*dt.Size()])
+		}
+	}
 	put(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, dxln, rowSeq, rowPos)
 	dxl := alloc(mRows, c.Dim)
 	bb.RMSNormBackward(dxl, wg.of(m.Norm), dxln, xl, m.Norm, c.NormEps)
 	dx := alloc(n, c.Dim)
 	bb.EmbeddingBackward(dx, dxl, rec.rows) // scatter the rows back into the batch
 
+	// live are the rows whose gradient may be nonzero and is wanted, ascending; the matmuls and
+	// row-wise ops run on them alone, and every other row of dx stays zero. Through the last
+	// layer's MLP they are the rows with logits; each attention block extends them to the earlier
+	// wanted positions of their sequences.
+	live := liveRows(b, rec.rows, opt.From)
 	for l := c.Layers - 1; l >= 0; l-- {
 		w, lr := &m.Layers[l], &rec.layers[l]
 		at := func(k hooks.Kind, t *tensor.Tensor) { put(hooks.Point{Layer: l, Kind: k}, t, b.Seq, b.Pos) }
@@ -144,39 +192,42 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 			r.dropLayer(l, dx, rec, want, put)
 			continue
 		}
+		k := len(live)
 
 		// MLP block: x_post = x_mid + down(silu(gate(n2)) ⊙ up(n2)), n2 = rmsnorm(x_mid).
 		at(hooks.MLPOut, dx)
+		dxL, gate, up, mid := rowsOf(dx, live), rowsOf(lr.gate, live), rowsOf(lr.up, live), rowsOf(lr.mid, live)
 		// The inputs of the projections (silu(gate)⊙up, and the normalised residuals below) enter
 		// only their weights' gradients: without those they are not recomputed, and the
 		// recorded tensor of the same shape stands in for MatMulBackward's shape check.
-		post := lr.gate
+		post := gate
 		if opt.Weights {
-			post = alloc(n, c.FFNDim)
-			bb.SiLUMul(post, lr.gate, lr.up)
+			post = alloc(k, c.FFNDim)
+			bb.SiLUMul(post, gate, up)
 		}
-		dpost := alloc(n, c.FFNDim)
-		bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dx, post, w.WDown)
-		at(hooks.MLPPost, dpost)
-		dgate, dup := alloc(n, c.FFNDim), alloc(n, c.FFNDim)
-		bb.SiLUMulBackward(dgate, dup, dpost, lr.gate, lr.up)
-		n2 := lr.mid
+		dpost := alloc(k, c.FFNDim)
+		bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dxL, post, w.WDown)
+		at(hooks.MLPPost, spread(dpost, live, n))
+		dgate, dup := alloc(k, c.FFNDim), alloc(k, c.FFNDim)
+		bb.SiLUMulBackward(dgate, dup, dpost, gate, up)
+		n2 := mid
 		if opt.Weights {
-			n2 = alloc(n, c.Dim)
-			bb.RMSNorm(n2, lr.mid, w.MLPNorm, c.NormEps)
+			n2 = alloc(k, c.Dim)
+			bb.RMSNorm(n2, mid, w.MLPNorm, c.NormEps)
 		}
-		dn2 := alloc(n, c.Dim)
+		dn2 := alloc(k, c.Dim)
 		bb.MatMulBackward(dn2, wg.of(w.WGate), wg.of(w.BGate), dgate, n2, w.WGate)
 		bb.MatMulBackward(dn2, wg.of(w.WUp), wg.of(w.BUp), dup, n2, w.WUp)
-		dmid := copyOf(dx)
-		bb.RMSNormBackward(dmid, wg.of(w.MLPNorm), dn2, lr.mid, w.MLPNorm, c.NormEps)
+		dmidL := copyOf(dxL)
+		bb.RMSNormBackward(dmidL, wg.of(w.MLPNorm), dn2, mid, w.MLPNorm, c.NormEps)
+		dmid := spread(dmidL, live, n)
 		at(hooks.ResidMid, dmid)
 
 		// Attention block: x_mid = x_pre + o_proj(z), z = attention(rope(q), rope(k), v) of n1 = rmsnorm(x_pre).
 		at(hooks.AttnOut, dmid)
-		z2 := lr.z.Reshape(n, c.Heads*c.HeadDim)
-		dz := alloc(n, c.Heads*c.HeadDim)
-		bb.MatMulBackward(dz, wg.of(w.WO), wg.of(w.BO), dmid, z2, w.WO)
+		dzL := alloc(k, c.Heads*c.HeadDim)
+		bb.MatMulBackward(dzL, wg.of(w.WO), wg.of(w.BO), dmidL, rowsOf(lr.z.Reshape(n, c.Heads*c.HeadDim), live), w.WO)
+		dz := spread(dzL, live, n)
 		at(hooks.Z, dz.Reshape(n, c.Heads, c.HeadDim))
 		dq := alloc(n, c.Heads, c.HeadDim)
 		dk, dv := alloc(n, c.KVHeads, c.HeadDim), alloc(n, c.KVHeads, c.HeadDim)
@@ -190,24 +241,29 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 		} else {
 			bb.AttentionBackward(dq, dk, dv, dz, lr.q, lr.k, lr.v, b.Seq, b.Pos)
 		}
+		live = extendRows(b, live, opt.From)
+		k = len(live)
+		keepRows(dk, live) // keys and values below From pass gradient to nothing wanted
+		keepRows(dv, live)
 		bb.RoPEBackward(dq, b.Pos, m.InvFreq)
 		bb.RoPEBackward(dk, b.Pos, m.InvFreq)
 		at(hooks.Q, dq)
 		at(hooks.K, dk)
 		at(hooks.V, dv)
-		n1 := lr.x
+		x := rowsOf(lr.x, live)
+		n1 := x
 		if opt.Weights {
-			n1 = alloc(n, c.Dim)
-			bb.RMSNorm(n1, lr.x, w.AttnNorm, c.NormEps)
+			n1 = alloc(k, c.Dim)
+			bb.RMSNorm(n1, x, w.AttnNorm, c.NormEps)
 		}
-		dn1 := alloc(n, c.Dim)
-		bb.MatMulBackward(dn1, wg.of(w.WQ), wg.of(w.BQ), dq.Reshape(n, c.Heads*c.HeadDim), n1, w.WQ)
-		bb.MatMulBackward(dn1, wg.of(w.WK), wg.of(w.BK), dk.Reshape(n, c.KVHeads*c.HeadDim), n1, w.WK)
-		bb.MatMulBackward(dn1, wg.of(w.WV), wg.of(w.BV), dv.Reshape(n, c.KVHeads*c.HeadDim), n1, w.WV)
-		dpre := copyOf(dmid)
-		bb.RMSNormBackward(dpre, wg.of(w.AttnNorm), dn1, lr.x, w.AttnNorm, c.NormEps)
-		at(hooks.ResidPre, dpre)
-		dx = dpre
+		dn1 := alloc(k, c.Dim)
+		bb.MatMulBackward(dn1, wg.of(w.WQ), wg.of(w.BQ), rowsOf(dq.Reshape(n, c.Heads*c.HeadDim), live), n1, w.WQ)
+		bb.MatMulBackward(dn1, wg.of(w.WK), wg.of(w.BK), rowsOf(dk.Reshape(n, c.KVHeads*c.HeadDim), live), n1, w.WK)
+		bb.MatMulBackward(dn1, wg.of(w.WV), wg.of(w.BV), rowsOf(dv.Reshape(n, c.KVHeads*c.HeadDim), live), n1, w.WV)
+		dpreL := copyOf(rowsOf(dmid, live))
+		bb.RMSNormBackward(dpreL, wg.of(w.AttnNorm), dn1, x, w.AttnNorm, c.NormEps)
+		dx = spread(dpreL, live, n)
+		at(hooks.ResidPre, dx)
 	}
 	put(hooks.Point{Layer: -1, Kind: hooks.Embed}, dx, b.Seq, b.Pos)
 	if opt.Weights {
@@ -364,6 +420,81 @@ func (w *weightGrads) of(t *tensor.Tensor) *tensor.Tensor {
 		w.grads[t] = g
 	}
 	return g
+}
+
+// liveRows are the batch rows among rows (ascending) at or after their sequence's From position.
+func liveRows(b Batch, rows []int32, from map[int32]int32) []int32 {
+	var out []int32
+	for _, i := range rows {
+		if b.Pos[i] >= from[b.Seq[i]] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// extendRows are the rows an attention block's backward reaches from the rows live: every row at
+// or after its sequence's From position and at or before the sequence's last live position.
+func extendRows(b Batch, live []int32, from map[int32]int32) []int32 {
+	last := map[int32]int32{}
+	for _, i := range live {
+		last[b.Seq[i]] = max(last[b.Seq[i]], b.Pos[i]+1)
+	}
+	var out []int32
+	for i, s := range b.Seq {
+		if p := b.Pos[i]; p >= from[s] && p < last[s] {
+			out = append(out, int32(i))
+		}
+	}
+	return out
+}
+
+// all reports whether rows (ascending, distinct) are every row of a tensor of n rows.
+func all(rows []int32, n int) bool { return len(rows) == n }
+
+// rowsOf gathers rows of t (n, …) into a new tensor (len(rows), …); t itself when rows are all of them.
+func rowsOf(t *tensor.Tensor, rows []int32) *tensor.Tensor {
+	n := t.Shape[0]
+	if all(rows, n) {
+		return t
+	}
+	out := tensor.New(t.DType, append([]int{len(rows)}, t.Shape[1:]...)...)
+	rb := len(t.Data) / n
+	for j, i := range rows {
+		copy(out.Data[j*rb:(j+1)*rb], t.Data[int(i)*rb:(int(i)+1)*rb])
+	}
+	return out
+}
+
+// spread places the rows of t (len(rows), …) at rows of a new zeroed tensor (n, …); t itself when
+// rows are all n.
+func spread(t *tensor.Tensor, rows []int32, n int) *tensor.Tensor {
+	if all(rows, n) {
+		return t
+	}
+	out := tensor.New(t.DType, append([]int{n}, t.Shape[1:]...)...)
+	rb := len(out.Data) / n
+	for j, i := range rows {
+		copy(out.Data[int(i)*rb:(int(i)+1)*rb], t.Data[j*rb:(j+1)*rb])
+	}
+	return out
+}
+
+// keepRows zeroes every row of t (n, …) but rows.
+func keepRows(t *tensor.Tensor, rows []int32) {
+	n := t.Shape[0]
+	if all(rows, n) {
+		return
+	}
+	rb := len(t.Data) / n
+	next := 0
+	for i := 0; i < n; i++ {
+		if next < len(rows) && int(rows[next]) == i {
+			next++
+			continue
+		}
+		clear(t.Data[i*rb : (i+1)*rb])
+	}
 }
 
 func copyOf(t *tensor.Tensor) *tensor.Tensor {

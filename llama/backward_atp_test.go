@@ -136,3 +136,80 @@ func TestSparseUnembedBackward(t *testing.T) {
 		}
 	}
 }
+
+// GradOptions.From skips the rows below each sequence's From position: at and after it every
+// point's gradient is the whole pass's (the same sums in the same order, in F64), below it zero.
+// Sequence 1 has a logit row below its From, whose gradient reaches no wanted position.
+func TestBackwardFrom(t *testing.T) {
+	m, _ := tinyModel(t, tensor.F32, nil)
+	r := NewRunnerOf(m, tensor.NewCPU(2), tensor.F64)
+	var b Batch
+	for s, ids := range [][]int32{prompt[:9], prompt[2:9]} {
+		for i, id := range ids {
+			b.Tokens = append(b.Tokens, id)
+			b.Seq = append(b.Seq, int32(s))
+			b.Pos = append(b.Pos, int32(i))
+			b.Logits = append(b.Logits, (s == 0 && i == 8) || (s == 1 && (i == 3 || i == 6)))
+		}
+	}
+	metric := MetricFunc(func(logits []float64, rows, vocab int) (float64, []float64) {
+		g := make([]float64, len(logits))
+		v := 0.0
+		for r := 0; r < rows; r++ {
+			a, c := r*vocab+5+r, r*vocab+40-r
+			v += logits[a] - logits[c]
+			g[a], g[c] = 1, -1
+		}
+		return v, g
+	})
+	var points []hooks.Point
+	for l := 0; l < m.Config.Layers; l++ {
+		for _, k := range []hooks.Kind{hooks.ResidPre, hooks.Q, hooks.K, hooks.V, hooks.Pattern, hooks.Z, hooks.AttnOut, hooks.ResidMid, hooks.MLPPost, hooks.MLPOut, hooks.ResidPost} {
+			points = append(points, hooks.Point{Layer: l, Kind: k})
+		}
+	}
+	points = append(points, hooks.Point{Layer: -1, Kind: hooks.Embed}, hooks.Point{Layer: -1, Kind: hooks.FinalNorm})
+	from := map[int32]int32{0: 3, 1: 5}
+	_, full, err := r.Gradients(b, metric, GradOptions{Points: points})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cut, err := r.Gradients(b, metric, GradOptions{Points: points, From: from})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dims := m.Config.HookDims()
+	for s := int32(0); s < 2; s++ {
+		below := 0.0
+		for _, p := range points {
+			f, _ := full.Points.Get(s, p.Name())
+			c, _ := cut.Points.Get(s, p.Name())
+			fv, cv := f.ToF64(), c.ToF64()
+			if len(fv) != len(cv) {
+				t.Fatalf("seq %d %s: shapes %v and %v", s, p, f.Shape, c.Shape)
+			}
+			// Position of element i: the row, or for the pattern (head, pos_q, pos_k) the query.
+			pos := func(i int) int { return i / dims.Width(p) }
+			if p.Kind == hooks.Pattern {
+				pos = func(i int) int { return i / f.Shape[2] % f.Shape[1] }
+			}
+			scale := maxAbs64(fv)
+			for i := range fv {
+				switch {
+				case int32(pos(i)) < from[s] && cv[i] != 0:
+					t.Fatalf("seq %d %s element %d at position %d, below From: %g", s, p, i, pos(i), cv[i])
+				case int32(pos(i)) < from[s]:
+					below = max(below, math.Abs(fv[i]))
+				case math.Abs(fv[i]-cv[i]) > 1e-12*scale:
+					t.Fatalf("seq %d %s element %d at position %d: %g, whole pass %g", s, p, i, pos(i), cv[i], fv[i])
+				}
+			}
+		}
+		if below == 0 {
+			t.Errorf("seq %d: the whole pass has no gradient below From either; the test checks nothing there", s)
+		}
+	}
+	if _, _, err := r.Gradients(b, metric, GradOptions{From: from, Weights: true}); err == nil {
+		t.Error("From with Weights: no error")
+	}
+}
