@@ -4,7 +4,7 @@
 // positions, both together with one on the prompt only), and prints throughput, time to first
 // token and inter-token latency percentiles, errors, and what steering costs in throughput.
 //
-//	go run ./bench/serveload --model DIR [--concurrency 1,8,32] [--max-tokens 32]
+//	go run ./bench/serveload --model DIR [--concurrency 1,8,32] [--max-tokens 32] [--rounds 3]
 //	go run ./bench/serveload --url http://127.0.0.1:8080 --hidden-size 4096 --layers 32
 //
 // With --model it starts the server itself on a loopback port, in this process; with --url it
@@ -59,7 +59,9 @@ func run(args []string, stdout io.Writer) error {
 	perLevel := fs.Int("requests", 0, "requests per level and mode (default: 4 × concurrency, at least 8)")
 	maxTokens := fs.Int("max-tokens", 32, "max_tokens of each request")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the whole run")
+	rounds := fs.Int("rounds", 1, "alternating plain and steered runs per level; tok/s is the median of a mode's rounds")
 	threads := fs.Int("threads", runtime.NumCPU(), "with --model: CPU threads")
+	prefixCache := fs.Bool("prefix-cache", true, "with --model: keep the prefix cache on (off: every prompt is prefilled whole, steered or not)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,8 +73,8 @@ func run(args []string, stdout io.Writer) error {
 		}
 		conc = append(conc, c)
 	}
-	if *maxTokens < 1 || *perLevel < 0 || *perLevel > maxRequests {
-		return fmt.Errorf("--max-tokens must be >= 1 and --requests 0 to %d", maxRequests)
+	if *maxTokens < 1 || *perLevel < 0 || *perLevel > maxRequests || *rounds < 1 || *rounds > 10 {
+		return fmt.Errorf("--max-tokens must be >= 1, --requests 0 to %d, --rounds 1 to 10", maxRequests)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -83,7 +85,7 @@ func run(args []string, stdout io.Writer) error {
 	case *model != "":
 		var stop func()
 		var err error
-		base, *hidden, *layers, stop, err = serveModel(*model, *threads, slices.Max(conc))
+		base, *hidden, *layers, stop, err = serveModel(*model, *threads, slices.Max(conc), *prefixCache)
 		if err != nil {
 			return err
 		}
@@ -114,7 +116,7 @@ func run(args []string, stdout io.Writer) error {
 	}
 	// One request first, unmeasured, so no level pays for first-touch costs.
 	Load{URL: base, Concurrency: 1, Requests: 1, MaxTokens: *maxTokens}.Run(ctx, client)
-	fmt.Fprintf(stdout, "max_tokens %d, temperature 0.8, %s\n\n", *maxTokens, base)
+	fmt.Fprintf(stdout, "max_tokens %d, temperature 0.8, %d round(s), prefix cache %v, %s\n\n", *maxTokens, *rounds, *prefixCache || *model == "", base)
 	fmt.Fprintln(stdout, "| concurrency | steering | requests | errors | tokens | tok/s | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms | steered / plain tok/s |")
 	fmt.Fprintln(stdout, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	var firstErr string
@@ -123,26 +125,44 @@ func run(args []string, stdout io.Writer) error {
 		if n == 0 {
 			n = min(max(4*c, 8), maxRequests)
 		}
+		// Plain and steered runs alternate, so both see the same drift of a shared machine; the
+		// throughput of a mode is the median over its rounds, latencies are pooled.
+		var runs [2][]Report
+		for range *rounds {
+			for mode := range 2 {
+				l := Load{URL: base, Concurrency: c, Requests: n, MaxTokens: *maxTokens}
+				if mode == 1 {
+					l.Steering = mixed
+				}
+				r := l.Run(ctx, client)
+				if firstErr == "" {
+					firstErr = r.FirstError
+				}
+				runs[mode] = append(runs[mode], r)
+			}
+		}
 		var plain float64
-		for _, steered := range []bool{false, true} {
-			l := Load{URL: base, Concurrency: c, Requests: n, MaxTokens: *maxTokens}
-			mode, ratio := "none", ""
-			if steered {
-				l.Steering, mode = mixed, "mixed"
+		for mode, name := range []string{"none", "mixed"} {
+			var all Report
+			var rates []float64
+			for _, r := range runs[mode] {
+				all.Requests += r.Requests
+				all.Errors += r.Errors
+				all.Tokens += r.Tokens
+				all.TTFT = append(all.TTFT, r.TTFT...)
+				all.ITL = append(all.ITL, r.ITL...)
+				rates = append(rates, r.Throughput())
 			}
-			r := l.Run(ctx, client)
-			if steered && plain > 0 {
-				ratio = fmt.Sprintf("%.3f", r.Throughput()/plain)
-			} else {
-				plain = r.Throughput()
-			}
-			if firstErr == "" {
-				firstErr = r.FirstError
+			rate, ratio := percentile(rates, 50), ""
+			if mode == 0 {
+				plain = rate
+			} else if plain > 0 {
+				ratio = fmt.Sprintf("%.3f", rate/plain)
 			}
 			ms := func(xs []float64) string {
 				return fmt.Sprintf("%.1f / %.1f / %.1f", 1e3*percentile(xs, 50), 1e3*percentile(xs, 90), 1e3*percentile(xs, 99))
 			}
-			fmt.Fprintf(stdout, "| %d | %s | %d | %d | %d | %.1f | %s | %s | %s |\n", c, mode, r.Requests, r.Errors, r.Tokens, r.Throughput(), ms(r.TTFT), ms(r.ITL), ratio)
+			fmt.Fprintf(stdout, "| %d | %s | %d | %d | %d | %.1f | %s | %s | %s |\n", c, name, all.Requests, all.Errors, all.Tokens, rate, ms(all.TTFT), ms(all.ITL), ratio)
 		}
 	}
 	if firstErr != "" {
@@ -166,8 +186,9 @@ func loopback(raw string) error {
 }
 
 // serveModel starts the server on the model in this process on a loopback port, with room for
-// every request of the largest level in the batch.
-func serveModel(dir string, threads, running int) (base string, hidden, layers int, stop func(), err error) {
+// every request of the largest level in the batch. Steering of prompt positions changes the
+// prefix cache's key, so with the cache on, steered prompts share less of it than plain ones.
+func serveModel(dir string, threads, running int, prefixCache bool) (base string, hidden, layers int, stop func(), err error) {
 	m, err := llama.Load(dir, llama.LoadOptions{})
 	if err != nil {
 		return "", 0, 0, nil, err
@@ -178,7 +199,11 @@ func serveModel(dir string, threads, running int) (base string, hidden, layers i
 		return "", 0, 0, nil, err
 	}
 	b := tensor.NewCPU(threads)
-	eng, err := engine.New(llama.NewRunner(m, b), engine.Options{MaxRunning: running, BatchTokens: max(256, 2*running), MaxWaiting: maxRequests})
+	opts := engine.Options{MaxRunning: running, BatchTokens: max(256, 2*running), MaxWaiting: maxRequests}
+	if !prefixCache {
+		opts.PrefixBlocks = -1
+	}
+	eng, err := engine.New(llama.NewRunner(m, b), opts)
 	if err != nil {
 		return "", 0, 0, nil, err
 	}

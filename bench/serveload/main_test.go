@@ -55,7 +55,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := run([]string{"--model", dir, "--concurrency", "1,3", "--requests", "3", "--max-tokens", "4", "--threads", "1"}, &out); err != nil {
+	if err := run([]string{"--model", dir, "--concurrency", "1,3", "--requests", "3", "--max-tokens", "4", "--threads", "1", "--rounds", "2"}, &out); err != nil {
 		t.Fatal(err)
 	}
 	var rows []string
@@ -69,8 +69,8 @@ func TestRun(t *testing.T) {
 	}
 	for i, r := range rows {
 		f := strings.Split(r, "|")
-		if strings.TrimSpace(f[3]) != "3" || strings.TrimSpace(f[4]) != "0" || (i%2 == 1) == (strings.TrimSpace(f[9]) == "") {
-			t.Errorf("row %q: want 3 requests, 0 errors, and a ratio on steered rows only", r)
+		if strings.TrimSpace(f[3]) != "6" || strings.TrimSpace(f[4]) != "0" || (i%2 == 1) == (strings.TrimSpace(f[9]) == "") {
+			t.Errorf("row %q: want 6 requests (2 rounds of 3), 0 errors, and a ratio on steered rows only", r)
 		}
 	}
 	if err := run([]string{"--url", "http://192.168.0.1:8080", "--hidden-size", "64", "--layers", "2"}, &out); err == nil {

@@ -169,6 +169,7 @@ type Engine struct {
 type sequence struct {
 	id           int32 // KV cache sequence id while running
 	req          Request
+	points       []hooks.Point // of req.Steering, parsed once
 	ctx          context.Context
 	unwatch      func() bool // stops the wake-up on cancellation
 	key          [sha256.Size]byte
@@ -229,7 +230,7 @@ func (e *Engine) Check(r Request) error {
 		return fmt.Errorf("sampler: %v", err)
 	}
 	for i, a := range r.Steering {
-		if err := a.check(e.dims); err != nil {
+		if _, err := a.check(e.dims); err != nil {
 			return fmt.Errorf("steering[%d]: %v", i, err)
 		}
 	}
@@ -257,10 +258,14 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*Stream, error) {
 	if stop == nil {
 		stop = e.runner.Model.StopIDs()
 	}
+	points := make([]hooks.Point, len(r.Steering))
+	for i, a := range r.Steering {
+		points[i], _ = a.check(e.dims) // Check passed: parsed once here, not at every step
+	}
 	total := e.total(r)
 	tokens := make(chan int32, total-len(r.Prompt)) // never blocks the engine
 	s := &sequence{
-		req: r, ctx: ctx, key: prefixKey(r.Steering), steersDecode: steersDecode(r.Steering), total: total, stop: stop, tokens: tokens,
+		req: r, points: points, ctx: ctx, key: prefixKey(r.Steering), steersDecode: steersDecode(r.Steering), total: total, stop: stop, tokens: tokens,
 		context: append(make([]int32, 0, total), r.Prompt...),
 		stream:  &Stream{Tokens: tokens, done: make(chan struct{})},
 	}
@@ -423,7 +428,7 @@ func (e *Engine) schedule() (*stepBatch, []row) {
 		b.Logits = append(b.Logits, logits)
 	}
 	steer := func(set **hooks.Set, s *sequence, lo, hi int, decode bool) {
-		if err := steerRows(set, e.dims, s.id, s.req.Steering, lo, hi, len(s.req.Prompt), decode); err != nil && sb.err == nil {
+		if err := steerRows(set, e.dims, s.id, s.req.Steering, s.points, lo, hi, len(s.req.Prompt), decode); err != nil && sb.err == nil {
 			sb.err = err
 		}
 	}
@@ -459,8 +464,7 @@ func (e *Engine) schedule() (*stepBatch, []row) {
 		s.prefill = hi
 	}
 	// A decode row's additions are the same at every step, so the hook set of a step that steers
-	// only decode rows is kept and reused while the same sequences decode: registering an
-	// addition parses its point's name, which costs as much as the addition itself.
+	// only decode rows is kept and reused while the same sequences decode.
 	switch {
 	case sb.hooks != nil: // prefill rows are steered too: a set for this step alone
 		for _, s := range decoding {

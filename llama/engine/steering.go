@@ -42,30 +42,30 @@ type Addition struct {
 	Span   Span
 }
 
-// check validates an addition against the model's hook points.
-func (a Addition) check(d hooks.Dims) error {
+// check validates an addition against the model's hook points and returns its point.
+func (a Addition) check(d hooks.Dims) (hooks.Point, error) {
 	p, err := hooks.Parse(a.Point, d.Layers)
 	if err != nil {
-		return err
+		return p, err
 	}
 	if p.Kind == hooks.Pattern {
-		return fmt.Errorf("%s: adding to attention probabilities is not supported", a.Point)
+		return p, fmt.Errorf("%s: adding to attention probabilities is not supported", a.Point)
 	}
 	if w := d.Width(p); len(a.Vector) != w {
-		return fmt.Errorf("%s: vector has %d values, the point has %d per position", a.Point, len(a.Vector), w)
+		return p, fmt.Errorf("%s: vector has %d values, the point has %d per position", a.Point, len(a.Vector), w)
 	}
 	if math.IsNaN(float64(a.Alpha)) || math.IsInf(float64(a.Alpha), 0) {
-		return fmt.Errorf("%s: strength %g is not a finite number", a.Point, a.Alpha)
+		return p, fmt.Errorf("%s: strength %g is not a finite number", a.Point, a.Alpha)
 	}
 	for i, v := range a.Vector {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%s: vector value %d is %g, not a finite number", a.Point, i, v)
+			return p, fmt.Errorf("%s: vector value %d is %g, not a finite number", a.Point, i, v)
 		}
 	}
 	if a.Span > Generated {
-		return fmt.Errorf("%s: span %d out of range", a.Point, a.Span)
+		return p, fmt.Errorf("%s: span %d out of range", a.Point, a.Span)
 	}
-	return nil
+	return p, nil
 }
 
 // prefixKey fingerprints what shapes the keys and values of a prompt's positions before its last:
@@ -105,11 +105,11 @@ func steersDecode(adds []Addition) bool {
 	return false
 }
 
-// steerRows registers a sequence's additions for the rows it has in one step: a prefill chunk
-// of prompt positions [lo, hi), or one decode row (decode set). set is created on first use, so a
-// step with no steered row runs the fast path.
-func steerRows(set **hooks.Set, d hooks.Dims, seq int32, adds []Addition, lo, hi, promptLen int, decode bool) error {
-	for _, a := range adds {
+// steerRows registers a sequence's additions, at their parsed points, for the rows it has in one
+// step: a prefill chunk of prompt positions [lo, hi), or one decode row (decode set). set is
+// created on first use, so a step with no steered row runs the fast path.
+func steerRows(set **hooks.Set, d hooks.Dims, seq int32, adds []Addition, points []hooks.Point, lo, hi, promptLen int, decode bool) error {
+	for i, a := range adds {
 		if a.Alpha == 0 {
 			continue
 		}
@@ -128,7 +128,7 @@ func steerRows(set **hooks.Set, d hooks.Dims, seq int32, adds []Addition, lo, hi
 			*set = hooks.NewSet(d)
 		}
 		st := hooks.Steer{Vector: a.Vector, Alpha: a.Alpha, Where: hooks.Where{Seqs: []int32{seq}, Positions: where}}
-		if err := (*set).Add(a.Point, st); err != nil {
+		if err := (*set).AddAt(points[i], st); err != nil {
 			return err
 		}
 	}
