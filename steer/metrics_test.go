@@ -141,3 +141,24 @@ func FuzzParseLexicon(f *testing.F) {
 		Score(string(data), lx) // must not panic
 	})
 }
+
+// A log axis inside one decade still gets labelled ticks, each inside the range.
+func TestLogTicks(t *testing.T) {
+	ticks := logTicks(1.6, 3.5)
+	var labels []string
+	for _, tk := range ticks {
+		if tk.Value < 1.6 || tk.Value > 3.5 {
+			t.Errorf("tick %g outside [1.6, 3.5]", tk.Value)
+		}
+		labels = append(labels, tk.Label)
+	}
+	if strings.Join(labels, " ") != "2 3" {
+		t.Errorf("ticks %v, want 2 and 3", labels)
+	}
+	if n := len(logTicks(0.5, 200)); n < 10 {
+		t.Errorf("0.5 to 200: %d ticks, want one per 1-1.5-2-3-5-7 step", n)
+	}
+	if len(logTicks(0, 1)) != 0 {
+		t.Error("a range reaching 0 has no log ticks")
+	}
+}

@@ -37,7 +37,7 @@ func (res *Result) PlotDoseResponse(path, title string) error {
 		if m.Key == "perplexity" {
 			// Perplexity grows geometrically once steering breaks fluency.
 			p.Y.Scale = plot.LogScale{}
-			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+			p.Y.Tick.Marker = plot.TickerFunc(logTicks)
 			p.Title.Text += " (log scale)"
 		}
 		var pts withErrors
@@ -111,4 +111,23 @@ func (res *Result) PlotDoseResponse(path, title string) error {
 		return fmt.Errorf("%s: %v", path, err)
 	}
 	return f.Close()
+}
+
+// logTicks labels a log axis at 1, 1.5, 2, 3, 5 and 7 times the powers of ten in range, so that a
+// range inside one decade (perplexity 1.6 to 3.5) still gets labels; gonum's LogTicks labels
+// only powers of ten.
+func logTicks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	if !(lo > 0) || !(hi >= lo) {
+		return ticks
+	}
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		for _, m := range []float64{1, 1.5, 2, 3, 5, 7} {
+			v := m * math.Pow(10, e)
+			if v >= lo && v <= hi {
+				ticks = append(ticks, plot.Tick{Value: v, Label: fmt.Sprintf("%g", v)})
+			}
+		}
+	}
+	return ticks
 }
