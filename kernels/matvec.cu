@@ -156,7 +156,6 @@ __device__ __forceinline__ void matvec(const float* __restrict__ x, const float*
         load(s0);  // weights only: safe before the wait
         pdl_wait();
         pdl_trigger();
-        float a = STEER ? *alpha : 0.f;
         for (; s0 * STEP < in; s0 += MV_WARPS * U) {
             if (s0 != warp) load(s0);
 #pragma unroll
@@ -172,6 +171,7 @@ __device__ __forceinline__ void matvec(const float* __restrict__ x, const float*
                             xv.a = add4(xv.a, d.a), xv.b = add4(xv.b, d.b);
                         }
                         if (STEER) {
+                            float a = *alpha;
                             X8 d = load_x<W>(steer + k);
                             xv.a = axpy4(a, d.a, xv.a), xv.b = axpy4(a, d.b, xv.b);
                         }
