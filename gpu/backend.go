@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 	"unsafe"
 
 	_ "github.com/tillerlm/tiller/gpu/cuinit" // must initialise the driver before gorgonia.org/cu
@@ -64,6 +65,12 @@ type Backend struct {
 	// illegal address, say) is reported by the op that caused it rather than by a later one.
 	// Slow; tests set it. The environment variable TILLER_GPU_SYNC=1 sets it too.
 	SyncEachOp bool
+
+	// OpTimes, when not nil, makes every op wait for the device and adds the op's time, from its
+	// call to its completion, under its name: a profile of a Runner's ops, which run outside
+	// CUDA graphs and so outside the Decoder's profile. Slow, like SyncEachOp.
+	OpTimes map[string]time.Duration
+	opStart time.Time
 }
 
 var _ tensor.Backend = (*Backend)(nil)
@@ -131,6 +138,9 @@ func (b *Backend) Close() {
 // enter makes the backend's context current on this goroutine's OS thread for the duration of a
 // call: `defer b.enter()()`. Goroutines move between threads and a context is current per thread.
 func (b *Backend) enter() func() {
+	if b.OpTimes != nil {
+		b.opStart = time.Now()
+	}
 	runtime.LockOSThread()
 	if err := cu.SetCurrentContext(b.ctx); err != nil {
 		runtime.UnlockOSThread()
@@ -141,11 +151,14 @@ func (b *Backend) enter() func() {
 
 // done ends an op: with SyncEachOp, it waits for the device and names the op in any error.
 func (b *Backend) done(op string) {
-	if !b.SyncEachOp || b.capturing {
+	if !b.SyncEachOp && b.OpTimes == nil || b.capturing {
 		return
 	}
 	if err := b.stream.Synchronize(); err != nil {
 		panic(fmt.Sprintf("gpu: %s failed on the device: %v", op, err))
+	}
+	if b.OpTimes != nil {
+		b.OpTimes[op] += time.Since(b.opStart)
 	}
 }
 

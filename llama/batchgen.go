@@ -103,18 +103,51 @@ func (r *Runner) GenerateBatch(seqs []Sequence, opts BatchOptions) ([]Generated,
 	kv := r.NewKVCache(positions, 16)
 	out := make([]Generated, len(seqs))
 
-	// choose samples sequence i's next token from its logits row and reports whether it goes on.
-	choose := func(i int, logits []float32) bool {
+	// Greedy decoding without a repetition penalty needs only each row's argmax, which the
+	// backend can find where the logits are (RowArgmax): on a GPU the step then moves one id per
+	// row instead of a row of logits.
+	allGreedy := true
+	for _, q := range seqs {
+		c := q.Sampler
+		allGreedy = allGreedy && c.Temperature == 0 && (c.RepetitionPenalty == 0 || c.RepetitionPenalty == 1)
+	}
+	ids := make([]int32, len(seqs))
+	// next runs batch b and returns, for its k-th row asking for logits (sequence i), the
+	// logits to sample from, or nil when ids[k] already holds the greedy token.
+	next := func(b Batch, h *hooks.Set) (func(k, i int) int32, error) {
+		if allGreedy {
+			rows := 0
+			for _, want := range b.Logits {
+				if want {
+					rows++
+				}
+			}
+			if err := r.greedy(b, kv, h, ids[:rows]); err != nil {
+				return nil, err
+			}
+			return func(k, _ int) int32 { return ids[k] }, nil
+		}
+		logits, err := r.Forward(b, kv, h)
+		if err != nil {
+			return nil, err
+		}
+		vocab := m.Config.Vocab
+		return func(k, i int) int32 {
+			return states[i].sampler.Sample(logits.F32()[k*vocab:(k+1)*vocab], states[i].context)
+		}, nil
+	}
+
+	// choose appends sequence i's next token and reports whether it goes on.
+	choose := func(i int, tok int32) bool {
 		s := &states[i]
-		next := s.sampler.Sample(logits, s.context)
-		if slices.Contains(s.stop, next) {
+		if slices.Contains(s.stop, tok) {
 			out[i].Stopped = true
 			return false
 		}
-		s.context = append(s.context, next)
-		out[i].Tokens = append(out[i].Tokens, next)
+		s.context = append(s.context, tok)
+		out[i].Tokens = append(out[i].Tokens, tok)
 		st.GeneratedTokens++
-		if opts.Emit != nil && !opts.Emit(i, next) {
+		if opts.Emit != nil && !opts.Emit(i, tok) {
 			return false
 		}
 		return len(s.context) < s.total
@@ -146,14 +179,12 @@ func (r *Runner) GenerateBatch(seqs []Sequence, opts BatchOptions) ([]Generated,
 			b.Pos = append(b.Pos, p.Pos...)
 			b.Logits = append(b.Logits, p.Logits...)
 		}
-		logits, err := r.Forward(b, kv, opts.Prefill)
+		token, err := next(b, opts.Prefill)
 		if err != nil {
 			return nil, st, err
 		}
-		vocab := m.Config.Vocab
 		for i := lo; i < hi; i++ {
-			row := logits.F32()[(i-lo)*vocab : (i-lo+1)*vocab]
-			if !choose(i, row) {
+			if !choose(i, token(i-lo, i)) {
 				finish(i)
 			}
 		}
@@ -180,14 +211,13 @@ func (r *Runner) GenerateBatch(seqs []Sequence, opts BatchOptions) ([]Generated,
 		if len(running) == 0 {
 			break
 		}
-		logits, err := r.Forward(step, kv, opts.Decode)
+		token, err := next(step, opts.Decode)
 		if err != nil {
 			return nil, st, err
 		}
 		st.DecodeSteps++
-		vocab := m.Config.Vocab
 		for k, i := range running {
-			if !choose(i, logits.F32()[k*vocab:(k+1)*vocab]) {
+			if !choose(i, token(k, i)) {
 				finish(i)
 			}
 		}

@@ -187,6 +187,45 @@ func (r *Runner) Forward(b Batch, kv *tensor.KVCache, h *hooks.Set) (*tensor.Ten
 }
 
 func (r *Runner) forward(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*tensor.Tensor, error) {
+	logits, err := r.pass(b, kv, h, rec)
+	if err == nil && logits != r.host {
+		r.Backend.Download(r.host, logits)
+	}
+	return r.host, err
+}
+
+// RowArgmax is a backend that finds the largest value of each row of a tensor in its own memory
+// (the lowest index on ties, as greedy sampling does), so that greedy decoding of a batch moves
+// one id per row instead of a row of logits.
+type RowArgmax interface {
+	ArgmaxRows(dst []int32, x *tensor.Tensor)
+}
+
+// greedy runs the batch as Forward does and writes into ids the argmax of each row of logits
+// Forward would return, found on the backend when it can (RowArgmax).
+func (r *Runner) greedy(b Batch, kv *tensor.KVCache, h *hooks.Set, ids []int32) error {
+	logits, err := r.pass(b, kv, h, nil)
+	if err != nil {
+		return err
+	}
+	if am, ok := r.Backend.(RowArgmax); ok && logits != r.host {
+		am.ArgmaxRows(ids, logits)
+		return nil
+	}
+	if logits != r.host {
+		r.Backend.Download(r.host, logits)
+	}
+	vocab := r.Model.Config.Vocab
+	for i := range ids {
+		ids[i] = argmax(r.host.F32()[i*vocab : (i+1)*vocab])
+	}
+	return nil
+}
+
+// pass runs the batch through the model and returns the logits in the backend's memory (the host
+// tensor itself on the CPU; after an error, or with no rows asking for logits, the host tensor
+// unchanged).
+func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*tensor.Tensor, error) {
 	m := r.Model
 	if err := m.Check(b); err != nil {
 		return nil, err
@@ -239,10 +278,7 @@ func (r *Runner) forward(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record)
 		}
 	}
 	be.MatMul(r.logit, r.last, m.LMHead, nil)
-	if r.host != r.logit {
-		be.Download(r.host, r.logit)
-	}
-	return r.host, nil
+	return r.logit, nil
 }
 
 // firing runs a hook set's interventions at each point of one forward pass and keeps the first

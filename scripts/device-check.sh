@@ -49,7 +49,7 @@ step "gpu tests: conformance, kernels, fused decode kernels, whole model (log: g
 # group still lets the others run. SyncEachOp names the op that faulted.
 : >"$out/gpu-test.log"
 for group in 'TestConformance|TestGEMV|TestGEMMTensorCores|TestAttentionKernels|TestAttentionPrefillMMA|TestResidualRMSNorm|TestArgmax$|TestGraph' \
-	'TestMatVec|TestAttentionDecodeRoPE|TestArgmaxAdvance' 'TestModel|TestDecoderSteered'; do
+	'TestMatVec|TestAttentionDecodeRoPE|TestArgmaxAdvance' 'TestModel|TestDecoderSteered|TestRunnerSteeringOnDevice|TestGreedyBatchOnDevice'; do
 	echo "-- go test -run '$group'" | tee -a "$out/gpu-test.log"
 	(cd gpu && timeout 45 "../$bin/gpu.test" -test.v -test.run "$group" -test.timeout 40s) >>"$out/gpu-test.log" 2>&1
 	rc=$?
@@ -72,9 +72,9 @@ fi
 
 step "gpubench: copy peak, GEMVs, decode forms and their profiles, prefill (log: gpubench.log, data: tiller.jsonl)"
 rm -f "$out/tiller.jsonl"
-timeout 60 "$bin/gpubench" -config "$bin/llama-3.1-8b-config.json" -out "$out/tiller.jsonl" >"$out/gpubench.log" 2>&1
+timeout 110 "$bin/gpubench" -config "$bin/llama-3.1-8b-config.json" -out "$out/tiller.jsonl" -cpuprofile "$out/batch-cpu.pprof" >"$out/gpubench.log" 2>&1
 rc=$?
-grep -E '"what":"(tiller_decode_b1|failed|done)"' "$out/gpubench.log"
+grep -E '"what":"(tiller_decode_b1|tiller_generate_batch|failed|done)"' "$out/gpubench.log"
 [ "$rc" = 0 ] || failed+=("gpubench (exit $rc)")
 
 step "tiller profile: a tiny fixture, and the 2-layer 8B-shaped checkpoint (log: profile.log, data: profile.jsonl)"

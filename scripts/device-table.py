@@ -100,6 +100,20 @@ def main():
             print(f"\nprefill {r['tokens']} tokens: {fmt(r.get('tok_s'), '.0f')} tok/s ({fmt(r.get('tflops'), '.0f')} TFLOP/s)"
                   + (f"; HF {fmt(hp.get('tok_s'), '.0f')} tok/s" if hp else ""))
 
+    for r in t:
+        if r.get("what") == "tiller_generate_batch":
+            hg = next((x for x in base if x.get("what") == "hf_generate" and x.get("rows") == r.get("rows") and not x.get("compiled")), {})
+            print(f"generate, {r['rows']} rows via the runner{', each steered at one layer' if r.get('steered') else ''}: "
+                  f"{fmt(r.get('tok_s'), '.0f')} tok/s, {fmt(r.get('ms_per_step'), '.1f')} ms/step"
+                  + (f"; HF eager static cache {fmt(hg.get('tok_s'), '.0f')} tok/s" if hg else ""))
+
+    bops = [r for r in t if r.get("what") == "batch_op"]
+    if bops:
+        print("\n| batched generation, op profile (prefill + 4 decode steps, each op waited for) | ms | share |")
+        print("| --- | --- | --- |")
+        for r in bops:
+            print(f"| {r['op']} | {fmt(r.get('ms'), '.1f')} | {fmt(r.get('share'), '.3f')} |")
+
     decs = [r for r in p if r.get("what") == "profile_decode"]
     if decs:
         print("\n| tiller profile --model | form | µs/step | tok/s | × copy |")

@@ -171,6 +171,15 @@ func model(b *gpu.Backend, c *llama.Config) error {
 	}
 	params := float64(decodeBytes) / 2
 	emit(map[string]any{"what": "tiller_prefill", "tokens": n, "ms": ms, "tok_s": float64(n) / ms * 1e3, "tflops": 2 * params * float64(n) / (ms * 1e-3) / 1e12})
+	for l := range kv.K {
+		b.Free(kv.K[l])
+		b.Free(kv.V[l])
+	}
+	if *batchRows > 0 {
+		if err := batched(b, r, *batchRows, *batchNew); err != nil {
+			return fmt.Errorf("batched generation: %w", err)
+		}
+	}
 	return nil
 }
 
