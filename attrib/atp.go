@@ -61,9 +61,9 @@ type Result struct {
 
 // Timing is where Run's time went.
 type Timing struct {
-	Corrupt  time.Duration // forward passes of the corrupt prompts, reading the nodes
-	Clean    time.Duration // recorded forward passes of the clean prompts, reading the nodes
-	Backward time.Duration // backward passes to the nodes
+	Corrupt  time.Duration // forward passes of the corrupt prompts from their first difference, reading the nodes
+	Clean    time.Duration // recorded forward passes of the clean prompts, reading the nodes, and the metric
+	Backward time.Duration // backward passes to the nodes at and after the first difference
 	Score    time.Duration // products of differences and gradients
 	Star     time.Duration // AtP*: QK fix and GradDrop's extra backward passes
 	Exact    time.Duration // activation patching

@@ -2,6 +2,7 @@ package attrib
 
 import (
 	"math"
+	"sort"
 	"testing"
 
 	"github.com/tillerlm/tiller/llama"
@@ -274,5 +275,68 @@ func TestCorruptRunSharesThePrefix(t *testing.T) {
 	same := input([]int32{1, 20, 31, 44}, nil, nil, 5, 7)
 	if firstDiff(same) != 4 || prefix(same) != 3 {
 		t.Errorf("identical prompts: first difference %d, shared prefix %d, want 4 and 3", firstDiff(same), prefix(same))
+	}
+}
+
+// --verify N patches N nodes of the averaged grids: the N/2 with the largest |AtP| and N − N/2
+// drawn at random, the same ones for the same seed; their exact effects are those of patching
+// every node, and every other node stays NaN (not run).
+func TestVerifySample(t *testing.T) {
+	m := tinyModel(t, 10, nil)
+	r := f64Runner(t, m)
+	ins := threePairs(wholeSwaps())
+	all, err := Run(r, ins, Options{Verify: VerifyAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sampled := func(seed uint64) (map[Node]float64, *Result) {
+		res, err := Run(r, ins, Options{Verify: 9, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[Node]float64{}
+		for _, k := range res.Kinds {
+			g := res.Mean[Exact][k]
+			for i, v := range g.Data {
+				if !math.IsNaN(v) {
+					got[g.Node(i)] = v
+				}
+			}
+		}
+		if res.Verified.Nodes != 9 || len(got) != 9 {
+			t.Fatalf("seed %d: %d nodes patched, %d with a value; want 9", seed, res.Verified.Nodes, len(got))
+		}
+		return got, res
+	}
+	one, res := sampled(1)
+	var nodes []Node
+	for _, k := range res.Kinds {
+		nodes = append(nodes, res.Mean[AtP][k].Nodes()...)
+	}
+	abs := func(n Node) float64 { return math.Abs(res.Mean[AtP][n.Kind].At(n)) }
+	sort.SliceStable(nodes, func(i, j int) bool { return abs(nodes[i]) > abs(nodes[j]) })
+	for _, n := range nodes[:4] {
+		if _, ok := one[n]; !ok {
+			t.Errorf("%v, among the 4 largest |AtP| (%g), was not patched", n, abs(n))
+		}
+	}
+	for n, v := range one {
+		if want := all.Mean[Exact][n.Kind].At(n); math.Abs(v-want) > 1e-9*(1+math.Abs(want)) {
+			t.Errorf("%v: sampled exact effect %g, patching every node gives %g", n, v, want)
+		}
+	}
+	again, _ := sampled(1)
+	other, _ := sampled(2)
+	same, differ := true, false
+	for n := range one {
+		if _, ok := again[n]; !ok {
+			same = false
+		}
+		if _, ok := other[n]; !ok {
+			differ = true
+		}
+	}
+	if !same || !differ {
+		t.Errorf("seed 1 twice gives the same sample: %v; seed 2 a different one: %v", same, differ)
 	}
 }
