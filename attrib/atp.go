@@ -343,7 +343,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 	t2 := time.Now()
 	a.res.Timing.Corrupt += t2.Sub(t1)
 
-	grads := llama.GradOptions{Points: a.grads, From: from}
+	grads := llama.GradOptions{Points: a.grads, From: from, Resumable: a.opt.Star}
 	g, err := r.Backward(rec, dlogits, grads)
 	if err != nil {
 		return nil, err
@@ -363,6 +363,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 		for i := range ins {
 			out[i].Scores[AtPStar] = a.qkFixed(prs[i], out[i].Scores[AtP], g.Points)
 		}
+		grads.Resumable, grads.Resume = false, g
 		if err := a.gradDrop(rec, dlogits, grads, prs, out); err != nil {
 			return nil, err
 		}

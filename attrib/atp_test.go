@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/tensor"
 )
 
 // pooled gathers one method's values and the exact effects of a kind over every pair.
@@ -272,9 +273,36 @@ func TestCorruptRunSharesThePrefix(t *testing.T) {
 			t.Errorf("pair %d: corrupt metric %.15g, a whole forward pass gives %.15g", i, got, want)
 		}
 	}
+	// A pair whose prompts are the same: no node has an effect, and the backward pass has no row
+	// to run.
 	same := input([]int32{1, 20, 31, 44}, nil, nil, 5, 7)
 	if firstDiff(same) != 4 || prefix(same) != 3 {
 		t.Errorf("identical prompts: first difference %d, shared prefix %d, want 4 and 3", firstDiff(same), prefix(same))
+	}
+	for _, dt := range []tensor.DType{tensor.F64, tensor.F32} {
+		res, err = Run(llama.NewRunnerOf(m, r.Backend, dt), []*Input{same}, Options{Star: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr := res.Pairs[0]
+		for meth, s := range pr.Scores {
+			for _, g := range s {
+				if g == nil || Method(meth) == Exact {
+					continue
+				}
+				for j := range g.Data {
+					if g.Data[j] != 0 {
+						t.Errorf("%s, identical prompts: %s %v scores %g", dt, Method(meth), g.Node(j), g.Data[j])
+					}
+				}
+			}
+		}
+		// The corrupt run computes the last token alone, the clean run all four: in F32 the sums
+		// group differently, within a few ulps.
+		tol := map[tensor.DType]float64{tensor.F64: 1e-12, tensor.F32: 1e-5}[dt]
+		if math.Abs(pr.Clean-pr.Corrupt) > tol*(1+math.Abs(pr.Clean)) {
+			t.Errorf("%s, identical prompts: metric %g clean, %g corrupt", dt, pr.Clean, pr.Corrupt)
+		}
 	}
 }
 

@@ -25,7 +25,8 @@ import (
 //
 // GradDrop. A node's direct and indirect effects can cancel in the gradient although each path
 // is large. GradDrop reruns the backward pass once per layer ℓ with the gradient through layer
-// ℓ's residual contributions (its attention and MLP outputs) set to zero, and scores
+// ℓ's residual contributions (its attention and MLP outputs) set to zero (from layer ℓ down: above
+// it the pass is AtP's, whose gradients it resumes from), and scores
 //
 //	ĉ_GradDrop(n) = 1/(L−1) · Σ_ℓ |ĉ_ℓ(n)|,
 //
@@ -165,8 +166,8 @@ func add(x, d []float64) []float64 {
 	return x
 }
 
-// gradDrop reruns the backward pass once per layer with that layer dropped and accumulates the
-// GradDrop magnitude of every node of every pair of the batch.
+// gradDrop reruns the backward pass once per layer with that layer dropped (grads resuming from
+// AtP's pass) and accumulates the GradDrop magnitude of every node of every pair of the batch.
 func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, grads llama.GradOptions, prs []*pairRun, out []*PairResult) error {
 	L := a.cfg.Layers
 	for i := range out {

@@ -115,12 +115,27 @@ type GradOptions struct {
 	// then does a fraction of the backward's work. Points get zeros below From. Not with Weights,
 	// whose gradients sum over every position.
 	From map[int32]int32
+	// Resumable keeps in the Grads the gradient at every layer's output, for passes that Resume.
+	Resumable bool
+	// Resume, with DropLayers, is a Resumable pass over the same record, logit gradient, From and
+	// Points with no dropped layer. Above the highest dropped layer the two passes are the same, so
+	// this one starts there from Resume's gradient, and its points above are Resume's (shared, not
+	// copied): GradDrop's pass per layer then runs only the layers below it.
+	Resume *Grads
 }
 
 // Grads are the gradients of a scalar metric.
 type Grads struct {
 	Points  *hooks.Cache              // at hook points, by sequence, in each point's per-sequence shape
 	Weights map[string]*tensor.Tensor // by checkpoint tensor name, in the activation dtype
+	outputs []layerGrad               // with GradOptions.Resumable: per layer, at its output
+}
+
+// layerGrad is the gradient at a layer's output (resid_post), (n, d_model) in batch order, and the
+// rows it may be nonzero on.
+type layerGrad struct {
+	dx   *tensor.Tensor
+	live []int32
 }
 
 // Backward propagates dlogits — the gradient of a scalar metric with respect to the logits the
@@ -138,6 +153,9 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	if opt.Weights && len(opt.From) > 0 {
 		return nil, fmt.Errorf("weight gradients sum over every position: GradOptions.From must be empty with Weights")
 	}
+	if rs := opt.Resume; rs != nil && (rs.outputs == nil || len(opt.DropLayers) == 0 || opt.Weights) {
+		return nil, fmt.Errorf("GradOptions.Resume needs a Resumable pass's Grads, dropped layers, and no weight gradients")
+	}
 	b := rec.batch
 	n, dt := len(b.Tokens), r.dtype()
 	alloc := func(shape ...int) *tensor.Tensor { return tensor.New(dt, shape...) }
@@ -154,37 +172,34 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	}
 	wg := newWeightGrads(opt.Weights, dt)
 
-	// Unembedding: logits = lm_head(rmsnorm(x_final)) at the recorded rows.
-	mRows := len(rec.rows)
-	rowSeq, rowPos := make([]int32, mRows), make([]int32, mRows)
-	for i, t := range rec.rows {
-		rowSeq[i], rowPos[i] = b.Seq[t], b.Pos[t]
-	}
-	xl := alloc(mRows, c.Dim)
-	bb.Embedding(xl, rec.final, rec.rows)
-	xln := alloc(mRows, c.Dim)
-	bb.RMSNorm(xln, xl, m.Norm, c.NormEps)
-	dxln := alloc(mRows, c.Dim)
-	if !sparseUnembedBackward(bb, dxln, dlogits, m.LMHead, opt.Weights) {
-		bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dlogits, xln, m.LMHead)
-	}
-	for i := range rec.rows {
-		if rowPos[i] < opt.From[rowSeq[i]] {
-			clear(dxln.Data[i*dxln.Cols()*dt.Size() : (i+1)*dxln.Cols()*dt.Size()])
-		}
-	}
-	put(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, dxln, rowSeq, rowPos)
-	dxl := alloc(mRows, c.Dim)
-	bb.RMSNormBackward(dxl, wg.of(m.Norm), dxln, xl, m.Norm, c.NormEps)
-	dx := alloc(n, c.Dim)
-	bb.EmbeddingBackward(dx, dxl, rec.rows) // scatter the rows back into the batch
-
 	// live are the rows whose gradient may be nonzero and is wanted, ascending; the matmuls and
 	// row-wise ops run on them alone, and every other row of dx stays zero. Through the last
 	// layer's MLP they are the rows with logits; each attention block extends them to the earlier
 	// wanted positions of their sequences.
-	live := liveRows(b, rec.rows, opt.From)
-	for l := c.Layers - 1; l >= 0; l-- {
+	top, live := c.Layers-1, liveRows(b, rec.rows, opt.From)
+	var dx *tensor.Tensor
+	if opt.Resume == nil {
+		dx = r.unembedBackward(bb, rec, dlogits, opt, wg, put)
+	} else {
+		top = slices.Max(opt.DropLayers)
+		dx, live = opt.Resume.outputs[top].dx, opt.Resume.outputs[top].live
+		for _, p := range opt.Points {
+			if p.Layer > top || p.Kind == hooks.FinalNorm {
+				for _, s := range opt.Resume.Points.Seqs() {
+					if t, ok := opt.Resume.Points.Get(s, p.Name()); ok {
+						g.Points.Set(s, p.Name(), t)
+					}
+				}
+			}
+		}
+	}
+	if opt.Resumable {
+		g.outputs = make([]layerGrad, c.Layers)
+	}
+	for l := top; l >= 0; l-- {
+		if opt.Resumable {
+			g.outputs[l] = layerGrad{dx, live}
+		}
 		w, lr := &m.Layers[l], &rec.layers[l]
 		at := func(k hooks.Kind, t *tensor.Tensor) { put(hooks.Point{Layer: l, Kind: k}, t, b.Seq, b.Pos) }
 		at(hooks.ResidPost, dx)
@@ -276,6 +291,39 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 		}
 	}
 	return g, nil
+}
+
+// unembedBackward is the backward of logits = lm_head(rmsnorm(x_final)) at the recorded rows: the
+// gradient at the last layer's output, (n, d_model) in batch order, zero on rows without logits
+// and on those below From.
+func (r *Runner) unembedBackward(bb tensor.Backward, rec *Record, dlogits *tensor.Tensor, opt GradOptions, wg *weightGrads, put func(hooks.Point, *tensor.Tensor, []int32, []int32)) *tensor.Tensor {
+	m, c, b, dt := r.Model, r.Model.Config, rec.batch, r.dtype()
+	mRows := len(rec.rows)
+	rowSeq, rowPos := make([]int32, mRows), make([]int32, mRows)
+	for i, t := range rec.rows {
+		rowSeq[i], rowPos[i] = b.Seq[t], b.Pos[t]
+	}
+	xl := tensor.New(dt, mRows, c.Dim)
+	bb.Embedding(xl, rec.final, rec.rows)
+	xln := tensor.New(dt, mRows, c.Dim)
+	bb.RMSNorm(xln, xl, m.Norm, c.NormEps)
+	dxln := tensor.New(dt, mRows, c.Dim)
+	if !sparseUnembedBackward(bb, dxln, dlogits, m.LMHead, opt.Weights) {
+		bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dlogits, xln, m.LMHead)
+	}
+	var wanted []int32
+	for i := range rec.rows {
+		if rowPos[i] >= opt.From[rowSeq[i]] {
+			wanted = append(wanted, int32(i))
+		}
+	}
+	keepRows(dxln, wanted)
+	put(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, dxln, rowSeq, rowPos)
+	dxl := tensor.New(dt, mRows, c.Dim)
+	bb.RMSNormBackward(dxl, wg.of(m.Norm), dxln, xl, m.Norm, c.NormEps)
+	dx := tensor.New(dt, len(b.Tokens), c.Dim)
+	bb.EmbeddingBackward(dx, dxl, rec.rows) // scatter the rows back into the batch
+	return dx
 }
 
 // sparseUnembedBackward is the LM head's backward, dxln += dlogits·lm_head, for a metric that reads

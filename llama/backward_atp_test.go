@@ -213,3 +213,56 @@ func TestBackwardFrom(t *testing.T) {
 		t.Error("From with Weights: no error")
 	}
 }
+
+// A dropped-layer pass that resumes from a Resumable pass gives what the whole dropped pass gives
+// at every point (the same sums in the same order, in F64), with and without From.
+func TestBackwardResume(t *testing.T) {
+	m, _ := tinyModel(t, tensor.F32, map[string]any{"num_hidden_layers": 3})
+	r := NewRunnerOf(m, tensor.NewCPU(2), tensor.F64)
+	ids := prompt[:9]
+	b := Prompt(0, ids, 0, false)
+	rec, logits, err := r.Record(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlogits := tensor.New(logits.DType, logits.Shape...)
+	if _, err := (LogitDiff{Row: -1, A: 5, B: 11}).Eval(logits, dlogits); err != nil {
+		t.Fatal(err)
+	}
+	var points []hooks.Point
+	for l := 0; l < m.Config.Layers; l++ {
+		for _, k := range []hooks.Kind{hooks.ResidPre, hooks.K, hooks.Pattern, hooks.Z, hooks.AttnOut, hooks.MLPOut, hooks.ResidPost} {
+			points = append(points, hooks.Point{Layer: l, Kind: k})
+		}
+	}
+	points = append(points, hooks.Point{Layer: -1, Kind: hooks.Embed}, hooks.Point{Layer: -1, Kind: hooks.FinalNorm})
+	for _, from := range []map[int32]int32{nil, {0: 4}} {
+		plain, err := r.Backward(rec, dlogits, GradOptions{Points: points, From: from, Resumable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := 0; l < m.Config.Layers; l++ {
+			whole, err := r.Backward(rec, dlogits, GradOptions{Points: points, From: from, DropLayers: []int{l}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resumed, err := r.Backward(rec, dlogits, GradOptions{Points: points, From: from, DropLayers: []int{l}, Resume: plain})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range points {
+				w, _ := whole.Points.Get(0, p.Name())
+				g, ok := resumed.Points.Get(0, p.Name())
+				if !ok {
+					t.Fatalf("from %v, layer %d dropped: no %s in the resumed pass", from, l, p)
+				}
+				if d := maxDiff(w.ToF64(), g.ToF64()); d != 0 || len(w.Data) != len(g.Data) {
+					t.Errorf("from %v, layer %d dropped: %s differs by %g resumed", from, l, p, d)
+				}
+			}
+		}
+	}
+	if _, err := r.Backward(rec, dlogits, GradOptions{DropLayers: []int{1}, Resume: &Grads{}}); err == nil {
+		t.Error("Resume of a pass that was not Resumable: no error")
+	}
+}
