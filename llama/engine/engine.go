@@ -200,9 +200,6 @@ func New(r *llama.Runner, opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Options returns the engine's options with the defaults filled in.
-func (e *Engine) Options() Options { return e.opts }
-
 func (e *Engine) wake() {
 	select {
 	case e.wakeCh <- struct{}{}:
@@ -240,8 +237,11 @@ func (e *Engine) Check(r Request) error {
 	return nil
 }
 
+// total is the context length at which r ends; MaxTokens is capped first so that a huge one
+// cannot overflow the sum.
 func (e *Engine) total(r Request) int {
-	return min(len(r.Prompt)+r.MaxTokens, e.runner.Model.Config.MaxPositions)
+	limit := e.runner.Model.Config.MaxPositions
+	return min(len(r.Prompt)+min(r.MaxTokens, limit), limit)
 }
 
 func (e *Engine) blocksFor(r Request) int {
@@ -281,7 +281,6 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*Stream, error) {
 	s.stream.res.PromptTokens = len(r.Prompt)
 	s.unwatch = context.AfterFunc(ctx, e.wake)
 	e.waiting = append(e.waiting, s)
-	e.stats.Waiting = len(e.waiting)
 	e.wake()
 	return s.stream, nil
 }

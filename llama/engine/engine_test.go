@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -383,6 +384,7 @@ func TestCheck(t *testing.T) {
 		{func(q *Request) { q.Prompt[1] = -1 }, "prompt: token 1 is id -1"},
 		{func(q *Request) { q.MaxTokens = 0 }, "max_tokens: 0"},
 		{func(q *Request) { q.MaxTokens = 130 }, "max_tokens: prompt and max_tokens need 144 positions, the KV cache holds 128"},
+		{func(q *Request) { q.MaxTokens = math.MaxInt }, "max_tokens: prompt and max_tokens need 160 positions"},
 		{func(q *Request) { q.Sampler.Temperature = -1 }, "sampler: temperature -1"},
 		{func(q *Request) { q.Sampler.TopP = 2 }, "sampler: top-p 2"},
 		{func(q *Request) { q.Steering[0].Point = "blocks.3.hook_resid_post" }, "steering[0]: "},

@@ -124,7 +124,7 @@ func saveVector(t *testing.T, path string, cfg *llama.Config, dim int, layers ..
 	if dim != cfg.Dim {
 		v.Info.ModelShape = "llama hidden=96"
 	}
-	rng := rand.New(rand.NewPCG(uint64(len(path)), uint64(dim)))
+	rng := rand.New(rand.NewPCG(uint64(len(filepath.Base(path))), uint64(dim))) // the same vector every run
 	for _, l := range layers {
 		vals := make([]float32, dim)
 		for i := range vals {
@@ -515,6 +515,8 @@ func TestBadRequests(t *testing.T) {
 		{`{` + hello + `, "max_tokens": 0}`, "max_tokens"},
 		{`{` + hello + `, "max_tokens": "ten"}`, "max_tokens"},
 		{`{` + hello + `, "max_tokens": 2000}`, "max_tokens"},
+		{`{` + hello + `, "max_tokens": 9223372036854775807}`, "max_tokens"},
+		{`{` + hello + `, "max_tokens": 1e30}`, "max_tokens"},
 		{`{` + hello + `, "max_tokens": 4, "max_completion_tokens": 4}`, "max_tokens"},
 		{`{` + hello + `, "temperature": 2.5}`, "temperature"},
 		{`{` + hello + `, "temperature": -1}`, "temperature"},
