@@ -290,6 +290,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		s.writeFailure(w, err)
 		return
 	}
+	start := time.Now()
 	// The client's context: when it goes away, every choice is cancelled.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -316,7 +317,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	id, created := newID(), time.Now().Unix()
 	if j.stream {
-		s.streamChat(w, ctx, cancel, j, id, created, events)
+		finals := s.streamChat(w, ctx, cancel, j, id, created, events)
+		s.logChat(ctx, j, finals, start)
 		return
 	}
 	texts := make([]strings.Builder, j.n)
@@ -329,6 +331,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			left--
 		}
 	}
+	s.logChat(ctx, j, finals, start)
 	if ctx.Err() != nil {
 		return // the client is gone
 	}
@@ -448,8 +451,23 @@ func (f *stopFilter) flush() string {
 	return s
 }
 
-// streamChat writes the events as server-sent events in OpenAI's chunk format, then [DONE].
-func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel context.CancelFunc, j *job, id string, created int64, events <-chan event) {
+// logChat writes one line per chat completion: its size, its outcome and how long it took.
+func (s *Server) logChat(ctx context.Context, j *job, finals []event, start time.Time) {
+	u := usage(j, finals)
+	outcome := make([]string, len(finals))
+	for i, f := range finals {
+		outcome[i] = f.finish
+		if f.res.Finish == engine.FinishError || f.res.Finish == engine.FinishCancelled && ctx.Err() != nil {
+			outcome[i] = f.res.Finish.String()
+		}
+	}
+	s.logf("chat: %d prompt tokens (%d cached), %d completion tokens, finish %s, stream %v, %.3f s",
+		u.PromptTokens, u.PromptTokensDetails.CachedTokens, u.CompletionTokens, strings.Join(outcome, ","), j.stream, time.Since(start).Seconds())
+}
+
+// streamChat writes the events as server-sent events in OpenAI's chunk format, then [DONE], and
+// returns each choice's final event.
+func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel context.CancelFunc, j *job, id string, created int64, events <-chan event) []event {
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -527,7 +545,7 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 		send(c)
 	}
 	if ctx.Err() != nil {
-		return
+		return finals
 	}
 	if j.includeUsage {
 		u := usage(j, finals)
@@ -539,4 +557,5 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 			flusher.Flush()
 		}
 	}
+	return finals
 }

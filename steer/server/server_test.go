@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -45,6 +46,25 @@ type fixture struct {
 	model   *llama.Model
 	vectors string
 	done    chan struct{} // a token each time a request's handler returns
+	log     lockedBuffer  // the server's log
+}
+
+// lockedBuffer is a log destination the test may read while handlers write.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // options adjust a fixture before it starts.
@@ -88,7 +108,8 @@ func newFixture(t *testing.T, o options) *fixture {
 	os.Mkdir(f.vectors, 0o755)
 	saveVector(t, filepath.Join(f.vectors, "joy.safetensors"), cfg, 64, 1)
 	saveVector(t, filepath.Join(f.vectors, "calm.safetensors"), cfg, 64, 0, 1)
-	f.srv, err = New(Config{Name: "tiny", Model: m, Tokenizer: tok, Engine: eng, VectorDir: f.vectors, APIKey: o.apiKey, MaxBodyBytes: o.maxBody})
+	f.srv, err = New(Config{Name: "tiny", Model: m, Tokenizer: tok, Engine: eng, VectorDir: f.vectors, APIKey: o.apiKey, MaxBodyBytes: o.maxBody,
+		Log: log.New(&f.log, "", 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +240,9 @@ func TestChatCompletion(t *testing.T) {
 	u := c.Usage
 	if c.Choices[0].FinishReason != wantFinish || u.PromptTokens != len(prompt) || u.CompletionTokens != len(res.Tokens) || u.TotalTokens != len(prompt)+len(res.Tokens) {
 		t.Errorf("finish %q (want %q), usage %+v for a %d-token prompt and %d tokens", c.Choices[0].FinishReason, wantFinish, u, len(prompt), len(res.Tokens))
+	}
+	if want := fmt.Sprintf("chat: %d prompt tokens (0 cached), %d completion tokens, finish %s, stream false", len(prompt), len(res.Tokens), wantFinish); !strings.Contains(f.log.String(), want) {
+		t.Errorf("log %q lacks %q", f.log.String(), want)
 	}
 	// The same prompt again comes partly from the prefix cache, with the same text.
 	again := f.chat(t, `{"model": "tiny", `+hello+`, "max_tokens": 12, "temperature": 0}`)
@@ -452,6 +476,9 @@ func TestDisconnectCancels(t *testing.T) {
 	if st.Running != 0 || st.FreeBlocks != st.Blocks || st.GeneratedTokens >= 400 {
 		t.Errorf("after the client left: %+v", st)
 	}
+	if !strings.Contains(f.log.String(), "finish cancelled, stream true") {
+		t.Errorf("log: %q", f.log.String())
+	}
 }
 
 // A full queue answers 429; the queued request still runs once the engine does.
@@ -567,6 +594,17 @@ func TestBadRequests(t *testing.T) {
 	}
 	if st := f.eng.Stats(); st.FreeBlocks+st.PrefixBlocks != st.Blocks {
 		t.Errorf("bad requests left blocks held: %+v", st)
+	}
+}
+
+// An engine that has stopped answers 503.
+func TestClosedEngine(t *testing.T) {
+	f := newFixture(t, options{noRun: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f.eng.Run(ctx)
+	if code, out := f.post(t, "/v1/chat/completions", `{`+hello+`, "max_tokens": 2}`); code != http.StatusServiceUnavailable || errType(out) != "server_error" {
+		t.Errorf("closed engine: %d %v", code, out)
 	}
 }
 
