@@ -55,6 +55,11 @@ type Backend struct {
 	// TILLER_GPU_GEMM=staged.
 	PipeGEMM bool
 
+	// NoSplitKGEMM sends products of 9–128 rows with 16-bit weights to the prefill GEMM (PipeGEMM's
+	// choice) instead of the split-K one that streams W once (kernels/gemm.cu, gemm_splitk_*): the
+	// comparison that benchmarks and tests make. False by default.
+	NoSplitKGEMM bool
+
 	// ExactAttention keeps prefill attention in f32 (kernels/attention.cu's attention_prefill_f32_*)
 	// where the tensor-core kernel (attention_prefill_mma_bf16_*, q, k, v and the softmax weights
 	// rounded to bf16) would apply. False by default; checks of f32 checkpoints against the CPU at

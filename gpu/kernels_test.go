@@ -75,6 +75,7 @@ func TestGEMV(t *testing.T) {
 // error at a specific index. Shapes cover ragged tiles in M, N and K and several k tiles.
 func TestGEMMTensorCores(t *testing.T) {
 	b := newBackend(t)
+	b.NoSplitKGEMM = true // the prefill kernels, also at ≤ 128 rows where gemm would choose split-K
 	rng := rand.New(rand.NewPCG(12, 12))
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
 		for _, s := range [][3]int{{9, 8, 8}, {16, 16, 16}, {128, 128, 32}, {130, 136, 200}, {257, 72, 520}, {40, 1000, 264}, {300, 264, 1032}} {
@@ -99,6 +100,66 @@ func TestGEMMTensorCores(t *testing.T) {
 			}()
 			exact := linear(f64s(x), f64s(w), f64s(bias), m, k, n)
 			tensortest.Compare(t, fmt.Sprintf("gemm_tiled %s M=%d N=%d K=%d", dt, m, n, k), back(b, y2), exact, tensortest.F32)
+		}
+	}
+}
+
+// The split-K small-batch GEMM through the MatMul op, at the row counts of decode batches (9–128,
+// all three row tiles) and odd output and input sizes, with and without bias, for both 16-bit
+// weight types. Against a reference with x rounded as the kernel rounds it, what remains is f32
+// accumulation order, so the f32 bound holds; against the exact product (at 64 rows), the
+// BF16Inputs bound (x's rounding, 2⁻⁹ relative per term) that the MatMul suite holds the GPU to. A second
+// run must match bit for bit: the partial sums are reduced in split order, without atomics.
+func TestGEMMSmallBatch(t *testing.T) {
+	b := newBackend(t)
+	rng := rand.New(rand.NewPCG(14, 14))
+	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
+		for _, s := range []struct {
+			out, in int
+			bias    bool
+		}{{520, 2056, true}, {72, 264, false}, {136, 4104, true}, {300, 1032, false}} {
+			w := randomT(rng, dt, 1/math.Sqrt(float64(s.in)), s.out, s.in)
+			wd := b.Upload(w)
+			var bias, bd *tensor.Tensor
+			var biasRef []float64
+			if s.bias {
+				bias = randomT(rng, dt, 1, s.out)
+				bd, biasRef = b.Upload(bias), f64s(bias)
+			}
+			for _, n := range []int{9, 16, 33, 64, 100, 128} {
+				x := randomT(rng, tensor.F32, 1, n, s.in)
+				xd := b.Upload(x)
+				splits, _ := splitKParts(n, s.out, s.in, b.SMs())
+				name := fmt.Sprintf("split-K gemm %s n=%d out=%d in=%d bias=%v (%d splits)", dt, n, s.out, s.in, s.bias, splits)
+				y := poison(b, n, s.out)
+				b.MatMul(y, xd, wd, bd)
+				got := back(b, y)
+				tensortest.Compare(t, name+", x rounded", got, linear(roundTo(f64s(x), dt), f64s(w), biasRef, n, s.in, s.out), tensortest.F32)
+				if n == 64 {
+					tensortest.Compare(t, name+", exact", got, linear(f64s(x), f64s(w), biasRef, n, s.in, s.out), tensortest.BF16Inputs)
+				}
+				y2 := poison(b, n, s.out)
+				b.MatMul(y2, xd, wd, bd)
+				for i, v := range back(b, y2) {
+					if math.Float32bits(v) != math.Float32bits(got[i]) {
+						t.Errorf("%s: a second run differs at %d: %g then %g", name, i, got[i], v)
+						break
+					}
+				}
+			}
+		}
+	}
+}
+
+// splitKParts at the Llama-3.1-8B shapes on 132 SMs at 64 rows: one wave of blocks, ≥ 4 k tiles
+// per split, and one split for the LM head.
+func TestSplitKParts(t *testing.T) {
+	for _, c := range []struct{ out, in, splits, kchunk int }{
+		{4096, 4096, 8, 512}, {14336, 4096, 2, 2048}, {4096, 14336, 8, 1792}, {128256, 4096, 1, 4096}, {1024, 4096, 8, 512},
+	} {
+		splits, kchunk := splitKParts(64, c.out, c.in, 132)
+		if splits != c.splits || kchunk != c.kchunk || splits*kchunk < c.in || (splits-1)*kchunk >= c.in {
+			t.Errorf("splitKParts(64, %d, %d, 132) = %d splits of %d k, want %d of %d", c.out, c.in, splits, kchunk, c.splits, c.kchunk)
 		}
 	}
 }

@@ -198,11 +198,91 @@ func (b *Backend) gemvSwiGLU(y, x uint64, n, in int, gate, bg, up, bu *tensor.Te
 // 16-bit elements (kernels/gemm.cu).
 const gemmPipeShared = 4 * (128 + 128) * 40 * 2
 
-// gemm computes y (m, n) = x (m, k) · wᵀ + bias: on tensor cores for 16-bit weights whose rows
-// allow 16-byte loads (PipeGEMM picks the kernel), else with the tiled f32 kernel.
+// splitKRows is the largest row count the split-K GEMM takes (one row tile of gemm_splitk_m128).
+// Past it the prefill GEMM's 128 × 128 tiles have several row tiles to spread over the SMs, and
+// at ≥ 128 rows a bf16 product does ≥ 128 FLOP per weight byte — near the ridge of mma.sync on an
+// H100/H200 (~600 TFLOP/s over 3.4–4.8 TB/s), so streaming W once no longer sets the time.
+const splitKRows = 128
+
+// splitKShared is gemm_splitk_m<bm>'s dynamic shared memory: stages × (bm + 128) rows × 72
+// 16-bit elements (kernels/gemm.cu, SplitKShape).
+func splitKShared(bm int) int {
+	stages := 4
+	if bm == 128 {
+		stages = 6
+	}
+	return stages * (bm + 128) * 72 * 2
+}
+
+// splitKRowTile is the row tile (32, 64 or 128) that holds m ≤ 128 rows.
+func splitKRowTile(m int) int {
+	switch {
+	case m <= 32:
+		return 32
+	case m <= 64:
+		return 64
+	}
+	return 128
+}
+
+// splitKParts divides K (kdim) among the blocks of a split-K product of m rows and n outputs on
+// sms multiprocessors: splits blocks of kchunk k each per 128-column slice of W. The aim is one
+// full wave, as many blocks as the SMs hold (2 per SM for row tiles ≤ 64, 1 for 128), rounded to
+// the nearest whole number of splits; each split keeps ≥ 4 tiles of 64 k (the pipeline's depth),
+// and splits ≤ kdim / (8m), which keeps the partial sums (splits·m·n f32, written and read back
+// from L2) within 1/4 of W's bytes. lm_head's 1002 slices make one split: no partials at all.
+func splitKParts(m, n, kdim, sms int) (splits, kchunk int) {
+	slots := sms
+	if splitKRowTile(m) <= 64 {
+		slots = 2 * sms
+	}
+	slices, tiles := (n+127)/128, (kdim+63)/64
+	splits = max(1, min((slots+slices/2)/slices, tiles/4, kdim/(8*m)))
+	per := (tiles + splits - 1) / splits
+	return (tiles + per - 1) / per, per * 64
+}
+
+// useSplitK says whether gemm sends a product of m rows to gemmSplitK.
+func (b *Backend) useSplitK(w *tensor.Tensor, x uint64, m, kdim int) bool {
+	return !b.NoSplitKGEMM && m <= splitKRows && w.DType != tensor.F32 && kdim%8 == 0 && vectorOK(w, x, kdim)
+}
+
+// gemmSplitK computes y (m, n) = x (m, k) · wᵀ + bias for 9–128 rows (decode batches) on tensor
+// cores, streaming W once: x rounded to the weights' type, then gemm_splitk_m<tile> with a block
+// per (128 outputs, k range) writing per-split partial sums, and splitk_reduce_f32 adding them in
+// split order (deterministic: no atomics). With one split the GEMM writes y itself.
+func (b *Backend) gemmSplitK(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
+	xs := b.scratch("matmul input in 16 bits", (m*kdim+1)/2)
+	b.args.reset().p(dev(xs)).p(x).u64(uint64(m * kdim))
+	b.launch(b.kernel("gemm", "round_"+suffix(w.DType)), min((m*kdim/4+255)/256, 16*b.sms), 1, 1, 256, 0)
+	splits, kchunk := splitKParts(m, n, kdim, b.sms)
+	bm := splitKRowTile(m)
+	dst := y
+	var part *tensor.Tensor
+	if splits > 1 {
+		part = b.scratch("split-K partial sums", splits*m*n)
+		dst = dev(part)
+	}
+	b.args.reset().p(dst).p(dev(xs)).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim).i(kchunk)
+	b.launch(b.kernel("gemm", fmt.Sprintf("gemm_splitk_m%d_%s", bm, suffix(w.DType))), (n+127)/128, splits, 1, 256, splitKShared(bm))
+	b.Free(xs)
+	if part != nil {
+		b.args.reset().p(y).p(dst).u64(uint64(m * n)).i(splits)
+		b.launch(b.kernel("gemm", "splitk_reduce_f32"), b.elementwiseGrid(m*n), 1, 1, 256, 0)
+		b.Free(part)
+	}
+}
+
+// gemm computes y (m, n) = x (m, k) · wᵀ + bias: for 16-bit weights whose rows allow 16-byte
+// loads, on tensor cores (gemmSplitK up to 128 rows, else PipeGEMM picks the kernel), otherwise
+// with the tiled f32 kernel.
 func (b *Backend) gemm(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	if bias != nil && bias.DType != w.DType {
 		panic(fmt.Sprintf("gpu: matmul with %s weights and a %s bias", w.DType, bias.DType))
+	}
+	if b.useSplitK(w, x, m, kdim) {
+		b.gemmSplitK(y, x, w, bias, m, n, kdim)
+		return
 	}
 	if w.DType != tensor.F32 && kdim%8 == 0 && vectorOK(w, x, kdim) {
 		if b.PipeGEMM {

@@ -73,6 +73,9 @@ func (b *Backend) ResidualRMSNorm(dst, resid, delta, alpha, steer, w *tensor.Ten
 	b.done("residual rmsnorm")
 }
 
+// MatMul: dst (n, out) = x (n, in) · wᵀ + bias. Up to 8 rows it is the GEMV (product); for more,
+// gemm: 9–128 rows (decode batches) with 16-bit weights take the split-K GEMM that streams W once,
+// larger n (prefill) the 128 × 128-tile GEMM.
 func (b *Backend) MatMul(dst, x, w, bias *tensor.Tensor) {
 	n, in, out := x.Rows(), x.Cols(), w.Rows()
 	if len(w.Shape) != 2 || w.Cols() != in || dst.Rows() != n || dst.Cols() != out || (bias != nil && bias.Numel() != out) {

@@ -1,4 +1,4 @@
-// Matrix products for prefill and large batches: y = x·Wᵀ (+ bias), n > 8 tokens.
+// Matrix products for prefill and batches: y = x·Wᵀ (+ bias), n > 8 tokens.
 //
 // CPU reference: tensor.CPU.MatMul: y[t, r] = Σ_k x[t, k] · w[r, k] + bias[r].
 // Shapes: x (M = n, K = in) f32; w (N = out, K) f32/bf16/f16; bias (N) or null; y (M, N) f32.
@@ -25,6 +25,33 @@
 // tile (128 × 128 × 32), warp layout, padded rows and fragment addressing as gemm_*; 4 stages of
 // (128 + 128) × 40 × 2 bytes = 80 KiB of dynamic shared memory (above the 48 KiB default: the
 // launcher raises the limit), 2 blocks per SM. Needs K % 8 == 0 and x, w 16-byte aligned.
+//
+// gemm_splitk_m{32,64,128}_{bf16,f16} + splitk_reduce_f32 — the same product for decode batches,
+// M = 9…128 rows, on x rounded by round_*. There FLOPs are 2·M per weight (≤ 256 per 2-byte weight:
+// under the H100/H200 ridge of mma.sync) and the time is W's bytes, N·K·2, streamed once. With
+// gemm_pipe's 128-row tiles a batch is one row tile and only N/128 blocks run (32 for q_proj, 112
+// for gate/up), each streaming all of K with ~24 KiB in flight: ~0.3–0.5 TB/s. Here a block takes
+// all M rows (padded to a row tile BM of 32, 64 or 128: zero-filled, their products discarded) ×
+// 128 outputs × one k range of kchunk (a multiple of 64), so the launcher can split K until the
+// grid fills the SMs: grid (N/128, splits). 8 warps, warp w owns outputs 16w…16w+15 for every row
+// tile: per k16 step one ldmatrix.x4 of W and BM/16 of x, 2·BM/16 mma. W and x arrive by cp.async
+// in stages of 64 k (128 bytes of each W row; rows padded to 72 elements = 144 bytes so that
+// ldmatrix's 8 row addresses fall in distinct banks): 4 stages ((BM + 128)·144 bytes each, 2
+// blocks per SM) for BM ≤ 64, 6 for BM = 128 (216 KiB, 1 block per SM), i.e. ≥ 48 KiB of W in
+// flight per SM (Little's law at ~32 GB/s per SM and ~1.5 µs). x (M·K·2 bytes, shared by all
+// N/128 column blocks) is reread from L2: at M = 64, BN = 128 its L2 traffic is half of W's. Block
+// (bx, s) writes its partial sums to part[s] (M, N) f32, split 0 adding the bias; splitk_reduce_f32
+// sums part[0…splits−1] in that order: deterministic, no atomics. One split writes y directly.
+// Partial traffic is splits·M·N·8 bytes (written, read back, mostly from L2); the launcher keeps
+// splits ≤ K/(8M), i.e. ≤ 1/4 of W's bytes (gpu/launch.go, splitKParts).
+// At M = 64 on an H200 (132 SMs, copy ~4.2 TB/s; BM 64, 2 blocks per SM), predicted with the
+// rounding pass and the reduction in the time (µs, weights' GB/s ÷ copy):
+//   q_proj  4096 × 4096   33.6 MB   8 splits, 256 blocks, partials 8.4 MB   12–16 µs, 0.50–0.65
+//   gate/up 14336 × 4096  117 MB    2 splits, 224 blocks, partials 7.3 MB   32–36 µs, 0.78–0.88
+//   down    4096 × 14336  117 MB    8 splits, 256 blocks, partials 8.4 MB   32–36 µs, 0.78–0.88
+//   lm_head 128256 × 4096 1.05 GB   1 split, 1002 blocks (3.8 waves)        255–275 µs, 0.90–0.97
+// against ~65 µs (q_proj, gate/up: a 1 MB column slice per block at ~16 GB/s each) and ~230 µs
+// (down, 3.7 MB per block) for gemm_pipe at M = 64.
 //
 // round_{bf16,f16} — y[i] = x[i] rounded to nearest even in the 16-bit type, 4 per thread.
 //
@@ -256,6 +283,139 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemm_pipe_bf16(float* y, co
 }
 extern "C" __global__ void __launch_bounds__(256, 2) gemm_pipe_f16(float* y, const f16* x, const f16* w, const f16* bias, int M, int N, int K) {
     gemm_pipe<f16>(y, x, w, bias, M, N, K);
+}
+
+#define SK_BN 128     // outputs per block: 8 warps × 16
+#define SK_BK 64      // k per stage: 128 bytes of each W row
+#define SK_LD 72      // padded row length, elements: 144 bytes, 9 × 16, so 8 consecutive rows hit 8 distinct 16-byte bank groups
+
+// Stages by row tile: 4 for BM ≤ 64 (≤ 108 KiB, two blocks per SM), 6 for BM = 128 (216 KiB, one
+// block per SM) so that every SM keeps ≥ 64 KiB of W in flight either way.
+template <int BM>
+struct SplitKShape {
+    static constexpr int stages = BM == 128 ? 6 : 4;
+    static constexpr int stage_elems = (BM + SK_BN) * SK_LD;  // x rows then W rows
+};
+
+// One stage's cp.async: x is BM rows × 64 k (BM·8 pieces of 16 bytes, BM/32 per thread), W is
+// 128 rows × 64 k (1024 pieces, 4 per thread); piece c is row c / 8, k (c % 8)·8. Pieces past M,
+// N or the split's k_end are zero-filled, so padded rows and the K tail add nothing.
+template <typename W, int BM>
+__device__ __forceinline__ void gemm_splitk_load(W* stage, const W* x, const W* w, int M, int N, int K, int n0, int k0, int k_end) {
+    W* As = stage;
+    W* Bs = stage + BM * SK_LD;
+#pragma unroll
+    for (int i = 0; i < BM / 32; i++) {
+        int c = threadIdx.x + 256 * i, row = c / 8, k = (c % 8) * 8;
+        bool ok = row < M && k0 + k < k_end;
+        cp_async16(As + row * SK_LD + k, ok ? x + (size_t)row * K + k0 + k : x, ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int c = threadIdx.x + 256 * i, row = c / 8, k = (c % 8) * 8;
+        bool ok = n0 + row < N && k0 + k < k_end;
+        cp_async16(Bs + row * SK_LD + k, ok ? w + (size_t)(n0 + row) * K + k0 + k : w, ok ? 16 : 0);
+    }
+}
+
+// Block (bx, s): outputs 128·bx … 128·bx + 127, all M ≤ BM rows, k in [s·kchunk, (s+1)·kchunk) ∩
+// [0, K); writes part[s] (M, N), with the bias added by split 0 only, so that the reduction is a
+// plain sum (and a launch with one split writes y directly). Warp w owns outputs 16w … 16w + 15
+// (two n-tiles of 8) for all BM/16 row tiles: the W fragment is loaded once per k16 step and
+// reused across the rows, the x fragments (L2-resident, shared by every block) are reloaded.
+template <typename W, int BM>
+__device__ void gemm_splitk(float* __restrict__ part, const W* __restrict__ x, const W* __restrict__ w,
+                            const W* __restrict__ bias, int M, int N, int K, int kchunk) {
+    using S = SplitKShape<BM>;
+    DYNAMIC_SMEM(splitk_smem);
+    W* smem = (W*)splitk_smem;  // S::stages × S::stage_elems
+    int n0 = blockIdx.x * SK_BN, k_begin = blockIdx.y * kchunk, k_end = min(K, k_begin + kchunk);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wn = warp * 16;
+
+    float acc[BM / 16][2][4];
+#pragma unroll
+    for (int i = 0; i < BM / 16; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
+
+    // Prologue: one commit group per stage (empty past the last tile), so that group g holds tile g.
+    int tiles = (k_end - k_begin + SK_BK - 1) / SK_BK;
+#pragma unroll
+    for (int s = 0; s < S::stages - 1; s++) {
+        if (s < tiles) gemm_splitk_load<W, BM>(smem + s * S::stage_elems, x, w, M, N, K, n0, k_begin + s * SK_BK, k_end);
+        cp_async_commit();
+    }
+
+    // ldmatrix row addresses as in gemm_mma: A lanes 0–15 rows 0–15 at k 0, 16–31 at k 8; B lanes
+    // 0–7 n 0–7 at k 0, 8–15 n 0–7 at k 8, 16–23 n 8–15 at k 0, 24–31 n 8–15 at k 8.
+    int a_row = lane % 16, a_k = (lane / 16) * 8;
+    int b_row = (lane & 7) + ((lane >> 4) << 3), b_k = ((lane >> 3) & 1) * 8;
+
+    for (int kt = 0; kt < tiles; kt++) {
+        // As in gemm_pipe: group kt is complete, the barrier publishes it and retires tile kt−1's
+        // buffer, which the load below refills.
+        cp_async_wait<S::stages - 2>();
+        __syncthreads();
+        int next = kt + S::stages - 1;
+        if (next < tiles) gemm_splitk_load<W, BM>(smem + (next % S::stages) * S::stage_elems, x, w, M, N, K, n0, k_begin + next * SK_BK, k_end);
+        cp_async_commit();
+
+        const W* As = smem + (kt % S::stages) * S::stage_elems;
+        const W* Bs = As + BM * SK_LD;
+#pragma unroll
+        for (int ks = 0; ks < SK_BK; ks += 16) {
+            uint32_t b[4];
+            ldmatrix_x4(b, Bs + (wn + b_row) * SK_LD + ks + b_k);
+#pragma unroll
+            for (int i = 0; i < BM / 16; i++) {
+                uint32_t a[4];
+                ldmatrix_x4(a, As + (i * 16 + a_row) * SK_LD + ks + a_k);
+                mma16816<W>(acc[i][0], a, b[0], b[1]);
+                mma16816<W>(acc[i][1], a, b[2], b[3]);
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    float* y = part + (size_t)blockIdx.y * M * N;
+    bool with_bias = bias != nullptr && blockIdx.y == 0;
+    int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < BM / 16; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int row = i * 16 + g + h * 8, col = n0 + wn + j * 8 + 2 * t;
+                if (row >= M) continue;
+                float* dst = y + (size_t)row * N + col;
+                if (col < N) dst[0] = acc[i][j][2 * h] + (with_bias ? to_f32(bias[col]) : 0.f);
+                if (col + 1 < N) dst[1] = acc[i][j][2 * h + 1] + (with_bias ? to_f32(bias[col + 1]) : 0.f);
+            }
+}
+
+#define SPLITK_ENTRY(bm, name, W)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(256, bm == 128 ? 1 : 2)                                                 \
+        gemm_splitk_m##bm##_##name(float* part, const W* x, const W* w, const W* bias, int M, int N, int K, int kchunk) { \
+        gemm_splitk<W, bm>(part, x, w, bias, M, N, K, kchunk);                                                            \
+    }
+SPLITK_ENTRY(32, bf16, bf16)
+SPLITK_ENTRY(64, bf16, bf16)
+SPLITK_ENTRY(128, bf16, bf16)
+SPLITK_ENTRY(32, f16, f16)
+SPLITK_ENTRY(64, f16, f16)
+SPLITK_ENTRY(128, f16, f16)
+
+// y[i] = Σ_s part[s·n + i] for s = 0 … splits−1 in that order: the deterministic end of a split-K
+// product (n = M·N; the bias is already in split 0).
+extern "C" __global__ void splitk_reduce_f32(float* y, const float* part, size_t n, int splits) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float s = part[i];
+        for (int p = 1; p < splits; p++) s += part[(size_t)p * n + i];
+        y[i] = s;
+    }
 }
 
 // n % 4 == 0 and 16-byte aligned x (the launcher's K % 8 rule gives both).

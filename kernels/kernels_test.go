@@ -14,7 +14,7 @@ func TestPTX(t *testing.T) {
 		"attention":   {"attention_decode_f32", "attention_combine_f32", "attention_prefill_f32_d64", "attention_prefill_f32_d128", "attention_prefill_f32_d256"},
 		"elementwise": {"silu_mul_f32", "add_f32"},
 		"embedding":   {"embedding_f32", "embedding_bf16", "embedding_f16"},
-		"gemm":        {"gemm_bf16", "gemm_f16", "gemm_tiled_f32", "gemm_tiled_bf16", "gemm_tiled_f16"},
+		"gemm":        {"gemm_bf16", "gemm_f16", "gemm_tiled_f32", "gemm_tiled_bf16", "gemm_tiled_f16", "gemm_pipe_bf16", "round_bf16", "gemm_splitk_m32_bf16", "gemm_splitk_m64_bf16", "gemm_splitk_m128_bf16", "gemm_splitk_m64_f16", "splitk_reduce_f32"},
 		"gemv":        {"gemv_n1_bf16", "gemv_n8_f32", "gemv_swiglu_n1_bf16", "gemv_swiglu_n8_f16"},
 		"kvcache":     {"kv_store_f32"},
 		"matvec":      {"matvec_n1_bf16", "matvec_n8_f32", "matvec_swiglu_n1_bf16", "matvec_rms_n1_bf16", "matvec_rms_swiglu_n1_f16", "matvec_rms_n1_f32"},

@@ -7,14 +7,15 @@
 #   2. in the background, HF transformers writes a random 2-layer checkpoint at the Llama-3.1-8B
 #      shape and its own logits for fixed ids (bench/gpubench/hf_logits.py), while
 #   3. the gpu tests run (conformance suite, kernel tests with the tensor-core prefill attention,
-#      the split-K and fused decode kernels, whole model vs the CPU in every decoder form, steered
-#      decode vs the CPU's hooks), -test.v, in three processes;
+#      the split-K GEMV and small-batch GEMM, the fused decode kernels, whole model vs the CPU in
+#      every decoder form, steered decode vs the CPU's hooks), -test.v, in three processes;
 #   4. gpubench -hf: tiller's logits on that checkpoint against HF's (prefill, runner decode, the
 #      decoder generic and fused);
-#   5. gpubench: device-to-device copy bandwidth, each GEMV (row-per-warp and split-K) at the
-#      Llama-3.1-8B shapes against it, batch-1 greedy decode of the full 32-layer model (random
-#      bf16 weights made on the device) in each form of the step and steered at one layer, with
-#      per-kernel profiles, both prefill attention kernels, and a 2048-token prefill;
+#   5. gpubench: device-to-device copy bandwidth, each GEMV (row-per-warp and split-K) and the
+#      64-row GEMMs (prefill tiles, split-K) at the Llama-3.1-8B shapes against it, batch-1 greedy
+#      decode of the full 32-layer model (random bf16 weights made on the device) in each form of
+#      the step and steered at one layer, with per-kernel profiles, both prefill attention
+#      kernels, and a 2048-token prefill;
 #   6. tiller profile on a tiny fixture and on the 2-layer 8B-shaped checkpoint; tiller generate
 #      --device cuda against --device cpu on a tiny random model;
 #   7. only with HF_BASELINE=1: HF transformers' own decode and prefill (--quick, ~40 s more);
@@ -49,7 +50,7 @@ step "gpu tests: conformance, kernels, fused decode kernels, whole model (log: g
 # group still lets the others run. SyncEachOp names the op that faulted.
 : >"$out/gpu-test.log"
 for group in 'TestConformance|TestGEMV|TestGEMMTensorCores|TestAttentionKernels|TestAttentionPrefillMMA|TestResidualRMSNorm|TestArgmax$|TestGraph' \
-	'TestMatVec|TestAttentionDecodeRoPE|TestArgmaxAdvance' 'TestModel|TestDecoderSteered|TestRunnerSteeringOnDevice|TestGreedyBatchOnDevice'; do
+	'TestMatVec|TestAttentionDecodeRoPE|TestArgmaxAdvance|TestGEMMSmallBatch|TestSplitKParts' 'TestModel|TestDecoderSteered|TestRunnerSteeringOnDevice|TestGreedyBatchOnDevice'; do
 	echo "-- go test -run '$group'" | tee -a "$out/gpu-test.log"
 	(cd gpu && timeout 45 "../$bin/gpu.test" -test.v -test.run "$group" -test.timeout 40s) >>"$out/gpu-test.log" 2>&1
 	rc=$?

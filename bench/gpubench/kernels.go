@@ -44,6 +44,28 @@ func kernels(b *gpu.Backend, c *llama.Config) error {
 			}
 			bandwidthRow(k.name+" n1 bf16 "+m.name, fmt.Sprintf("1x%dx%d", m.in, m.out), bytes, ms)
 		}
+		// A decode batch of 64 rows: the prefill GEMM (one row tile, out/128 blocks each streaming
+		// all of K) against the split-K GEMM, both with their rounding pass (and the split-K
+		// reduction) inside the time; GB/s counts the weights once.
+		if m.name != "k_proj/v_proj" {
+			const rows = 64
+			xb := randomT(b, 15, 1, tensor.F32, rows, m.in)
+			yb := b.Alloc(tensor.F32, rows, m.out)
+			for _, k := range []struct {
+				name string
+				wide bool
+			}{{"round+gemm_pipe_bf16", true}, {"round+gemm_splitk_bf16+reduce", false}} {
+				b.NoSplitKGEMM = k.wide
+				ms, err := timeGraph(b, max(copies, 4), func(i int) { b.MatMul(yb, xb, ws[i%copies], nil) })
+				b.NoSplitKGEMM = false
+				if err != nil {
+					return fmt.Errorf("%s n%d %s: %w", k.name, rows, m.name, err)
+				}
+				bandwidthRow(fmt.Sprintf("%s n%d bf16 %s", k.name, rows, m.name), fmt.Sprintf("%dx%dx%d", rows, m.in, m.out), bytes, ms)
+			}
+			b.Free(xb)
+			b.Free(yb)
+		}
 		// The prefill GEMM at 2048 tokens (not the LM head: prefill takes logits at one row).
 		if m.name != "lm_head" {
 			n := *prefillN

@@ -1,5 +1,5 @@
-// The tensor-core kernels (gemm.cu's gemm_bf16/f16, attention.cu's attention_prefill_mma_*) on the
-// CPU through the host shims in common.cuh and mma.cuh, against f64 references that round the
+// The tensor-core kernels (gemm.cu's gemm_bf16/f16, gemm_pipe_*, gemm_splitk_*, attention.cu's
+// attention_prefill_mma_*) on the CPU through the host shims in common.cuh and mma.cuh, against f64 references that round the
 // operands to 16 bits as the kernels do. gemm_bf16 and gemm_f16 passed their conformance tests on
 // an H100, so they vouch for the emulated fragment layouts; the attention kernel adds ldmatrix
 // .trans and the C-to-A reuse of P. Ragged shapes, paged caches with shuffled blocks, prefixes
@@ -81,6 +81,71 @@ static void test_gemm() {
         }
 }
 
+// The small-batch split-K GEMM: x rounded by round_*, gemm_splitk_m{32,64,128}_* into per-split
+// partial sums (bias in split 0), splitk_reduce_f32 summing them in split order. Row counts across
+// the three row tiles (9…128, padded rows zero-filled), N past a 128-column block, K with a ragged
+// last 64-wide tile and a last split shorter than the others, one split (y written directly) and
+// several, with and without bias.
+static void test_gemm_splitk() {
+    struct C { int M, N, K, splits; bool bias; };
+    for (int dt = 1; dt <= 2; dt++)
+        for (C c : std::vector<C>{{9, 136, 264, 3, true}, {16, 72, 200, 1, true}, {33, 200, 520, 4, false},
+                                  {64, 136, 1032, 2, true}, {100, 40, 456, 3, true}, {128, 130, 1544, 2, false}}) {
+            int M = c.M, N = c.N, K = c.K;
+            std::vector<float> x((size_t)M * K);
+            std::vector<uint16_t> w((size_t)N * K), bias(N);
+            std::vector<double> wd(w.size()), bd(N, 0.0), want((size_t)M * N);
+            for (auto& v : x) v = (float)randn();
+            for (size_t i = 0; i < w.size(); i++) {
+                float f = (float)(randn() / sqrt(K));
+                w[i] = dt == 1 ? f32_to_bf16_bits(f) : f32_to_f16_bits(f);
+                wd[i] = round16(f, dt);
+            }
+            for (int i = 0; i < N; i++) {
+                float f = (float)randn();
+                bias[i] = dt == 1 ? f32_to_bf16_bits(f) : f32_to_f16_bits(f);
+                if (c.bias) bd[i] = round16(f, dt);
+            }
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    double a = bd[n];
+                    for (int k = 0; k < K; k++) a += round16(x[(size_t)m * K + k], dt) * wd[(size_t)n * K + k];
+                    want[(size_t)m * N + n] = a;
+                }
+            std::vector<uint16_t> x16(x.size());
+            sim_launch(((unsigned)x.size() / 4 + 255) / 256, 1, 1, 256, [&] {
+                if (dt == 1) round_bf16((bf16*)x16.data(), x.data(), x.size());
+                else round_f16((f16*)x16.data(), x.data(), x.size());
+            });
+            int tiles = (K + SK_BK - 1) / SK_BK, per = (tiles + c.splits - 1) / c.splits, splits = (tiles + per - 1) / per;
+            int bm = M <= 32 ? 32 : M <= 64 ? 64 : 128;
+            const uint16_t* bp = c.bias ? bias.data() : nullptr;
+            std::vector<float> part((size_t)splits * M * N + 8, NAN), y((size_t)M * N + 8, NAN);
+            std::vector<float>& direct = splits == 1 ? y : part;
+            sim_launch((N + SK_BN - 1) / SK_BN, splits, 1, 256, [&] {
+                auto xb = (const bf16*)x16.data();
+                auto wb = (const bf16*)w.data();
+                auto bb = (const bf16*)bp;
+                auto xh = (const f16*)x16.data();
+                auto wh = (const f16*)w.data();
+                auto bh = (const f16*)bp;
+                int kc = per * SK_BK;
+                float* out = direct.data();
+                if (dt == 1 && bm == 32) gemm_splitk_m32_bf16(out, xb, wb, bb, M, N, K, kc);
+                if (dt == 1 && bm == 64) gemm_splitk_m64_bf16(out, xb, wb, bb, M, N, K, kc);
+                if (dt == 1 && bm == 128) gemm_splitk_m128_bf16(out, xb, wb, bb, M, N, K, kc);
+                if (dt == 2 && bm == 32) gemm_splitk_m32_f16(out, xh, wh, bh, M, N, K, kc);
+                if (dt == 2 && bm == 64) gemm_splitk_m64_f16(out, xh, wh, bh, M, N, K, kc);
+                if (dt == 2 && bm == 128) gemm_splitk_m128_f16(out, xh, wh, bh, M, N, K, kc);
+            });
+            if (splits > 1)
+                sim_launch(4, 1, 1, 256, [&] { splitk_reduce_f32(y.data(), part.data(), (size_t)M * N, splits); });
+            std::string shape = std::string(dt == 1 ? "bf16" : "f16") + " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                                " splits=" + std::to_string(splits) + (c.bias ? " bias" : "");
+            compare("gemm_splitk_m" + std::to_string(bm) + " " + shape, y, want, 1e-5, 1e-4);
+        }
+}
+
 // A prefill of n tokens at positions p0…p0+n−1 of one sequence whose earlier p0 positions are
 // already in a paged cache of shuffled blocks.
 static void test_attention_mma() {
@@ -143,6 +208,7 @@ static void test_attention_mma() {
 
 int main() {
     test_gemm();
+    test_gemm_splitk();
     test_attention_mma();
     printf("%d checks, %d failures\n", checks, fails);
     return fails != 0;
