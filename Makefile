@@ -127,3 +127,4 @@ device-check-build: $(PTX) $(TOKLIB)
 	$(CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/gpubench ./bench/gpubench
 	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/tiller ./cmd/tiller
 	install -m 644 ../shared/models/llama-3.1-8b-instruct/config.json $(BUILD)/device/llama-3.1-8b-config.json
+	tar -czf $(BUILD)/devpack.tgz -C $(BUILD) device

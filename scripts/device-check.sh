@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one-call device check (issue 6). Runs ON the device machine, from the repository root, with
 # build/device/ carried over (`make device-check-build` makes it here: the cuda test binary of
-# gpu/, the gpubench binary, the cuda tiller and the Llama-3.1-8B config). In order, in about
+# gpu/, the gpubench binary, the cuda tiller and the Llama-3.1-8B config; and build/devpack.tgz,
+# the same packed, which is what fits a 64 MiB transfer: unpack it with
+# `tar -xzf build/devpack.tgz -C build` there). In order, in about
 # 60–90 seconds:
 #   1. the card: nvidia-smi's name and driver;
 #   2. in the background, HF transformers writes a random 2-layer checkpoint at the Llama-3.1-8B
@@ -17,7 +19,9 @@
 #      the step and steered at one layer, with per-kernel profiles, both prefill attention
 #      kernels, and a 2048-token prefill;
 #   6. tiller profile on a tiny fixture and on the 2-layer 8B-shaped checkpoint; tiller generate
-#      --device cuda against --device cpu on a tiny random model;
+#      --device cuda against --device cpu on a tiny random model; on the embedded tiny-chat model,
+#      a joy vector (attribute, derive on the CPU), tiller eval --device cuda against cpu, and
+#      tiller serve --device cuda answering a plain and a steered request;
 #   7. only with HF_BASELINE=1: HF transformers' own decode and prefill (--quick, ~40 s more);
 #   8. the short table, last.
 # Logs and JSON go to $OUT (or build/device/out when $OUT is unset). A failing step does not stop
@@ -108,6 +112,37 @@ else
 fi
 rm -rf "$tiny"
 
+step "steering on the GPU, tiny-chat: tiller eval --device cuda against cpu, tiller serve --device cuda (log: steer-gpu.log)"
+sg=${TMPDIR:-/tmp}/tiller-steer-gpu
+rm -rf "$sg"
+mkdir -p "$sg/vectors"
+(
+	export TILLER_CACHE="$sg/cache"
+	"$bin/tiller" attribute --pairs llama/tinychat/demo/joy-attribution.jsonl --align right --out "$sg/atp" >/dev/null &&
+		"$bin/tiller" derive --pairs llama/tinychat/demo/joy-pairs.jsonl --locus "$sg/atp/locus.json" --out "$sg/vectors/joy.safetensors" &&
+		for d in cpu cuda; do
+			echo "-- eval --device $d"
+			timeout 60 "$bin/tiller" eval --device "$d" --vector "$sg/vectors/joy.safetensors" --relative --sweep 0,0.4 \
+				--prompts llama/tinychat/demo/prompts.jsonl --seed 1 --max-tokens 48 --out "$sg/eval-$d" 2>&1 | tail -n 3 || exit 1
+		done &&
+		{
+			"$bin/tiller" serve --device cuda --vectors "$sg/vectors" --addr 127.0.0.1:18181 >"$sg/serve.log" 2>&1 &
+			spid=$!
+			for _ in $(seq 50); do curl -s 127.0.0.1:18181/v1/models >/dev/null && break; sleep 0.2; done
+			ask() { curl -s --max-time 20 127.0.0.1:18181/v1/chat/completions -d "{\"messages\":[{\"role\":\"user\",\"content\":\"You know my husband Ben? He worked on the photo album last Saturday.\"}],\"max_tokens\":40,\"temperature\":0$1}"; echo; }
+			echo "-- serve --device cuda, plain:"; ask ""
+			echo "-- serve --device cuda, steered (joy, strength 30):"; ask ',"steering":[{"vector":"joy","strength":30}]'
+			kill "$spid"
+			wait "$spid" 2>/dev/null
+			cat "$sg/serve.log"
+		}
+) >"$out/steer-gpu.log" 2>&1
+rc=$?
+grep -E '^(-- |0 |0\.4 |\{"choices|\{"error)' "$out/steer-gpu.log" | cut -c1-220
+[ "$rc" = 0 ] || failed+=("steering on the GPU (exit $rc)")
+grep -q '"choices"' "$out/steer-gpu.log" || failed+=("tiller serve --device cuda answered no completion")
+rm -rf "$sg"
+
 if [ "${HF_BASELINE:-0}" = 1 ]; then
 	step "HF transformers baseline, quick mode (log: hf.log, data: hf-baseline.jsonl)"
 	rm -f "$out/hf-baseline.jsonl"
@@ -124,7 +159,7 @@ echo "$(grep -c '^--- PASS' "$out/gpu-test.log") tests passed, $(grep -c '^--- F
 echo "wall: $(($(date +%s) - t0)) s"
 # At most 8 files come back from the device machine: keep the table, the test log and the data,
 # and fold every other log into one.
-for f in device.txt hf-logits.log hf-check.log gpubench.log profile.log generate.log generate-cpu.txt generate-cuda.txt generate.jsonl hf.log; do
+for f in device.txt hf-logits.log hf-check.log gpubench.log profile.log generate.log generate-cpu.txt generate-cuda.txt generate.jsonl steer-gpu.log hf.log; do
 	[ -f "$out/$f" ] && { echo "==== $f"; cat "$out/$f"; rm -f "$out/$f"; }
 done >"$out/logs.txt"
 if [ ${#failed[@]} -gt 0 ]; then

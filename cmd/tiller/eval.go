@@ -23,8 +23,12 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "folder for generations.jsonl, metrics.json, dose-response.png and dose-response.svg (required)")
 	resamples := fs.Int("bootstrap", 2000, "bootstrap resamples for the 95% intervals")
 	limit := fs.Int("limit", 0, "use only the first N prompts (0: all)")
+	device := deviceFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := checkDevice(*device); err != nil {
 		return err
 	}
 	if err := mf.check(); err != nil {
@@ -67,6 +71,11 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	release, err := l.onDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sc, err := sf.config(l.model.Gen)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 
@@ -68,4 +69,30 @@ func (l *loaded) encode(prompt string, chat bool, system string, generationPromp
 	}
 	msgs = append(msgs, tokenizer.Message{Role: "user", Content: prompt})
 	return l.tok.EncodeChat(msgs, generationPrompt)
+}
+
+// deviceFlag registers --device on a command whose generation can run on a GPU.
+func deviceFlag(fs *flag.FlagSet) *string {
+	return fs.String("device", "cpu", "where the model runs: cpu, or cuda (GPU 0; needs a CUDA build, `make tiller-cuda`)")
+}
+
+func checkDevice(device string) error {
+	if device != "cpu" && device != "cuda" {
+		return usagef("--device %q: want cpu or cuda", device)
+	}
+	return nil
+}
+
+// onDevice moves the loaded model's runner to the device --device names (cuda: GPU 0, whose
+// backend keeps its own copy of the weights); the returned function releases the device.
+func (l *loaded) onDevice(device string) (release func(), err error) {
+	if device != "cuda" {
+		return func() {}, nil
+	}
+	r, closeGPU, err := cudaRunner(l.model)
+	if err != nil {
+		return nil, err
+	}
+	l.runner = r
+	return closeGPU, nil
 }

@@ -22,4 +22,21 @@ func TestNoCUDA(t *testing.T) {
 	if code, _, stderr := tiller(t, "generate", "--model", dir, "--device", "tpu", "hi"); code != 2 || !strings.Contains(stderr, `--device "tpu"`) {
 		t.Errorf("--device tpu: code %d, stderr %q; want 2", code, stderr)
 	}
+	// The steering commands and the server take --device too.
+	model, vec, _ := derived(t)
+	out := t.TempDir()
+	for _, args := range [][]string{
+		{"steer", "--model", model, "--vector", vec + ":2", "--device", "cuda", "--max-tokens", "2", "hi"},
+		{"eval", "--model", model, "--vector", vec, "--sweep", "0,1", "--prompts", "prompts", "--limit", "2", "--device", "cuda", "--out", out},
+		{"serve", "--model", model, "--device", "cuda", "--addr", "127.0.0.1:0"},
+	} {
+		code, _, stderr := tiller(t, args...)
+		if code != 1 || !strings.Contains(stderr, "built without CUDA") {
+			t.Errorf("%v: code %d, stderr %q; want 1 and a message about the CUDA build", args, code, stderr)
+		}
+		bad := append(args[:len(args):len(args)], "--device", "tpu")
+		if code, _, stderr := tiller(t, bad...); code != 2 || !strings.Contains(stderr, `--device "tpu"`) {
+			t.Errorf("%v: code %d, stderr %q; want 2", bad, code, stderr)
+		}
+	}
 }

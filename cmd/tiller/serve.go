@@ -32,8 +32,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	maxRunning := fs.Int("max-running", 32, "requests in the batch at once")
 	maxQueue := fs.Int("max-queue", 64, "requests waiting for a place before new ones get 429")
 	maxTokens := fs.Int("max-tokens", 256, "max_tokens of a request that gives none")
+	device := deviceFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := checkDevice(*device); err != nil {
 		return err
 	}
 	if err := mf.check(); err != nil {
@@ -55,6 +59,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	release, err := l.onDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer release()
 	eng, err := engine.New(l.runner, engine.Options{
 		BlockSize: *blockSize, Blocks: (*kvTokens + *blockSize - 1) / *blockSize,
 		BatchTokens: *batchTokens, MaxRunning: *maxRunning, MaxWaiting: *maxQueue,

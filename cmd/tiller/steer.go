@@ -261,8 +261,12 @@ func runSteer(args []string, stdout, stderr io.Writer) error {
 	sf.register(fs)
 	st.register(fs, 128, "")
 	out := fs.String("out", "", "also write the generations as JSON Lines to this file")
+	device := deviceFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := checkDevice(*device); err != nil {
 		return err
 	}
 	if err := mf.check(); err != nil {
@@ -284,6 +288,11 @@ func runSteer(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	release, err := l.onDevice(*device)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sc, err := sf.config(l.model.Gen)
 	if err != nil {
 		return err
