@@ -16,9 +16,13 @@ type loaded struct {
 	tok     *tokenizer.Tokenizer
 	backend *tensor.CPU
 	runner  *llama.Runner
+	release func() // gives the device back, when the runner is on one
 }
 
 func (l *loaded) Close() {
+	if l.release != nil {
+		l.release()
+	}
 	l.backend.Close()
 	l.tok.Close()
 	l.model.Close()
@@ -83,16 +87,18 @@ func checkDevice(device string) error {
 	return nil
 }
 
-// onDevice moves the loaded model's runner to the device --device names (cuda: GPU 0, whose
-// backend keeps its own copy of the weights); the returned function releases the device.
-func (l *loaded) onDevice(device string) (release func(), err error) {
-	if device != "cuda" {
-		return func() {}, nil
+// openOn opens the model as open does and moves its runner to the device --device names (cuda:
+// GPU 0, whose backend keeps its own copy of the weights); Close gives the device back.
+func openOn(mf modelFlags, device string, stderr io.Writer) (*loaded, error) {
+	l, err := open(mf, stderr)
+	if err != nil || device != "cuda" {
+		return l, err
 	}
 	r, closeGPU, err := cudaRunner(l.model)
 	if err != nil {
+		l.Close()
 		return nil, err
 	}
-	l.runner = r
-	return closeGPU, nil
+	l.runner, l.release = r, closeGPU
+	return l, nil
 }

@@ -54,16 +54,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err := checkListen(*addr, *apiKey); err != nil {
 		return err
 	}
-	l, err := open(mf, stderr)
+	l, err := openOn(mf, *device, stderr)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	release, err := l.onDevice(*device)
-	if err != nil {
-		return err
-	}
-	defer release()
 	eng, err := engine.New(l.runner, engine.Options{
 		BlockSize: *blockSize, Blocks: (*kvTokens + *blockSize - 1) / *blockSize,
 		BatchTokens: *batchTokens, MaxRunning: *maxRunning, MaxWaiting: *maxQueue,

@@ -283,16 +283,11 @@ func runSteer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l, err := open(mf, stderr)
+	l, err := openOn(mf, *device, stderr)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	release, err := l.onDevice(*device)
-	if err != nil {
-		return err
-	}
-	defer release()
 	sc, err := sf.config(l.model.Gen)
 	if err != nil {
 		return err
