@@ -151,6 +151,50 @@ func TestGEMMSmallBatch(t *testing.T) {
 	}
 }
 
+// MatMulQKV and MatMulSwiGLU at decode-batch row counts round x once for all their products
+// (gemmShared): each product must equal MatMul's bit for bit, and the gated one silu(g)·u of
+// MatMul's g and u within the f32 bound (the device's expf).
+func TestGEMMSmallBatchSharedX(t *testing.T) {
+	b := newBackend(t)
+	rng := rand.New(rand.NewPCG(15, 15))
+	const in, outQ, outKV, ffn = 264, 300, 72, 520
+	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
+		wq, wk, wv := b.Upload(randomT(rng, dt, 0.1, outQ, in)), b.Upload(randomT(rng, dt, 0.1, outKV, in)), b.Upload(randomT(rng, dt, 0.1, outKV, in))
+		bq := b.Upload(randomT(rng, dt, 1, outQ))
+		gate, up := b.Upload(randomT(rng, dt, 0.1, ffn, in)), b.Upload(randomT(rng, dt, 0.1, ffn, in))
+		for _, n := range []int{9, 64, 128} {
+			x := b.Upload(randomT(rng, tensor.F32, 1, n, in))
+			yq, yk, yv := poison(b, n, outQ), poison(b, n, outKV), poison(b, n, outKV)
+			b.MatMulQKV(yq, yk, yv, x, wq, bq, wk, nil, wv, nil)
+			for _, c := range []struct {
+				name    string
+				y, w, b *tensor.Tensor
+			}{{"q", yq, wq, bq}, {"k", yk, wk, nil}, {"v", yv, wv, nil}} {
+				want := poison(b, n, c.w.Rows())
+				b.MatMul(want, x, c.w, c.b)
+				got, ref := back(b, c.y), back(b, want)
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(ref[i]) {
+						t.Errorf("%s n=%d: MatMulQKV's %s differs from MatMul at %d: %g, %g", dt, n, c.name, i, got[i], ref[i])
+						break
+					}
+				}
+			}
+			dst, tmp := poison(b, n, ffn), poison(b, n, ffn)
+			b.MatMulSwiGLU(dst, tmp, x, gate, nil, up, nil)
+			g, u := poison(b, n, ffn), poison(b, n, ffn)
+			b.MatMul(g, x, gate, nil)
+			b.MatMul(u, x, up, nil)
+			gv, uv := back(b, g), back(b, u)
+			want := make([]float64, len(gv))
+			for i := range want {
+				want[i] = float64(gv[i]) / (1 + math.Exp(-float64(gv[i]))) * float64(uv[i])
+			}
+			tensortest.Compare(t, fmt.Sprintf("%s n=%d: MatMulSwiGLU against MatMul's gate and up", dt, n), back(b, dst), want, tensortest.F32)
+		}
+	}
+}
+
 // splitKParts at the Llama-3.1-8B shapes on 132 SMs at 64 rows: one wave of blocks, ≥ 4 k tiles
 // per split, and one split for the LM head.
 func TestSplitKParts(t *testing.T) {

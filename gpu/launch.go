@@ -204,15 +204,9 @@ const gemmPipeShared = 4 * (128 + 128) * 40 * 2
 // H100/H200 (~600 TFLOP/s over 3.4–4.8 TB/s), so streaming W once no longer sets the time.
 const splitKRows = 128
 
-// splitKShared is gemm_splitk_m<bm>'s dynamic shared memory: stages × (bm + 128) rows × 72
-// 16-bit elements (kernels/gemm.cu, SplitKShape).
-func splitKShared(bm int) int {
-	stages := 4
-	if bm == 128 {
-		stages = 6
-	}
-	return stages * (bm + 128) * 72 * 2
-}
+// splitKShared is gemm_splitk_m<bm>'s dynamic shared memory: 4 stages × (bm + 256) rows × 72
+// 16-bit elements (kernels/gemm.cu, SplitKShape), one block per SM.
+func splitKShared(bm int) int { return 4 * (bm + 256) * 72 * 2 }
 
 // splitKRowTile is the row tile (32, 64 or 128) that holds m ≤ 128 rows.
 func splitKRowTile(m int) int {
@@ -226,18 +220,14 @@ func splitKRowTile(m int) int {
 }
 
 // splitKParts divides K (kdim) among the blocks of a split-K product of m rows and n outputs on
-// sms multiprocessors: splits blocks of kchunk k each per 128-column slice of W. The aim is one
-// full wave, as many blocks as the SMs hold (2 per SM for row tiles ≤ 64, 1 for 128), rounded to
-// the nearest whole number of splits; each split keeps ≥ 4 tiles of 64 k (the pipeline's depth),
-// and splits ≤ kdim / (8m), which keeps the partial sums (splits·m·n f32, written and read back
-// from L2) within 1/4 of W's bytes. lm_head's 1002 slices make one split: no partials at all.
+// sms multiprocessors: splits blocks of kchunk k each per 256-column slice of W. The aim is one
+// full wave, a block per SM, rounded to the nearest whole number of splits; each split keeps ≥ 4
+// tiles of 64 k (the pipeline's depth), and splits ≤ kdim / (8m), which keeps the partial sums
+// (splits·m·n f32, written and read back from L2) within 1/4 of W's bytes. lm_head's 501 slices
+// make one split: no partials at all.
 func splitKParts(m, n, kdim, sms int) (splits, kchunk int) {
-	slots := sms
-	if splitKRowTile(m) <= 64 {
-		slots = 2 * sms
-	}
-	slices, tiles := (n+127)/128, (kdim+63)/64
-	splits = max(1, min((slots+slices/2)/slices, tiles/4, kdim/(8*m)))
+	slices, tiles := (n+255)/256, (kdim+63)/64
+	splits = max(1, min((sms+slices/2)/slices, tiles/4, kdim/(8*m)))
 	per := (tiles + splits - 1) / splits
 	return (tiles + per - 1) / per, per * 64
 }
@@ -247,14 +237,47 @@ func (b *Backend) useSplitK(w *tensor.Tensor, x uint64, m, kdim int) bool {
 	return !b.NoSplitKGEMM && m <= splitKRows && w.DType != tensor.F32 && kdim%8 == 0 && vectorOK(w, x, kdim)
 }
 
-// gemmSplitK computes y (m, n) = x (m, k) · wᵀ + bias for 9–128 rows (decode batches) on tensor
-// cores, streaming W once: x rounded to the weights' type, then gemm_splitk_m<tile> with a block
-// per (128 outputs, k range) writing per-split partial sums, and splitk_reduce_f32 adding them in
-// split order (deterministic: no atomics). With one split the GEMM writes y itself.
-func (b *Backend) gemmSplitK(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
+// round16 is x (m, k) f32 rounded to dt (BF16 or F16) in a scratch tensor the caller frees.
+func (b *Backend) round16(x uint64, m, kdim int, dt tensor.DType) *tensor.Tensor {
 	xs := b.scratch("matmul input in 16 bits", (m*kdim+1)/2)
 	b.args.reset().p(dev(xs)).p(x).u64(uint64(m * kdim))
-	b.launch(b.kernel("gemm", "round_"+suffix(w.DType)), min((m*kdim/4+255)/256, 16*b.sms), 1, 1, 256, 0)
+	b.launch(b.kernel("gemm", "round_"+suffix(dt)), min((m*kdim/4+255)/256, 16*b.sms), 1, 1, 256, 0)
+	return xs
+}
+
+// gemmOut is one product of gemmShared: y (m, w.Rows()) = x·wᵀ + bias.
+type gemmOut struct {
+	y       uint64
+	w, bias *tensor.Tensor
+}
+
+// gemmShared computes several products of the same x (q/k/v, gate/up). When all of them take
+// the split-K GEMM with one weight type, x is rounded once for all (one launch and M·K·6 bytes
+// instead of one per product); otherwise each is a plain gemm.
+func (b *Backend) gemmShared(x uint64, m, kdim int, outs ...gemmOut) {
+	shared := true
+	for _, o := range outs {
+		shared = shared && b.useSplitK(o.w, x, m, kdim) && o.w.DType == outs[0].w.DType && (o.bias == nil || o.bias.DType == o.w.DType)
+	}
+	if !shared {
+		for _, o := range outs {
+			b.gemm(o.y, x, o.w, o.bias, m, o.w.Rows(), kdim)
+		}
+		return
+	}
+	xs := b.round16(x, m, kdim, outs[0].w.DType)
+	for _, o := range outs {
+		b.gemmSplitK(o.y, dev(xs), o.w, o.bias, m, o.w.Rows(), kdim)
+	}
+	b.Free(xs)
+}
+
+// gemmSplitK computes y (m, n) = xs (m, k) · wᵀ + bias for 9–128 rows (decode batches) on tensor
+// cores, streaming W once, from xs already rounded to the weights' type (round16):
+// gemm_splitk_m<tile> with a block per (256 outputs, k range) writing per-split partial sums, and
+// splitk_reduce_f32 adding them in split order (deterministic: no atomics). With one split the
+// GEMM writes y itself.
+func (b *Backend) gemmSplitK(y, xs uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	splits, kchunk := splitKParts(m, n, kdim, b.sms)
 	bm := splitKRowTile(m)
 	dst := y
@@ -263,12 +286,11 @@ func (b *Backend) gemmSplitK(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int
 		part = b.scratch("split-K partial sums", splits*m*n)
 		dst = dev(part)
 	}
-	b.args.reset().p(dst).p(dev(xs)).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim).i(kchunk)
-	b.launch(b.kernel("gemm", fmt.Sprintf("gemm_splitk_m%d_%s", bm, suffix(w.DType))), (n+127)/128, splits, 1, 256, splitKShared(bm))
-	b.Free(xs)
+	b.args.reset().p(dst).p(xs).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim).i(kchunk)
+	b.launch(b.kernel("gemm", fmt.Sprintf("gemm_splitk_m%d_%s", bm, suffix(w.DType))), (n+255)/256, splits, 1, 256, splitKShared(bm))
 	if part != nil {
 		b.args.reset().p(y).p(dst).u64(uint64(m * n)).i(splits)
-		b.launch(b.kernel("gemm", "splitk_reduce_f32"), b.elementwiseGrid(m*n), 1, 1, 256, 0)
+		b.launch(b.kernel("gemm", "splitk_reduce_f32"), b.elementwiseGrid((m*n+3)/4), 1, 1, 256, 0)
 		b.Free(part)
 	}
 }
@@ -281,15 +303,15 @@ func (b *Backend) gemm(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 		panic(fmt.Sprintf("gpu: matmul with %s weights and a %s bias", w.DType, bias.DType))
 	}
 	if b.useSplitK(w, x, m, kdim) {
-		b.gemmSplitK(y, x, w, bias, m, n, kdim)
+		xs := b.round16(x, m, kdim, w.DType)
+		b.gemmSplitK(y, dev(xs), w, bias, m, n, kdim)
+		b.Free(xs)
 		return
 	}
 	if w.DType != tensor.F32 && kdim%8 == 0 && vectorOK(w, x, kdim) {
 		if b.PipeGEMM {
 			// x rounded to the weights' type once, then the 4-stage cp.async kernel.
-			xs := b.scratch("matmul input in 16 bits", (m*kdim+1)/2)
-			b.args.reset().p(dev(xs)).p(x).u64(uint64(m * kdim))
-			b.launch(b.kernel("gemm", "round_"+suffix(w.DType)), min((m*kdim/4+255)/256, 16*b.sms), 1, 1, 256, 0)
+			xs := b.round16(x, m, kdim, w.DType)
 			b.args.reset().p(y).p(dev(xs)).p(dev(w)).p(dev(bias)).i(m).i(n).i(kdim)
 			b.launch(b.kernel("gemm", "gemm_pipe_"+suffix(w.DType)), (n+127)/128, (m+127)/128, 1, 256, gemmPipeShared)
 			b.Free(xs)

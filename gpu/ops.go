@@ -93,7 +93,7 @@ func (b *Backend) MatMul(dst, x, w, bias *tensor.Tensor) {
 
 // MatMulQKV is the three input projections of attention in one op: yq = x·wqᵀ + bq, and so for
 // k and v (biases may be nil). For n ≤ 8 tokens it is one GEMV launch streaming all three
-// matrices; for more, three GEMMs.
+// matrices; for more, three GEMMs (on decode batches sharing one rounding of x).
 func (b *Backend) MatMulQKV(yq, yk, yv, x, wq, bq, wk, bk, wv, bv *tensor.Tensor) {
 	n, in := x.Rows(), x.Cols()
 	for _, p := range [][3]*tensor.Tensor{{yq, wq, bq}, {yk, wk, bk}, {yv, wv, bv}} {
@@ -106,16 +106,14 @@ func (b *Backend) MatMulQKV(yq, yk, yv, x, wq, bq, wk, bk, wv, bv *tensor.Tensor
 	if n <= 8 {
 		b.product(dev(x), n, in, gemvSeg{w: wq, bias: bq, y: dev(yq)}, gemvSeg{w: wk, bias: bk, y: dev(yk)}, gemvSeg{w: wv, bias: bv, y: dev(yv)})
 	} else {
-		b.gemm(dev(yq), dev(x), wq, bq, n, wq.Rows(), in)
-		b.gemm(dev(yk), dev(x), wk, bk, n, wk.Rows(), in)
-		b.gemm(dev(yv), dev(x), wv, bv, n, wv.Rows(), in)
+		b.gemmShared(dev(x), n, in, gemmOut{dev(yq), wq, bq}, gemmOut{dev(yk), wk, bk}, gemmOut{dev(yv), wv, bv})
 	}
 	b.done("matmul qkv")
 }
 
 // MatMulSwiGLU is the first half of the MLP in one op: dst = silu(x·gateᵀ + bg) ⊙ (x·upᵀ + bu).
-// For n ≤ 8 tokens it is one fused GEMV launch; for more, two GEMMs and the elementwise gate
-// through tmp, an (n, ffn) F32 scratch tensor.
+// For n ≤ 8 tokens it is one fused GEMV launch; for more, two GEMMs (on decode batches sharing one
+// rounding of x) and the elementwise gate through tmp, an (n, ffn) F32 scratch tensor.
 func (b *Backend) MatMulSwiGLU(dst, tmp, x, gate, bg, up, bu *tensor.Tensor) {
 	n, in, out := x.Rows(), x.Cols(), gate.Rows()
 	if gate.Cols() != in || up.Rows() != out || up.Cols() != in || dst.Rows() != n || dst.Cols() != out {
@@ -125,8 +123,7 @@ func (b *Backend) MatMulSwiGLU(dst, tmp, x, gate, bg, up, bu *tensor.Tensor) {
 	if n <= 8 {
 		b.productSwiGLU(dev(dst), dev(x), n, in, gate, bg, up, bu)
 	} else {
-		b.gemm(dev(dst), dev(x), gate, bg, n, out, in)
-		b.gemm(dev(tmp), dev(x), up, bu, n, out, in)
+		b.gemmShared(dev(x), n, in, gemmOut{dev(dst), gate, bg}, gemmOut{dev(tmp), up, bu})
 		b.siluMul(dev(dst), dev(dst), dev(tmp), n*out)
 	}
 	b.done("matmul swiglu")

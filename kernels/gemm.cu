@@ -285,20 +285,19 @@ extern "C" __global__ void __launch_bounds__(256, 2) gemm_pipe_f16(float* y, con
     gemm_pipe<f16>(y, x, w, bias, M, N, K);
 }
 
-#define SK_BN 128     // outputs per block: 8 warps × 16
+#define SK_BN 256     // outputs per block: 8 warps × 32
 #define SK_BK 64      // k per stage: 128 bytes of each W row
 #define SK_LD 72      // padded row length, elements: 144 bytes, 9 × 16, so 8 consecutive rows hit 8 distinct 16-byte bank groups
+#define SK_STAGES 4   // 4 × (BM + 256) × 144 bytes: 166, 184, 221 KiB for BM = 32, 64, 128; one block per SM
 
-// Stages by row tile: 4 for BM ≤ 64 (≤ 108 KiB, two blocks per SM), 6 for BM = 128 (216 KiB, one
-// block per SM) so that every SM keeps ≥ 64 KiB of W in flight either way.
+// One stage holds x rows then W rows.
 template <int BM>
 struct SplitKShape {
-    static constexpr int stages = BM == 128 ? 6 : 4;
-    static constexpr int stage_elems = (BM + SK_BN) * SK_LD;  // x rows then W rows
+    static constexpr int stage_elems = (BM + SK_BN) * SK_LD;
 };
 
 // One stage's cp.async: x is BM rows × 64 k (BM·8 pieces of 16 bytes, BM/32 per thread), W is
-// 128 rows × 64 k (1024 pieces, 4 per thread); piece c is row c / 8, k (c % 8)·8. Pieces past M,
+// 256 rows × 64 k (2048 pieces, 8 per thread); piece c is row c / 8, k (c % 8)·8. Pieces past M,
 // N or the split's k_end are zero-filled, so padded rows and the K tail add nothing.
 template <typename W, int BM>
 __device__ __forceinline__ void gemm_splitk_load(W* stage, const W* x, const W* w, int M, int N, int K, int n0, int k0, int k_end) {
@@ -311,69 +310,71 @@ __device__ __forceinline__ void gemm_splitk_load(W* stage, const W* x, const W* 
         cp_async16(As + row * SK_LD + k, ok ? x + (size_t)row * K + k0 + k : x, ok ? 16 : 0);
     }
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < SK_BN / 32; i++) {
         int c = threadIdx.x + 256 * i, row = c / 8, k = (c % 8) * 8;
         bool ok = n0 + row < N && k0 + k < k_end;
         cp_async16(Bs + row * SK_LD + k, ok ? w + (size_t)(n0 + row) * K + k0 + k : w, ok ? 16 : 0);
     }
 }
 
-// Block (bx, s): outputs 128·bx … 128·bx + 127, all M ≤ BM rows, k in [s·kchunk, (s+1)·kchunk) ∩
+// Block (bx, s): outputs 256·bx … 256·bx + 255, all M ≤ BM rows, k in [s·kchunk, (s+1)·kchunk) ∩
 // [0, K); writes part[s] (M, N), with the bias added by split 0 only, so that the reduction is a
-// plain sum (and a launch with one split writes y directly). Warp w owns outputs 16w … 16w + 15
-// (two n-tiles of 8) for all BM/16 row tiles: the W fragment is loaded once per k16 step and
-// reused across the rows, the x fragments (L2-resident, shared by every block) are reloaded.
+// plain sum (and a launch with one split writes y directly). Warp w owns outputs 32w … 32w + 31
+// (four n-tiles of 8) for all BM/16 row tiles: per k16 step two ldmatrix.x4 of W, reused across
+// the rows, and BM/16 of x, reused across the four n-tiles (kernels/NOTES.md: why 32 outputs).
 template <typename W, int BM>
 __device__ void gemm_splitk(float* __restrict__ part, const W* __restrict__ x, const W* __restrict__ w,
                             const W* __restrict__ bias, int M, int N, int K, int kchunk) {
     using S = SplitKShape<BM>;
     DYNAMIC_SMEM(splitk_smem);
-    W* smem = (W*)splitk_smem;  // S::stages × S::stage_elems
+    W* smem = (W*)splitk_smem;  // SK_STAGES × S::stage_elems
     int n0 = blockIdx.x * SK_BN, k_begin = blockIdx.y * kchunk, k_end = min(K, k_begin + kchunk);
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wn = warp * 16;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wn = warp * 32;
 
-    float acc[BM / 16][2][4];
+    float acc[BM / 16][4][4];
 #pragma unroll
     for (int i = 0; i < BM / 16; i++)
 #pragma unroll
-        for (int j = 0; j < 2; j++)
+        for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
 
     // Prologue: one commit group per stage (empty past the last tile), so that group g holds tile g.
     int tiles = (k_end - k_begin + SK_BK - 1) / SK_BK;
 #pragma unroll
-    for (int s = 0; s < S::stages - 1; s++) {
+    for (int s = 0; s < SK_STAGES - 1; s++) {
         if (s < tiles) gemm_splitk_load<W, BM>(smem + s * S::stage_elems, x, w, M, N, K, n0, k_begin + s * SK_BK, k_end);
         cp_async_commit();
     }
 
     // ldmatrix row addresses as in gemm_mma: A lanes 0–15 rows 0–15 at k 0, 16–31 at k 8; B lanes
-    // 0–7 n 0–7 at k 0, 8–15 n 0–7 at k 8, 16–23 n 8–15 at k 0, 24–31 n 8–15 at k 8.
+    // 0–7 n 0–7 at k 0, 8–15 n 0–7 at k 8, 16–23 n 8–15 at k 0, 24–31 n 8–15 at k 8 (the second
+    // B load the same 16 rows further on).
     int a_row = lane % 16, a_k = (lane / 16) * 8;
     int b_row = (lane & 7) + ((lane >> 4) << 3), b_k = ((lane >> 3) & 1) * 8;
 
     for (int kt = 0; kt < tiles; kt++) {
         // As in gemm_pipe: group kt is complete, the barrier publishes it and retires tile kt−1's
         // buffer, which the load below refills.
-        cp_async_wait<S::stages - 2>();
+        cp_async_wait<SK_STAGES - 2>();
         __syncthreads();
-        int next = kt + S::stages - 1;
-        if (next < tiles) gemm_splitk_load<W, BM>(smem + (next % S::stages) * S::stage_elems, x, w, M, N, K, n0, k_begin + next * SK_BK, k_end);
+        int next = kt + SK_STAGES - 1;
+        if (next < tiles) gemm_splitk_load<W, BM>(smem + (next % SK_STAGES) * S::stage_elems, x, w, M, N, K, n0, k_begin + next * SK_BK, k_end);
         cp_async_commit();
 
-        const W* As = smem + (kt % S::stages) * S::stage_elems;
+        const W* As = smem + (kt % SK_STAGES) * S::stage_elems;
         const W* Bs = As + BM * SK_LD;
 #pragma unroll
         for (int ks = 0; ks < SK_BK; ks += 16) {
-            uint32_t b[4];
-            ldmatrix_x4(b, Bs + (wn + b_row) * SK_LD + ks + b_k);
+            uint32_t b[2][4];
+            ldmatrix_x4(b[0], Bs + (wn + b_row) * SK_LD + ks + b_k);
+            ldmatrix_x4(b[1], Bs + (wn + 16 + b_row) * SK_LD + ks + b_k);
 #pragma unroll
             for (int i = 0; i < BM / 16; i++) {
                 uint32_t a[4];
                 ldmatrix_x4(a, As + (i * 16 + a_row) * SK_LD + ks + a_k);
-                mma16816<W>(acc[i][0], a, b[0], b[1]);
-                mma16816<W>(acc[i][1], a, b[2], b[3]);
+#pragma unroll
+                for (int j = 0; j < 4; j++) mma16816<W>(acc[i][j], a, b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]);
             }
         }
     }
@@ -385,7 +386,7 @@ __device__ void gemm_splitk(float* __restrict__ part, const W* __restrict__ x, c
 #pragma unroll
     for (int i = 0; i < BM / 16; i++)
 #pragma unroll
-        for (int j = 0; j < 2; j++)
+        for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 int row = i * 16 + g + h * 8, col = n0 + wn + j * 8 + 2 * t;
@@ -397,7 +398,7 @@ __device__ void gemm_splitk(float* __restrict__ part, const W* __restrict__ x, c
 }
 
 #define SPLITK_ENTRY(bm, name, W)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(256, bm == 128 ? 1 : 2)                                                 \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                                                 \
         gemm_splitk_m##bm##_##name(float* part, const W* x, const W* w, const W* bias, int M, int N, int K, int kchunk) { \
         gemm_splitk<W, bm>(part, x, w, bias, M, N, K, kchunk);                                                            \
     }
@@ -409,12 +410,28 @@ SPLITK_ENTRY(64, f16, f16)
 SPLITK_ENTRY(128, f16, f16)
 
 // y[i] = Σ_s part[s·n + i] for s = 0 … splits−1 in that order: the deterministic end of a split-K
-// product (n = M·N; the bias is already in split 0).
+// product (n = M·N; the bias is already in split 0). Four consecutive elements per thread, as one
+// 16-byte access when n % 4 == 0 and both buffers are 16-byte aligned, and the split loop unrolled
+// by 4 so that four splits' loads are in flight together rather than one L2 round trip per split.
 extern "C" __global__ void splitk_reduce_f32(float* y, const float* part, size_t n, int splits) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float s = part[i];
-        for (int p = 1; p < splits; p++) s += part[(size_t)p * n + i];
-        y[i] = s;
+    bool vec = n % 4 == 0 && ((uintptr_t)y | (uintptr_t)part) % 16 == 0;
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4; i < n; i += (size_t)gridDim.x * blockDim.x * 4) {
+        if (vec) {
+            float4 s = *(const float4*)(part + i);
+#pragma unroll 4
+            for (int p = 1; p < splits; p++) {
+                float4 v = *(const float4*)(part + (size_t)p * n + i);
+                s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+            }
+            *(float4*)(y + i) = s;
+            continue;
+        }
+        for (size_t j = i; j < n && j < i + 4; j++) {
+            float s = part[j];
+#pragma unroll 4
+            for (int p = 1; p < splits; p++) s += part[(size_t)p * n + j];
+            y[j] = s;
+        }
     }
 }
 

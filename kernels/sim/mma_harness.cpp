@@ -83,14 +83,16 @@ static void test_gemm() {
 
 // The small-batch split-K GEMM: x rounded by round_*, gemm_splitk_m{32,64,128}_* into per-split
 // partial sums (bias in split 0), splitk_reduce_f32 summing them in split order. Row counts across
-// the three row tiles (9…128, padded rows zero-filled), N past a 128-column block, K with a ragged
-// last 64-wide tile and a last split shorter than the others, one split (y written directly) and
-// several, with and without bias.
+// the three row tiles (9…128, padded rows zero-filled), N within and past a 256-column block, K
+// with a ragged last 64-wide tile and a last split shorter than the others, one split (y written
+// directly) and several, with and without bias; M·N a multiple of 4 (the reduction's 16-byte
+// path) and not (its element path).
 static void test_gemm_splitk() {
     struct C { int M, N, K, splits; bool bias; };
     for (int dt = 1; dt <= 2; dt++)
         for (C c : std::vector<C>{{9, 136, 264, 3, true}, {16, 72, 200, 1, true}, {33, 200, 520, 4, false},
-                                  {64, 136, 1032, 2, true}, {100, 40, 456, 3, true}, {128, 130, 1544, 2, false}}) {
+                                  {64, 136, 1032, 2, true}, {64, 300, 1032, 2, true},
+                                  {45, 301, 776, 3, false}, {100, 40, 456, 3, true}, {128, 130, 1544, 2, false}}) {
             int M = c.M, N = c.N, K = c.K;
             std::vector<float> x((size_t)M * K);
             std::vector<uint16_t> w((size_t)N * K), bias(N);
