@@ -109,7 +109,7 @@ def main():
 
     bops = [r for r in t if r.get("what") == "batch_op"]
     if bops:
-        print("\n| batched generation, op profile (prefill + 4 decode steps, each op waited for) | ms | share |")
+        print("\n| batched decode step, 64 rows steered, op profile (each op waited for) | ms per step | share |")
         print("| --- | --- | --- |")
         for r in bops:
             print(f"| {r['op']} | {fmt(r.get('ms'), '.1f')} | {fmt(r.get('share'), '.3f')} |")

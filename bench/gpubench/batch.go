@@ -19,7 +19,7 @@ import (
 // random tokens, newTokens each, once plain and once with every row steered at one layer with
 // its own strength (rows cycle through 0, 2, 4 and 8 times one random vector). Its peer is HF
 // transformers' `generate` of 64 rows with a static cache (bench/peers/hf_baseline.py, the same
-// prompt length). Then a short steered run with every op timed (Backend.OpTimes) says where a
+// prompt length). Then steered decode steps with every op timed (Backend.OpTimes) say where a
 // step's time goes; with -cpuprofile the timed runs' host side is profiled too.
 func batched(b *gpu.Backend, r *llama.Runner, rows, newTokens int) error {
 	c := r.Model.Config
@@ -78,23 +78,46 @@ func batched(b *gpu.Backend, r *llama.Runner, rows, newTokens int) error {
 			"tok_s":       st.GenerateRate(), "first_tokens": out[0].Tokens[:min(8, len(out[0].Tokens))]})
 	}
 
-	// The op profile: the prefill and four decode steps, steered, every op waited for.
-	short := make([]llama.Sequence, len(seqs))
+	// The op profile of decode alone: the prompts prefilled untimed, then four steered decode
+	// steps of all rows with every op waited for; the rest of a step's wall time is transfers,
+	// staging and the host.
+	kv := r.NewKVCache(rows*(128+32), 16)
+	defer func() {
+		for l := range kv.K {
+			b.Free(kv.K[l])
+			b.Free(kv.V[l])
+		}
+	}()
 	for i, sq := range seqs {
-		sq.MaxTokens = 5
-		short[i] = sq
+		if _, err := r.Forward(llama.Prompt(int32(i), sq.Prompt, 0, false), kv, nil); err != nil {
+			return err
+		}
 	}
 	set, err := steer()
 	if err != nil {
 		return err
 	}
+	step := llama.Batch{}
+	for i := range seqs {
+		step.Tokens = append(step.Tokens, int32(i))
+		step.Seq, step.Pos = append(step.Seq, int32(i)), append(step.Pos, 128)
+		step.Logits = append(step.Logits, true)
+	}
 	b.OpTimes = map[string]time.Duration{}
-	_, st, err := r.GenerateBatch(short, llama.BatchOptions{Decode: set})
+	const steps = 4
+	start := time.Now()
+	for k := 0; k < steps; k++ {
+		if _, err := r.Forward(step, kv, set); err != nil {
+			b.OpTimes = nil
+			return err
+		}
+		for i := range step.Pos {
+			step.Pos[i]++
+		}
+	}
+	total := time.Since(start)
 	times := b.OpTimes
 	b.OpTimes = nil
-	if err != nil {
-		return err
-	}
 	var ops []string
 	var sum time.Duration
 	for op, d := range times {
@@ -102,12 +125,10 @@ func batched(b *gpu.Backend, r *llama.Runner, rows, newTokens int) error {
 		sum += d
 	}
 	sort.Slice(ops, func(i, j int) bool { return times[ops[i]] > times[ops[j]] })
-	total := st.PromptTime + st.GenerateTime
 	for _, op := range ops {
-		emit(map[string]any{"what": "batch_op", "rows": rows, "op": op, "ms": times[op].Seconds() * 1e3, "share": times[op].Seconds() / total.Seconds()})
+		emit(map[string]any{"what": "batch_op", "rows": rows, "op": op, "ms": times[op].Seconds() * 1e3 / steps, "share": times[op].Seconds() / total.Seconds()})
 	}
-	emit(map[string]any{"what": "batch_op", "rows": rows, "op": "(outside ops: transfers, sampling, host)",
-		"ms": (total - sum).Seconds() * 1e3, "share": (total - sum).Seconds() / total.Seconds(),
-		"prompt_ms": st.PromptTime.Seconds() * 1e3, "decode_ms": st.GenerateTime.Seconds() * 1e3, "decode_steps": st.DecodeSteps})
+	emit(map[string]any{"what": "batch_op", "rows": rows, "op": "(outside ops: logits download, staging, host)",
+		"ms": (total - sum).Seconds() * 1e3 / steps, "share": (total - sum).Seconds() / total.Seconds()})
 	return nil
 }
