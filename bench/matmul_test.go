@@ -57,7 +57,14 @@ func weightsFor(out, in int) []*tensor.Tensor {
 	return m.copies
 }
 
-func benchMatMul(b *testing.B, out, in, n int) {
+func benchMatMul(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, false) }
+
+// benchMatMulBackward times the activation gradient of MatMul, dx (n, in) += dy (n, out)·w, the
+// backward of a layer whose weights are frozen: the same FLOPs as the forward, with w read across
+// its rows' sum instead of along it.
+func benchMatMulBackward(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, true) }
+
+func benchMatMulPass(b *testing.B, out, in, n int, backward bool) {
 	ws := weightsFor(out, in)
 	x := tensor.New(tensor.F32, n, in)
 	xs := x.F32()
@@ -74,10 +81,18 @@ func benchMatMul(b *testing.B, out, in, n int) {
 	} else {
 		ceiling = fmaPeak()
 	}
-	cpu.MatMul(dst, x, ws[0], nil) // warm up: scratch buffers, page faults of dst
+	pass := func(w *tensor.Tensor) { cpu.MatMul(dst, x, w, nil) }
+	if backward {
+		// dst plays dy and x plays dx, which grows by about one per call and stays finite.
+		for i, d := 0, dst.F32(); i < len(d); i++ {
+			d[i] = float32(i%89)/89 - 0.5
+		}
+		pass = func(w *tensor.Tensor) { cpu.MatMulBackward(x, nil, nil, dst, x, w) }
+	}
+	pass(ws[0]) // warm up: scratch buffers, page faults of dst
 	b.ResetTimer()
 	for i := range b.N {
-		cpu.MatMul(dst, x, ws[i%len(ws)], nil)
+		pass(ws[i%len(ws)])
 	}
 	sec := b.Elapsed().Seconds()
 	if n == 1 {
@@ -122,9 +137,18 @@ func BenchmarkMatMulGateUp64(b *testing.B)  { benchMatMul(b, dMLP, dModel, 64) }
 func BenchmarkMatMulGateUp256(b *testing.B) { benchMatMul(b, dMLP, dModel, 256) }
 
 func BenchmarkMatMulDown1(b *testing.B)   { benchMatMul(b, dModel, dMLP, 1) }
+func BenchmarkMatMulDown32(b *testing.B)  { benchMatMul(b, dModel, dMLP, 32) }
+func BenchmarkMatMulDown44(b *testing.B)  { benchMatMul(b, dModel, dMLP, 44) } // a whole panel and a half
 func BenchmarkMatMulDown64(b *testing.B)  { benchMatMul(b, dModel, dMLP, 64) }
 func BenchmarkMatMulDown256(b *testing.B) { benchMatMul(b, dModel, dMLP, 256) }
 
 func BenchmarkMatMulLMHead1(b *testing.B)   { benchMatMul(b, vocab, dModel, 1) }
 func BenchmarkMatMulLMHead64(b *testing.B)  { benchMatMul(b, vocab, dModel, 64) }
 func BenchmarkMatMulLMHead256(b *testing.B) { benchMatMul(b, vocab, dModel, 256) }
+
+// The activation gradients of the same layers (a frozen-weights backward, as in attribution
+// patching), 64 tokens and 44 (tokens are the micro-kernel's rows here: 4 tiles of 12).
+func BenchmarkMatMulBackwardQProj64(b *testing.B)  { benchMatMulBackward(b, dModel, dModel, 64) }
+func BenchmarkMatMulBackwardGateUp64(b *testing.B) { benchMatMulBackward(b, dMLP, dModel, 64) }
+func BenchmarkMatMulBackwardDown64(b *testing.B)   { benchMatMulBackward(b, dModel, dMLP, 64) }
+func BenchmarkMatMulBackwardDown44(b *testing.B)   { benchMatMulBackward(b, dModel, dMLP, 44) }

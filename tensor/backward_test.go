@@ -152,15 +152,21 @@ func TestMatMulBackward(t *testing.T) {
 	}
 }
 
-// The F32 MatMulBackward runs on the GEMM micro-kernel: batches of whole and partial kernel tiles,
-// outputs with a partial 32-column panel, sums over one depth slice and several, groups of panels
-// split over threads, every weight dtype; against F64 on the same values, added to a prior gradient.
+// The F32 MatMulBackward runs on the GEMM micro-kernel: batches of whole and partial kernel tiles
+// (n = 1, 7, 33, 44, 65: 12-row tiles on AVX-512, 6 on AVX2), outputs with a partial 32-column panel
+// and a partial group of panels (in = 70, 600), sums over one depth slice and several (out = 45,
+// 300), more rows than one block of sums (dw's 300 rows, dx's 300 tokens), groups of panels split
+// over threads, every weight dtype; against F64 on the same values, added to a prior gradient.
 func TestMatMulBackwardF32(t *testing.T) {
 	rng := rand.New(rand.NewPCG(12, 1))
+	shapes := [][3]int{{5, 70, 300}, {300, 33, 20}, {13, 300, 530}}
+	for _, n := range []int{1, 7, 33, 44, 65} {
+		shapes = append(shapes, [3]int{n, 70, 45}, [3]int{n, 600, 300})
+	}
 	for _, threads := range []int{1, 3} {
 		b := newCPU(t, threads)
 		for _, dt := range []tensor.DType{tensor.F32, tensor.BF16, tensor.F16} {
-			for _, s := range [][3]int{{1, 70, 45}, {5, 70, 300}, {37, 70, 45}, {300, 33, 20}, {13, 300, 530}} {
+			for _, s := range shapes {
 				n, in, out := s[0], s[1], s[2]
 				name := fmt.Sprintf("threads=%d %s n=%d in=%d out=%d", threads, dt, n, in, out)
 				x, dy := randF64(rng, 1, n, in), randF64(rng, 1, n, out)

@@ -67,7 +67,7 @@ func NewCPU(threads int) *CPU {
 	c.f32.init(c.pool, dotF32, loadF32)
 	c.f64.init(c.pool, dotGo[float64], loadF64)
 	c.grad32.product.packed = make([][]float32, threads)
-	c.grad32.product.tile = make([][]float32, threads)
+	c.grad32.product.sums = make([][]float32, threads)
 	return c
 }
 

@@ -43,12 +43,17 @@ type kernels struct {
 
 	// gemm is the micro-kernel of the prefill GEMM, on a tile of gemmRows weight rows × 32 tokens:
 	//
-	//	c[i·ldc + t] += Σ_{k<kc} a[i·lda + k] · b[k·32 + t]   for i < gemmRows, t < 32
+	//	c[i·ldc + t] += Σ_{k<kc} a[i·lda + k] · b[k·ldb + t]   for i < gemmRows, t < 32
 	//
-	// a: (gemmRows, lda) widened weights; b: (kc, 32) tokens packed k-major; c: the tile of the
-	// transposed output, (gemmRows, ldc). Unless pf is 0, the kernel may also prefetch 2·kc bytes
-	// of each of the gemmRows rows at pf + i·pfStride: the weights of the next slice.
-	gemm     func(a []float32, lda int, b, c []float32, ldc, kc int, pf uintptr, pfStride int)
+	// a: (gemmRows, lda) widened weights; b: (kc, ldb), of which the kernel reads 32 columns:
+	// MatMul's tokens packed k-major (ldb = 32), or one panel of MatMulBackward's widened weights,
+	// which lie side by side (ldb = their width); c: the tile of the transposed output,
+	// (gemmRows, ldc). Unless pf is 0, the kernel may also prefetch 2·kc bytes of each of the
+	// gemmRows rows at pf + i·pfStride: the weights of the next slice.
+	gemm func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride int)
+	// gemmHalf is gemm on the first 16 columns of b and c only: a batch's last panel of 16 tokens
+	// or fewer costs half a whole one.
+	gemmHalf func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride int)
 	gemmRows int
 }
 
@@ -75,6 +80,7 @@ var portable = &kernels{
 
 	transpose: transposeGo,
 	gemm:      gemmGo,
+	gemmHalf:  gemmHalfGo,
 	gemmRows:  4,
 }
 
@@ -220,20 +226,32 @@ func transposeGo(dst []float32, ldd int, src []float32, lds, rows, cols int) {
 	}
 }
 
-// gemmGo is the portable micro-kernel, on 4 rows × 32 tokens, in sub-tiles of 2 rows × 4 tokens
-// whose eight sums stay in registers over all of kc.
-func gemmGo(a []float32, lda int, b, c []float32, ldc, kc int, _ uintptr, _ int) {
-	b = b[:kc*gemmCols]
+// gemmGo is the portable micro-kernel, on 4 rows × 32 tokens.
+func gemmGo(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, _ uintptr, _ int) {
+	gemmColsGo(a, lda, b, ldb, c, ldc, kc, gemmCols)
+}
+
+func gemmHalfGo(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, _ uintptr, _ int) {
+	gemmColsGo(a, lda, b, ldb, c, ldc, kc, gemmCols/2)
+}
+
+// gemmColsGo computes 4 rows × cols tokens in sub-tiles of 2 rows × 4 tokens whose eight sums stay
+// in registers over all of kc.
+func gemmColsGo(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc, cols int) {
+	if kc == 0 {
+		return
+	}
+	b = b[:(kc-1)*ldb+cols]
 	for i := 0; i < 4; i += 2 {
 		a0 := a[i*lda : i*lda+kc]
 		a1 := a[(i+1)*lda : (i+1)*lda+kc]
-		c0 := c[i*ldc : i*ldc+gemmCols]
-		c1 := c[(i+1)*ldc : (i+1)*ldc+gemmCols]
-		for t := 0; t < gemmCols; t += 4 {
+		c0 := c[i*ldc : i*ldc+cols]
+		c1 := c[(i+1)*ldc : (i+1)*ldc+cols]
+		for t := 0; t < cols; t += 4 {
 			var s00, s01, s02, s03, s10, s11, s12, s13 float32
 			for k, x0 := range a0 {
 				x1 := a1[k]
-				bk := (*[4]float32)(b[k*gemmCols+t:])
+				bk := (*[4]float32)(b[k*ldb+t:])
 				s00 += x0 * bk[0]
 				s01 += x0 * bk[1]
 				s02 += x0 * bk[2]

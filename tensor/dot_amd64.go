@@ -51,14 +51,23 @@ var avx512 = &kernels{
 	widenBlockF16: func(dst []float32, src []uint16, lds, rows, cols int) {
 		widenBlock(dst, src, lds, rows, cols, widenBlockF16AVX512)
 	},
-	gemm: func(a []float32, lda int, b, c []float32, ldc, kc int, pf uintptr, pfStride int) {
+	gemm: func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride int) {
 		c = c[:11*ldc+gemmCols]
 		if kc == 0 {
 			return
 		}
 		a = a[:11*lda+kc]
-		b = b[:kc*gemmCols]
-		gemm12x32AVX512(&a[0], lda, &b[0], &c[0], ldc, kc, pf, pfStride)
+		b = b[:(kc-1)*ldb+gemmCols]
+		gemm12x32AVX512(&a[0], lda, &b[0], ldb, &c[0], ldc, kc, pf, pfStride)
+	},
+	gemmHalf: func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride int) {
+		c = c[:11*ldc+gemmCols/2]
+		if kc == 0 {
+			return
+		}
+		a = a[:11*lda+kc]
+		b = b[:(kc-1)*ldb+gemmCols/2]
+		gemm12x16AVX512(&a[0], lda, &b[0], ldb, &c[0], ldc, kc, pf, pfStride)
 	},
 	transpose: transposeZ,
 	gemmRows:  12,
@@ -108,17 +117,25 @@ var avx2 = &kernels{
 	widenBlockF16: func(dst []float32, src []uint16, lds, rows, cols int) {
 		widenBlock(dst, src, lds, rows, cols, widenBlockF16AVX2)
 	},
-	gemm: func(a []float32, lda int, b, c []float32, ldc, kc int, pf uintptr, pfStride int) {
-		c = c[:5*ldc+gemmCols]
-		if kc == 0 {
-			return
-		}
-		a = a[:5*lda+kc]
-		b = b[:kc*gemmCols]
-		gemm6x32AVX2(&a[0], lda, &b[0], &c[0], ldc, kc, pf, pfStride)
+	gemm: func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride int) {
+		gemm6Y(a, lda, b, ldb, c, ldc, kc, pf, pfStride, 2)
+	},
+	gemmHalf: func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride int) {
+		gemm6Y(a, lda, b, ldb, c, ldc, kc, pf, pfStride, 1)
 	},
 	transpose: transposeZ,
 	gemmRows:  6,
+}
+
+// gemm6Y runs the AVX2 micro-kernel on 16·halves columns.
+func gemm6Y(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride, halves int) {
+	c = c[:5*ldc+16*halves]
+	if kc == 0 {
+		return
+	}
+	a = a[:5*lda+kc]
+	b = b[:(kc-1)*ldb+16*halves]
+	gemm6AVX2(&a[0], lda, &b[0], ldb, &c[0], ldc, kc, pf, pfStride, halves)
 }
 
 func dot1Z[W float32 | uint16](x []float32, w []W, f func(x *float32, w *W, n int) float32) float32 {
@@ -214,7 +231,10 @@ func widenBlockBF16AVX512(dst *float32, src *uint16, lds, rows, cols int)
 func widenBlockF16AVX512(dst *float32, src *uint16, lds, rows, cols int)
 
 //go:noescape
-func gemm12x32AVX512(a *float32, lda int, b, c *float32, ldc, kc int, pf uintptr, pfStride int)
+func gemm12x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride int)
+
+//go:noescape
+func gemm12x16AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride int)
 
 //go:noescape
 func dotF32AVX2(x, w *float32, n int) float32
@@ -247,4 +267,4 @@ func widenBlockF16AVX2(dst *float32, src *uint16, lds, rows, cols int)
 func transposeAVX2(dst *float32, ldd int, src *float32, lds, rows, cols int)
 
 //go:noescape
-func gemm6x32AVX2(a *float32, lda int, b, c *float32, ldc, kc int, pf uintptr, pfStride int)
+func gemm6AVX2(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride, halves int)

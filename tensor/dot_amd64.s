@@ -16,7 +16,7 @@
 //	dot4      four rows · x, sharing each x load    decode GEMV
 //	dot4x4    four rows · four tokens               small batches (AVX-512 only)
 //	widenBlock rows of weights → F32 tile           GEMM
-//	gemm      12 (6 on AVX2) rows × 32 tokens        GEMM micro-kernel
+//	gemm      12 (6 on AVX2) rows × 32 or 16 tokens  GEMM micro-kernel
 //	transpose 8×8 blocks (AVX2 for both)            GEMM packing and write-back
 //
 // Each dot kernel keeps two or four independent accumulators per row so the FMA latency is hidden.
@@ -233,10 +233,11 @@ reduce:                                     \
 	VFMADD231PS  Z24, tmp, acc0     \
 	VFMADD231PS  Z25, tmp, acc1
 
-// Step u of an unrolled run of GEMM steps: b at BX + u·128, a at u·4 past each row pointer.
-#define GEMM_STEP_Z(u) \
-	VMOVUPS (u*128)(BX), Z24                 \
-	VMOVUPS (u*128+64)(BX), Z25              \
+// Step u of an unrolled run of GEMM steps: b's row at b0 (its second half at b1), a at u·4 past
+// each row pointer.
+#define GEMM_STEP_Z(b0, b1, u) \
+	VMOVUPS b0, Z24                          \
+	VMOVUPS b1, Z25                          \
 	GEMM_ROW_Z((u*4)(SI), Z26, Z0, Z1)       \
 	GEMM_ROW_Z((u*4)(SI)(DX*1), Z27, Z2, Z3) \
 	GEMM_ROW_Z((u*4)(SI)(DX*2), Z28, Z4, Z5) \
@@ -250,18 +251,27 @@ reduce:                                     \
 	GEMM_ROW_Z((u*4)(R10)(DX*1), Z30, Z20, Z21) \
 	GEMM_ROW_Z((u*4)(R10)(DX*2), Z31, Z22, Z23)
 
-// Move past n steps.
+// Four steps: b's rows at BX, BX + R12, then (BX moved by 2·R12) the next two; BX ends 4·R12 on.
+#define GEMM_STEPS4_Z \
+	GEMM_STEP_Z((BX), 64(BX), 0)                   \
+	GEMM_STEP_Z((BX)(R12*1), 64(BX)(R12*1), 1)     \
+	LEAQ        (BX)(R12*2), BX                    \
+	GEMM_STEP_Z((BX), 64(BX), 2)                   \
+	GEMM_STEP_Z((BX)(R12*1), 64(BX)(R12*1), 3)     \
+	LEAQ        (BX)(R12*2), BX                    \
+	GEMM_ADVANCE_Z(4)
+
+// Move a past n steps.
 #define GEMM_ADVANCE_Z(n) \
 	ADDQ $(n*4), SI   \
 	ADDQ $(n*4), R8   \
 	ADDQ $(n*4), R9   \
-	ADDQ $(n*4), R10  \
-	ADDQ $(n*128), BX
+	ADDQ $(n*4), R10
 
 // Prefetch the line at R13 of the row at AX and move AX to the next row.
 #define GEMM_PREFETCH_ROW \
 	PREFETCHT1 (AX)(R13*1)   \
-	ADDQ pfStride+56(FP), AX
+	ADDQ pfStride+64(FP), AX
 
 // Add the accumulators of row i to the C row at ptr and store them.
 #define GEMM_STORE_Z(ptr, acc0, acc1) \
@@ -269,6 +279,40 @@ reduce:                                     \
 	VADDPS  64(ptr), acc1, acc1 \
 	VMOVUPS acc0, (ptr)         \
 	VMOVUPS acc1, 64(ptr)
+
+// The 12×16 tile of gemm12x16AVX512: as GEMM_ROW_Z, GEMM_STEP_Z and GEMM_STEPS4_Z on the first
+// 16 columns of b (Z24) and one accumulator per row (Z0..Z11).
+#define GEMM16_ROW_Z(src, tmp, acc) \
+	VBROADCASTSS src, tmp       \
+	VFMADD231PS  Z24, tmp, acc
+
+#define GEMM16_STEP_Z(b0, u) \
+	VMOVUPS b0, Z24                           \
+	GEMM16_ROW_Z((u*4)(SI), Z26, Z0)          \
+	GEMM16_ROW_Z((u*4)(SI)(DX*1), Z27, Z1)    \
+	GEMM16_ROW_Z((u*4)(SI)(DX*2), Z28, Z2)    \
+	GEMM16_ROW_Z((u*4)(R8), Z29, Z3)          \
+	GEMM16_ROW_Z((u*4)(R8)(DX*1), Z30, Z4)    \
+	GEMM16_ROW_Z((u*4)(R8)(DX*2), Z31, Z5)    \
+	GEMM16_ROW_Z((u*4)(R9), Z26, Z6)          \
+	GEMM16_ROW_Z((u*4)(R9)(DX*1), Z27, Z7)    \
+	GEMM16_ROW_Z((u*4)(R9)(DX*2), Z28, Z8)    \
+	GEMM16_ROW_Z((u*4)(R10), Z29, Z9)         \
+	GEMM16_ROW_Z((u*4)(R10)(DX*1), Z30, Z10)  \
+	GEMM16_ROW_Z((u*4)(R10)(DX*2), Z31, Z11)
+
+#define GEMM16_STEPS4_Z \
+	GEMM16_STEP_Z((BX), 0)               \
+	GEMM16_STEP_Z((BX)(R12*1), 1)        \
+	LEAQ          (BX)(R12*2), BX        \
+	GEMM16_STEP_Z((BX), 2)               \
+	GEMM16_STEP_Z((BX)(R12*1), 3)        \
+	LEAQ          (BX)(R12*2), BX        \
+	GEMM_ADVANCE_Z(4)
+
+#define GEMM16_STORE_Z(ptr, acc) \
+	VADDPS  (ptr), acc, acc \
+	VMOVUPS acc, (ptr)
 
 #define FMA_BF16_Y(src, xv, acc, tmp) \
 	VPMOVZXWD   src, tmp       \
@@ -379,7 +423,8 @@ reduce:                                     \
 	VFMADD231PS  Y12, Y14, acc0     \
 	VFMADD231PS  Y13, Y14, acc1
 
-// One step of the 6×16 AVX2 tile: 16 values of b at R9, the 6 rows of a at SI and R8.
+// One step of the 6×16 AVX2 tile: 16 values of b at R9 (its rows R10 bytes apart), the 6 rows of
+// a at SI and R8.
 #define GEMM_STEP_Y \
 	VMOVUPS (R9), Y12              \
 	VMOVUPS 32(R9), Y13            \
@@ -391,7 +436,7 @@ reduce:                                     \
 	GEMM_ROW_Y((R8)(DX*2), Y10, Y11) \
 	ADDQ    $4, SI                 \
 	ADDQ    $4, R8                 \
-	ADDQ    $128, R9
+	ADDQ    R10, R9
 
 #define GEMM_STORE_Y(ptr, acc0, acc1) \
 	VADDPS  (ptr), acc0, acc0   \
@@ -768,25 +813,26 @@ TEXT ·widenBlockF16AVX512(SB), NOSPLIT, $0-40
 	WIDEN_BLOCK_ARGS(1)
 	WIDEN_BLOCK_Z(LOAD_F16_Z, LOADMASK_F16_Z, 2)
 
-// func gemm12x32AVX512(a *float32, lda int, b, c *float32, ldc, kc int, pf uintptr, pfStride int)
+// func gemm12x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride int)
 //
-// C[i][0:32] += Σ_k A[i·lda + k] · B[k·32 + 0:32] for the 12 rows i of a tile: a is 12 rows of a
-// widened weight slice, b a panel of 32 tokens packed k-major, c a tile of the transposed output.
+// C[i][0:32] += Σ_k A[i·lda + k] · B[k·ldb + 0:32] for the 12 rows i of a tile: a is 12 rows of a
+// widened weight slice, b a panel of 32 tokens packed k-major (ldb = 32; the backward's panels of
+// widened weights lie side by side, ldb = their total width), c a tile of the transposed output.
 // The 24 accumulators Z0..Z23 stay in registers for all kc steps; each step loads 32 floats of b and
 // broadcasts 12 of a, 24 FMAs for 14 loads. Unless pf is 0, every 32 steps the kernel also
 // prefetches one line (64 bytes) of each of 12 rows at pf + i·pfStride into L2, the next line each
 // time: so while it computes it fetches the weights that the next slice will widen, in small bursts
 // spread over the work rather than one burst that would stall the pipeline.
-TEXT ·gemm12x32AVX512(SB), NOSPLIT, $0-64
+TEXT ·gemm12x32AVX512(SB), NOSPLIT, $0-72
 	MOVQ a+0(FP), SI
 	MOVQ lda+8(FP), DX
 	SHLQ $2, DX
 	MOVQ b+16(FP), BX
-	MOVQ c+24(FP), DI
-	MOVQ ldc+32(FP), R12
-	SHLQ $2, R12
-	MOVQ kc+40(FP), CX
-	MOVQ pf+48(FP), R11
+	MOVQ ldb+24(FP), R12
+	SHLQ $2, R12          // b's row stride in bytes, until the store
+	MOVQ c+32(FP), DI
+	MOVQ kc+48(FP), CX
+	MOVQ pf+56(FP), R11
 	XORQ R13, R13         // prefetch offset within the rows
 	LEAQ (SI)(DX*2), R8
 	ADDQ DX, R8           // row 3
@@ -836,11 +882,7 @@ steps32:
 	MOVQ $8, AX
 
 steps4:
-	GEMM_STEP_Z(0)
-	GEMM_STEP_Z(1)
-	GEMM_STEP_Z(2)
-	GEMM_STEP_Z(3)
-	GEMM_ADVANCE_Z(4)
+	GEMM_STEPS4_Z
 	DECQ AX
 	JNZ  steps4
 	SUBQ $32, CX
@@ -849,23 +891,22 @@ steps4:
 loop4:
 	CMPQ CX, $4
 	JLT  loop1
-	GEMM_STEP_Z(0)
-	GEMM_STEP_Z(1)
-	GEMM_STEP_Z(2)
-	GEMM_STEP_Z(3)
-	GEMM_ADVANCE_Z(4)
+	GEMM_STEPS4_Z
 	SUBQ $4, CX
 	JMP  loop4
 
 loop1:
 	TESTQ CX, CX
 	JZ    store
-	GEMM_STEP_Z(0)
+	GEMM_STEP_Z((BX), 64(BX), 0)
+	ADDQ  R12, BX
 	GEMM_ADVANCE_Z(1)
 	DECQ  CX
 	JMP   loop1
 
 store:
+	MOVQ ldc+40(FP), R12
+	SHLQ $2, R12
 	GEMM_STORE_Z(DI, Z0, Z1)
 	ADDQ R12, DI
 	GEMM_STORE_Z(DI, Z2, Z3)
@@ -889,6 +930,108 @@ store:
 	GEMM_STORE_Z(DI, Z20, Z21)
 	ADDQ R12, DI
 	GEMM_STORE_Z(DI, Z22, Z23)
+	VZEROUPPER
+	RET
+
+// func gemm12x16AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride int)
+//
+// gemm12x32AVX512 on the first 16 columns of b and c only, for a last panel of 16 tokens or fewer:
+// half the FMAs of a whole panel, with the same prefetching.
+TEXT ·gemm12x16AVX512(SB), NOSPLIT, $0-72
+	MOVQ a+0(FP), SI
+	MOVQ lda+8(FP), DX
+	SHLQ $2, DX
+	MOVQ b+16(FP), BX
+	MOVQ ldb+24(FP), R12
+	SHLQ $2, R12          // b's row stride in bytes, until the store
+	MOVQ c+32(FP), DI
+	MOVQ kc+48(FP), CX
+	MOVQ pf+56(FP), R11
+	XORQ R13, R13         // prefetch offset within the rows
+	LEAQ (SI)(DX*2), R8
+	ADDQ DX, R8           // row 3
+	LEAQ (R8)(DX*2), R9
+	ADDQ DX, R9           // row 6
+	LEAQ (R9)(DX*2), R10
+	ADDQ DX, R10          // row 9
+	ZERO_Z0_Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+h_loop32:
+	CMPQ  CX, $32
+	JLT   h_loop4
+	TESTQ R11, R11
+	JZ    h_steps32
+	MOVQ  R11, AX
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	GEMM_PREFETCH_ROW
+	ADDQ  $64, R13
+
+h_steps32:
+	MOVQ $8, AX
+
+h_steps4:
+	GEMM16_STEPS4_Z
+	DECQ AX
+	JNZ  h_steps4
+	SUBQ $32, CX
+	JMP  h_loop32
+
+h_loop4:
+	CMPQ CX, $4
+	JLT  h_loop1
+	GEMM16_STEPS4_Z
+	SUBQ $4, CX
+	JMP  h_loop4
+
+h_loop1:
+	TESTQ CX, CX
+	JZ    h_store
+	GEMM16_STEP_Z((BX), 0)
+	ADDQ  R12, BX
+	GEMM_ADVANCE_Z(1)
+	DECQ  CX
+	JMP   h_loop1
+
+h_store:
+	MOVQ ldc+40(FP), R12
+	SHLQ $2, R12
+	GEMM16_STORE_Z(DI, Z0)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z1)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z2)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z3)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z4)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z5)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z6)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z7)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z8)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z9)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z10)
+	ADDQ R12, DI
+	GEMM16_STORE_Z(DI, Z11)
 	VZEROUPPER
 	RET
 
@@ -1016,23 +1159,25 @@ done:
 	VZEROUPPER
 	RET
 
-// func gemm6x32AVX2(a *float32, lda int, b, c *float32, ldc, kc int, pf uintptr, pfStride int)
+// func gemm6x32AVX2(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride int)
 //
 // The AVX2 form of gemm12x32AVX512 for 6 rows: sixteen Y registers hold a 6×16 tile, so the 32
 // tokens of the panel are done in two passes of 16 (the 6 rows of a stay in L1 between them). The
 // first pass prefetches as the AVX-512 kernel does, one line of each of the 6 rows every 32 steps.
-TEXT ·gemm6x32AVX2(SB), NOSPLIT, $0-64
-	MOVQ c+24(FP), DI
+TEXT ·gemm6AVX2(SB), NOSPLIT, $0-80
+	MOVQ c+32(FP), DI
 	MOVQ b+16(FP), BX
-	MOVQ $2, R11          // passes left
+	MOVQ halves+72(FP), R11 // passes left
 
 pass:
 	MOVQ a+0(FP), SI
 	MOVQ lda+8(FP), DX
 	SHLQ $2, DX
-	MOVQ ldc+32(FP), R12
+	MOVQ ldb+24(FP), R10
+	SHLQ $2, R10          // b's row stride in bytes
+	MOVQ ldc+40(FP), R12
 	SHLQ $2, R12
-	MOVQ kc+40(FP), CX
+	MOVQ kc+48(FP), CX
 	XORQ R13, R13         // prefetch offset within the rows
 	LEAQ (SI)(DX*2), R8
 	ADDQ DX, R8           // row 3
@@ -1053,9 +1198,9 @@ pass:
 loop32:
 	CMPQ CX, $32
 	JLT  loop1
-	CMPQ R11, $2
+	CMPQ R11, halves+72(FP)
 	JNE  steps32
-	MOVQ pf+48(FP), AX
+	MOVQ pf+56(FP), AX
 	TESTQ AX, AX
 	JZ   steps32
 	GEMM_PREFETCH_ROW
@@ -1084,18 +1229,18 @@ loop1:
 	JMP   loop1
 
 store:
-	MOVQ DI, R10
-	GEMM_STORE_Y(R10, Y0, Y1)
-	ADDQ R12, R10
-	GEMM_STORE_Y(R10, Y2, Y3)
-	ADDQ R12, R10
-	GEMM_STORE_Y(R10, Y4, Y5)
-	ADDQ R12, R10
-	GEMM_STORE_Y(R10, Y6, Y7)
-	ADDQ R12, R10
-	GEMM_STORE_Y(R10, Y8, Y9)
-	ADDQ R12, R10
-	GEMM_STORE_Y(R10, Y10, Y11)
+	MOVQ DI, R9
+	GEMM_STORE_Y(R9, Y0, Y1)
+	ADDQ R12, R9
+	GEMM_STORE_Y(R9, Y2, Y3)
+	ADDQ R12, R9
+	GEMM_STORE_Y(R9, Y4, Y5)
+	ADDQ R12, R9
+	GEMM_STORE_Y(R9, Y6, Y7)
+	ADDQ R12, R9
+	GEMM_STORE_Y(R9, Y8, Y9)
+	ADDQ R12, R9
+	GEMM_STORE_Y(R9, Y10, Y11)
 	ADDQ $64, BX
 	ADDQ $64, DI
 	DECQ R11

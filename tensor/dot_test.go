@@ -460,31 +460,42 @@ func TestTranspose(t *testing.T) {
 	})
 }
 
-// TestGEMMKernel checks the micro-kernel alone on exact integer data: every kc including 0, strides
-// wider than the tile, and that it accumulates into c and touches nothing outside the tile.
+// TestGEMMKernel checks the micro-kernel alone on exact integer data, the whole panel (gemm) and the
+// half (gemmHalf, which must leave the other 16 columns alone): every kc including 0, strides
+// wider than the tile (b's as MatMulBackward's side-by-side panels make them), and that it
+// accumulates into c and touches nothing outside the tile.
 func TestGEMMKernel(t *testing.T) {
 	forKernels(t, func(t *testing.T, k *kernels) {
 		r := rand.New(rand.NewPCG(7, 8))
 		mr := k.gemmRows
-		for _, kc := range []int{0, 1, 2, 3, 15, 16, 17, 100, 256} {
-			lda, ldc := kc+3, gemmCols+5
-			a := intValues(r, mr*lda, 16)
-			b := intValues(r, kc*gemmCols, 16)
-			c := intValues(r, mr*ldc, 1000)
-			want := append([]float32(nil), c...)
-			for i := range mr {
-				for tk := range gemmCols {
-					var s float64
-					for p := range kc {
-						s += float64(a[i*lda+p]) * float64(b[p*gemmCols+tk])
-					}
-					want[i*ldc+tk] += float32(s)
-				}
+		for _, cols := range []int{gemmCols, gemmCols / 2} {
+			gemm := k.gemm
+			if cols < gemmCols {
+				gemm = k.gemmHalf
 			}
-			k.gemm(a, lda, b, c[:(mr-1)*ldc+gemmCols], ldc, kc, 0, 0)
-			for i := range c {
-				if c[i] != want[i] {
-					t.Fatalf("kc=%d: c[%d] (row %d, col %d) = %v, want %v", kc, i, i/ldc, i%ldc, c[i], want[i])
+			for _, kc := range []int{0, 1, 2, 3, 15, 16, 17, 100, 256} {
+				for _, ldb := range []int{gemmCols, gemmCols + 7, 8 * gemmCols} {
+					lda, ldc := kc+3, gemmCols+5
+					a := intValues(r, mr*lda, 16)
+					b := intValues(r, kc*ldb, 16)
+					c := intValues(r, mr*ldc, 1000)
+					want := append([]float32(nil), c...)
+					for i := range mr {
+						for tk := range cols {
+							var s float64
+							for p := range kc {
+								s += float64(a[i*lda+p]) * float64(b[p*ldb+tk])
+							}
+							want[i*ldc+tk] += float32(s)
+						}
+					}
+					gemm(a, lda, b, ldb, c[:(mr-1)*ldc+cols], ldc, kc, 0, 0)
+					for i := range c {
+						if c[i] != want[i] {
+							t.Fatalf("cols=%d kc=%d ldb=%d: c[%d] (row %d, col %d) = %v, want %v",
+								cols, kc, ldb, i, i/ldc, i%ldc, c[i], want[i])
+						}
+					}
 				}
 			}
 		}

@@ -14,8 +14,11 @@ var matmulShapes = [][2]int{{45, 67}, {1, 1}, {3, 17}, {7, 0}, {0, 5}, {263, 531
 
 // matmulBatches are the batch sizes: decode, the GEMV for a few tokens (a 4×4 tile and a
 // remainder), a partial GEMM panel on both sides of matmulPanel, a whole panel and a GEMV tail,
-// and past matmulTokens so the panels split into groups (with a tail that joins the GEMM).
-var matmulBatches = []int{1, 2, 5, 11, matmulPanel - 1, matmulPanel, 32, 33, 316}
+// a whole panel and a half panel (from matmulHalfPanel to 16 tokens past it, with a GEMV tail
+// just below), and past matmulTokens so the panels split into groups (with a tail that joins the
+// GEMM).
+var matmulBatches = []int{1, 2, 5, 11, matmulPanel - 1, matmulPanel, 32, 33,
+	32 + matmulHalfPanel - 1, 32 + matmulHalfPanel, 44, 48, 65, 316}
 
 // matmulCase is one MatMul's inputs and its f64 reference.
 type matmulCase struct {
