@@ -55,6 +55,10 @@ type kernels struct {
 	// or fewer costs half a whole one.
 	gemmHalf func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int, pf uintptr, pfStride int)
 	gemmRows int
+	// gemmFew, where a set has one, is gemm on gemmFewRows < gemmRows rows and never prefetches:
+	// MatMulBackward's last rows (tokens) when they fit, so that a partial tile pads less.
+	gemmFew     func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int)
+	gemmFewRows int
 }
 
 // gemmCols is the number of tokens in one packed panel and in one GEMM tile.

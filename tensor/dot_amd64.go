@@ -69,8 +69,18 @@ var avx512 = &kernels{
 		b = b[:(kc-1)*ldb+gemmCols/2]
 		gemm12x16AVX512(&a[0], lda, &b[0], ldb, &c[0], ldc, kc, pf, pfStride)
 	},
-	transpose: transposeZ,
-	gemmRows:  12,
+	gemmFew: func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int) {
+		c = c[:5*ldc+gemmCols]
+		if kc == 0 {
+			return
+		}
+		a = a[:5*lda+kc]
+		b = b[:(kc-1)*ldb+gemmCols]
+		gemm6x32AVX512(&a[0], lda, &b[0], ldb, &c[0], ldc, kc)
+	},
+	gemmFewRows: 6,
+	transpose:   transposeZ,
+	gemmRows:    12,
 }
 
 var avx2 = &kernels{
@@ -232,6 +242,9 @@ func widenBlockF16AVX512(dst *float32, src *uint16, lds, rows, cols int)
 
 //go:noescape
 func gemm12x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride int)
+
+//go:noescape
+func gemm6x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int)
 
 //go:noescape
 func gemm12x16AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int, pf uintptr, pfStride int)

@@ -280,6 +280,17 @@ reduce:                                     \
 	VMOVUPS acc0, (ptr)         \
 	VMOVUPS acc1, 64(ptr)
 
+// The 6×32 tile of gemm6x32AVX512: GEMM_STEP_Z on the first 6 rows (SI and R8).
+#define GEMM6_STEP_Z(b0, b1, u) \
+	VMOVUPS b0, Z24                          \
+	VMOVUPS b1, Z25                          \
+	GEMM_ROW_Z((u*4)(SI), Z26, Z0, Z1)       \
+	GEMM_ROW_Z((u*4)(SI)(DX*1), Z27, Z2, Z3) \
+	GEMM_ROW_Z((u*4)(SI)(DX*2), Z28, Z4, Z5) \
+	GEMM_ROW_Z((u*4)(R8), Z29, Z6, Z7)       \
+	GEMM_ROW_Z((u*4)(R8)(DX*1), Z30, Z8, Z9) \
+	GEMM_ROW_Z((u*4)(R8)(DX*2), Z31, Z10, Z11)
+
 // The 12×16 tile of gemm12x16AVX512: as GEMM_ROW_Z, GEMM_STEP_Z and GEMM_STEPS4_Z on the first
 // 16 columns of b (Z24) and one accumulator per row (Z0..Z11).
 #define GEMM16_ROW_Z(src, tmp, acc) \
@@ -1032,6 +1043,60 @@ h_store:
 	GEMM16_STORE_Z(DI, Z10)
 	ADDQ R12, DI
 	GEMM16_STORE_Z(DI, Z11)
+	VZEROUPPER
+	RET
+
+// func gemm6x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc, kc int)
+//
+// gemm12x32AVX512 on 6 rows, without prefetching: the last rows of MatMulBackward's activation
+// gradient, where a 12-row tile would be mostly padding (64 tokens are 5 tiles of 12 and one of 6).
+TEXT ·gemm6x32AVX512(SB), NOSPLIT, $0-56
+	MOVQ a+0(FP), SI
+	MOVQ lda+8(FP), DX
+	SHLQ $2, DX
+	MOVQ b+16(FP), BX
+	MOVQ ldb+24(FP), R12
+	SHLQ $2, R12          // b's row stride in bytes, until the store
+	MOVQ c+32(FP), DI
+	MOVQ kc+48(FP), CX
+	LEAQ (SI)(DX*2), R8
+	ADDQ DX, R8           // row 3
+	ZERO_Z0_Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+s_loop2:
+	CMPQ CX, $2
+	JLT  s_loop1
+	GEMM6_STEP_Z((BX), 64(BX), 0)
+	GEMM6_STEP_Z((BX)(R12*1), 64(BX)(R12*1), 1)
+	LEAQ (BX)(R12*2), BX
+	ADDQ $8, SI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  s_loop2
+
+s_loop1:
+	TESTQ CX, CX
+	JZ    s_store
+	GEMM6_STEP_Z((BX), 64(BX), 0)
+
+s_store:
+	MOVQ ldc+40(FP), R12
+	SHLQ $2, R12
+	GEMM_STORE_Z(DI, Z0, Z1)
+	ADDQ R12, DI
+	GEMM_STORE_Z(DI, Z2, Z3)
+	ADDQ R12, DI
+	GEMM_STORE_Z(DI, Z4, Z5)
+	ADDQ R12, DI
+	GEMM_STORE_Z(DI, Z6, Z7)
+	ADDQ R12, DI
+	GEMM_STORE_Z(DI, Z8, Z9)
+	ADDQ R12, DI
+	GEMM_STORE_Z(DI, Z10, Z11)
 	VZEROUPPER
 	RET
 

@@ -460,19 +460,32 @@ func TestTranspose(t *testing.T) {
 	})
 }
 
-// TestGEMMKernel checks the micro-kernel alone on exact integer data, the whole panel (gemm) and the
-// half (gemmHalf, which must leave the other 16 columns alone): every kc including 0, strides
-// wider than the tile (b's as MatMulBackward's side-by-side panels make them), and that it
-// accumulates into c and touches nothing outside the tile.
+// TestGEMMKernel checks the micro-kernel alone on exact integer data, the whole panel (gemm), the
+// half (gemmHalf, which must leave the other 16 columns alone) and the few rows (gemmFew, where the
+// set has it): every kc including 0, strides wider than the tile (b's as MatMulBackward's
+// side-by-side panels make them), and that it accumulates into c and touches nothing outside the
+// tile.
 func TestGEMMKernel(t *testing.T) {
+	type variant struct {
+		name       string
+		rows, cols int
+		gemm       func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int)
+	}
 	forKernels(t, func(t *testing.T, k *kernels) {
 		r := rand.New(rand.NewPCG(7, 8))
-		mr := k.gemmRows
-		for _, cols := range []int{gemmCols, gemmCols / 2} {
-			gemm := k.gemm
-			if cols < gemmCols {
-				gemm = k.gemmHalf
-			}
+		variants := []variant{
+			{"gemm", k.gemmRows, gemmCols, func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int) {
+				k.gemm(a, lda, b, ldb, c, ldc, kc, 0, 0)
+			}},
+			{"gemmHalf", k.gemmRows, gemmCols / 2, func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int) {
+				k.gemmHalf(a, lda, b, ldb, c, ldc, kc, 0, 0)
+			}},
+		}
+		if k.gemmFew != nil {
+			variants = append(variants, variant{"gemmFew", k.gemmFewRows, gemmCols, k.gemmFew})
+		}
+		for _, v := range variants {
+			mr, cols := v.rows, v.cols
 			for _, kc := range []int{0, 1, 2, 3, 15, 16, 17, 100, 256} {
 				for _, ldb := range []int{gemmCols, gemmCols + 7, 8 * gemmCols} {
 					lda, ldc := kc+3, gemmCols+5
@@ -489,11 +502,11 @@ func TestGEMMKernel(t *testing.T) {
 							want[i*ldc+tk] += float32(s)
 						}
 					}
-					gemm(a, lda, b, ldb, c[:(mr-1)*ldc+cols], ldc, kc, 0, 0)
+					v.gemm(a, lda, b, ldb, c[:(mr-1)*ldc+cols], ldc, kc)
 					for i := range c {
 						if c[i] != want[i] {
-							t.Fatalf("cols=%d kc=%d ldb=%d: c[%d] (row %d, col %d) = %v, want %v",
-								cols, kc, ldb, i, i/ldc, i%ldc, c[i], want[i])
+							t.Fatalf("%s kc=%d ldb=%d: c[%d] (row %d, col %d) = %v, want %v",
+								v.name, kc, ldb, i, i/ldc, i%ldc, c[i], want[i])
 						}
 					}
 				}

@@ -70,8 +70,8 @@ type matmulGrad32 struct {
 //	dx (n, in)   += dy (n, out) · w (out, in):   a = dy, b = w (widened row by row)
 //	dw (out, in) += dyᵀ (out, n) · x (n, in):   a = dyᵀ (transposed: activation-sized), b = x
 //
-// The kernel's rows are a's rows (tokens for dx: 44 tokens are 4 tiles of 12 on AVX-512, so a
-// partial tile wastes at most 11 rows), its 32 columns a panel of b's columns, its sum runs over
+// The kernel's rows are a's rows (tokens for dx: 44 tokens are 4 tiles of 12 on AVX-512, 64 are 5
+// and a 6-row tile of gemmFew, so a partial tile wastes at most 5 rows), its 32 columns a panel of b's columns, its sum runs over
 // b's rows. a is copied with its rows padStride apart, off a multiple of 4 KB: the 12 rows of a
 // tile at a stride of a whole row of dy (8 KB at d_model 2048) would share L1's sets.
 func (c *CPU) matmulBackward32(dx, dw, dy, x, w *Tensor) {
@@ -167,6 +167,9 @@ func (j *productJob) run(worker, lo, hi int) {
 		for m0 := 0; m0 < j.m; m0 += block {
 			rows := min(block, j.m-m0)
 			tiles := (rows + mr - 1) / mr
+			// The last tile runs on the smaller kernel when its rows fit: 64 tokens are 5 tiles of
+			// 12 and one of 6 on AVX-512 (66 rows computed, not 72).
+			few := kern.gemmFew != nil && rows-(tiles-1)*mr <= kern.gemmFewRows
 			clear(sums[:tiles*mr*productWidth])
 			for k0 := 0; k0 < j.depth; k0 += productDepth {
 				kc := min(productDepth, j.depth-k0)
@@ -193,13 +196,17 @@ func (j *productJob) run(worker, lo, hi int) {
 				for t := 0; t < tiles; t++ {
 					a := j.a[(m0+t*mr)*j.lda+k0:]
 					for p := 0; p < group; p++ {
+						b, c := packed[p*gemmCols:], sums[t*mr*productWidth+p*gemmCols:]
+						if t == tiles-1 && few {
+							kern.gemmFew(a, j.lda, b, productWidth, c, productWidth, kc)
+							continue
+						}
 						var pf uintptr
 						if r := next + call/segments*mr; r < last {
 							pf = j.addrB(r, nextCol+call%segments*segment)
 						}
 						call++
-						kern.gemm(a, j.lda, packed[p*gemmCols:], productWidth,
-							sums[t*mr*productWidth+p*gemmCols:], productWidth, kc, pf, stride)
+						kern.gemm(a, j.lda, b, productWidth, c, productWidth, kc, pf, stride)
 					}
 				}
 			}
