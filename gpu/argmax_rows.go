@@ -24,10 +24,11 @@ func (b *Backend) ArgmaxRows(dst []int32, x *tensor.Tensor) {
 	if rows == 0 {
 		return
 	}
-	ids := b.scratch("argmax ids", rows)
-	ids.DType = tensor.I32
+	var ids *tensor.Tensor
 	func() {
 		defer b.enter()()
+		ids = b.scratch("argmax ids", rows)
+		ids.DType = tensor.I32
 		b.argmax(dev(ids), dev(x), rows, d)
 		b.done("argmax rows")
 	}()

@@ -50,6 +50,9 @@ func (p *pool) get(bytes int64, what string) (cu.DevicePtr, error) {
 		d, err = cu.MemAlloc(c)
 	}
 	if err != nil {
+		if err != cu.OutOfMemory {
+			return 0, fmt.Errorf("gpu: allocating %s (%d bytes): %v", what, bytes, err)
+		}
 		free, total, _ := cu.MemInfo()
 		return 0, fmt.Errorf("gpu: out of device memory allocating %s (%d bytes): %v; the pool holds %d bytes in use, the device has %d of %d bytes free",
 			what, bytes, err, p.inUse, free, total)

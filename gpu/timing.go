@@ -56,19 +56,28 @@ func (b *Backend) Time(warmup, reps int, fn func()) (float64, error) {
 // the given size: bytes read plus bytes written per second, in GB/s (1e9), the ceiling that
 // DESIGN.md measures decode against. Also returns the median milliseconds of one copy.
 func (b *Backend) CopyBandwidth(bytes int64, reps int) (gbps, ms float64, err error) {
+	// The allocations and frees are driver calls too: they need the context current on this
+	// thread, as every op has it.
+	leave := b.enter()
 	src, err := b.pool.get(bytes, "copy benchmark source")
 	if err != nil {
+		leave()
 		return 0, 0, err
 	}
 	dst, err := b.pool.get(bytes, "copy benchmark destination")
 	if err != nil {
 		b.pool.put(src)
+		leave()
 		return 0, 0, err
 	}
-	defer func() { b.pool.put(src); b.pool.put(dst); b.pool.release() }()
-	enter := b.enter()
 	err = cu.MemsetD8Async(src, 0x5a, bytes, b.stream) // not zeros: never time on zeros
-	enter()
+	leave()
+	defer func() {
+		defer b.enter()()
+		b.pool.put(src)
+		b.pool.put(dst)
+		b.pool.release()
+	}()
 	if err != nil {
 		return 0, 0, fmt.Errorf("gpu: memset: %v", err)
 	}
