@@ -76,7 +76,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	chat := fs.Bool("chat", false, "wrap the prompt in the model's chat template as a user turn")
 	system := fs.String("system", "", "system message (with --chat)")
 	maxTokens := fs.Int("max-tokens", 256, "the most tokens to generate")
-	device := fs.String("device", "cpu", "where the model runs: cpu, or cuda (GPU 0; needs a CUDA build, `make tiller-cuda`)")
+	device := deviceFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -87,14 +87,14 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if *maxTokens < 1 {
 		return usagef("--max-tokens %d, want >= 1", *maxTokens)
 	}
-	if *device != "cpu" && *device != "cuda" {
-		return usagef("--device %q: want cpu or cuda", *device)
+	if err := checkDevice(*device); err != nil {
+		return err
 	}
 	prompt, err := text(pos, "prompt")
 	if err != nil {
 		return err
 	}
-	l, err := open(mf, stderr)
+	l, err := openOn(mf, *device, stderr)
 	if err != nil {
 		return err
 	}
@@ -107,18 +107,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runner := l.runner
-	if *device == "cuda" {
-		r, closeGPU, err := cudaRunner(l.model)
-		if err != nil {
-			return err
-		}
-		defer closeGPU()
-		runner = r
-	}
 	out := bufio.NewWriter(stdout)
 	stream := l.tok.NewStream(true)
-	st, err := runner.Generate(ids, llama.GenerateOptions{MaxTokens: *maxTokens, Sampler: sc}, func(id int32) bool {
+	st, err := l.runner.Generate(ids, llama.GenerateOptions{MaxTokens: *maxTokens, Sampler: sc}, func(id int32) bool {
 		out.WriteString(stream.Add(id))
 		out.Flush()
 		return true
