@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -118,5 +119,17 @@ func TestEmbeddedModelFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "model.safetensors")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A cache folder that cannot be made is an error naming the embedded model, not a panic.
+func TestModelDirUnwritable(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-folder")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ModelDir(filepath.Join(file, "cache"))
+	if err == nil || !strings.Contains(err.Error(), "embedded "+ModelName) || !strings.Contains(err.Error(), "not-a-folder") {
+		t.Fatalf("ModelDir under a file: %v; want an error naming %s and the path", err, ModelName)
 	}
 }
