@@ -6,11 +6,16 @@ BUILD     := build
 TOKLIB    := $(BUILD)/tokenizers/libtokenizers.a
 TOKENIZERS_VERSION := v1.22.1
 
+# The Jinja engine of chat templates (github.com/ardanlabs/jinja) needs Go 1.27: the go command
+# fetches this toolchain from the Go module proxy once (about 76 MB) when the machine has an
+# older one.
+export GOTOOLCHAIN := go1.27.3
+
 # daulet/tokenizers links -ltokenizers; this says where the library we build lives.
 export CGO_LDFLAGS := -L$(CURDIR)/$(BUILD)/tokenizers
 export CGO_ENABLED := 1
 
-.PHONY: all tiller test vet demo fixtures bench clean
+.PHONY: all tiller test vet demo fixtures chat-fixtures bench clean
 
 all: tiller
 
@@ -60,6 +65,11 @@ clean:
 # private Python environment in build/pyref; `make test` never needs this.
 fixtures:
 	scripts/reference/make_fixtures.sh
+
+# Regenerates what transformers' apply_chat_template renders of the chat-template test cases
+# (llama/chat/testdata/expected.json; with the real model present, its own template's too).
+chat-fixtures:
+	scripts/reference/make_fixtures.sh make_chat_fixtures.py
 
 # ---- GPU (issue 6). None of this runs in `make test`: the default build needs no CUDA. ----
 
@@ -126,5 +136,5 @@ device-check-build: $(PTX) $(TOKLIB)
 	$(CUDA_CGO) $(GO) test -c -tags cuda -ldflags=-s -o $(BUILD)/device/gpu.test ./gpu
 	$(CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/gpubench ./bench/gpubench
 	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/tiller ./cmd/tiller
-	install -m 644 ../shared/models/llama-3.1-8b-instruct/config.json $(BUILD)/device/llama-3.1-8b-config.json
+	install -m 644 llama/testdata/configs/llama-3.1-8b-instruct/config.json $(BUILD)/device/llama-3.1-8b-config.json
 	tar -czf $(BUILD)/devpack.tgz -C $(BUILD) device

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
@@ -22,7 +24,8 @@ import (
 // TEXT is a string (raw text, encoded with the tokenizer's BOS) or a list of chat messages
 // ({"role", "content"}) that the chat template renders. A chat whose last message is the user's
 // ends with the assistant's turn opened; one whose last message is the assistant's ends inside
-// that message (its <|eot_id|> left off), so the metric reads how the model would continue the
+// that message (whatever the template writes after it left off, as transformers' continue_final_message
+// does), so the metric reads how the model would continue the
 // reply. logit_diff is logit(ANSWER) − logit(DISTRACTOR) at the last prompt token, each written as
 // the text of one token or as #ID; logprob is the summed log-probability of the continuation's
 // tokens after the prompt. Optional "id" and "note" fields are carried along for reports.
@@ -233,7 +236,8 @@ type Input struct {
 // Encoder turns text into token ids: *tokenizer.Tokenizer.
 type Encoder interface {
 	Encode(text string, addSpecial bool) ([]int32, error)
-	RenderChat(msgs []tokenizer.Message, addGenerationPrompt bool) (string, error)
+	RenderChat(msgs []chat.Message, addGenerationPrompt bool) (string, error)
+	ContinueChat(msgs []chat.Message) (string, error)
 	Decode(ids []int32, skipSpecial bool) string
 }
 
@@ -329,12 +333,12 @@ func EncodePrompt(tok Encoder, t tokenizer.Text) ([]int32, error) {
 		}
 		return tok.Encode(text, false)
 	}
-	// Leave the assistant's reply open: the rendered chat ends with its content and <|eot_id|>.
-	text, err := tok.RenderChat(t.Messages, false)
+	// Leave the assistant's reply open, for the metric's continuation to follow it.
+	text, err := tok.ContinueChat(t.Messages)
 	if err != nil {
 		return nil, err
 	}
-	return tok.Encode(strings.TrimSuffix(text, tokenizer.EndOfTurn), false)
+	return tok.Encode(text, false)
 }
 
 // answerToken reads a logit_diff token: #ID, or text that is exactly one token.

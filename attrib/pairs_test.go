@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+	"github.com/tillerlm/tiller/llama/tokenizer/tokenizertest"
+
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
@@ -83,13 +86,20 @@ func TestReadPairsErrors(t *testing.T) {
 	}
 }
 
+// llama3 returns Meta's Llama 3 tokenizer ($TILLER_LLAMA3_TOKENIZER; the test skips without it)
+// with tiller's Llama 3 chat template.
 func llama3(t *testing.T) *tokenizer.Tokenizer {
 	t.Helper()
-	tok, err := tokenizer.FromFile(llama3Tokenizer)
+	tok, err := tokenizer.FromFile(tokenizertest.Llama3Path(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tok.Close() })
+	tmpl, err := chat.New(chat.Llama3(), "llama3", chat.Specials{BOS: tokenizer.BeginOfText, EOS: tokenizer.EndOfTurn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.SetChatTemplate(tmpl)
 	return tok
 }
 
@@ -114,12 +124,12 @@ func TestEncode(t *testing.T) {
 	}
 	// A chat ending with the assistant's message stays inside it: no <|eot_id|> at the end, and
 	// the continuation follows the reply.
-	chat := ins[1]
-	if last := chat.Clean[len(chat.Clean)-1]; last == 128009 || chat.Labels[len(chat.Labels)-1] != "!" {
-		t.Errorf("open reply ends with %d %q", last, chat.Labels[len(chat.Labels)-1])
+	reply := ins[1]
+	if last := reply.Clean[len(reply.Clean)-1]; last == 128009 || reply.Labels[len(reply.Labels)-1] != "!" {
+		t.Errorf("open reply ends with %d %q", last, reply.Labels[len(reply.Labels)-1])
 	}
-	if want, _ := tok.Encode(" I am glad.", false); len(chat.Cont) != len(want) {
-		t.Errorf("continuation %v, want %v", chat.Cont, want)
+	if want, _ := tok.Encode(" I am glad.", false); len(reply.Cont) != len(want) {
+		t.Errorf("continuation %v, want %v", reply.Cont, want)
 	}
 	// A chat ending with the user's message opens the assistant's turn.
 	open := ins[2]

@@ -6,22 +6,36 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+	"github.com/tillerlm/tiller/llama/tokenizer/tokenizertest"
+
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
-// llama3Tokenizer is the Llama 3 tokenizer the shared folder holds for tests.
-const llama3Tokenizer = "../../shared/tokenizers/llama3/tokenizer.json"
-
 // The diagnostic sets shipped in tasks/: at least 40 pairs each, every pair a user message and an
 // assistant reply on both sides with the same user message, a logprob metric, unique ids, and
-// clean and corrupt of the same token length under the Llama 3 tokenizer, in both the Llama 3 and
-// the Llama 3.1 chat format (the reply left open for the continuation, as Encode renders it).
+// clean and corrupt of the same token length under Meta's Llama 3 tokenizer (when
+// $TILLER_LLAMA3_TOKENIZER gives it), in both the Llama 3 and the Llama 3.1 chat format (the
+// reply left open for the continuation, as Encode renders it).
 func TestTaskSets(t *testing.T) {
-	tok, err := tokenizer.FromFile(llama3Tokenizer)
-	if err != nil {
-		t.Fatal(err)
+	var toks []*tokenizer.Tokenizer
+	if path := os.Getenv(tokenizertest.Llama3Env); path != "" {
+		for _, template := range []string{chat.Llama3(), chat.Llama31()} {
+			tok, err := tokenizer.FromFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tok.Close()
+			tmpl, err := chat.New(template, "built-in", chat.Specials{BOS: tokenizer.BeginOfText, EOS: tokenizer.EndOfTurn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok.SetChatTemplate(tmpl)
+			toks = append(toks, tok)
+		}
+	} else {
+		t.Logf("%s is not set: the token lengths under Meta's Llama 3 tokenizer are not checked", tokenizertest.Llama3Env)
 	}
-	defer tok.Close()
 	files, _ := filepath.Glob("tasks/*.jsonl")
 	want := []string{"tasks/anger.jsonl", "tasks/joy.jsonl", "tasks/sadness.jsonl", "tasks/trust.jsonl"}
 	if strings.Join(files, " ") != strings.Join(want, " ") {
@@ -61,8 +75,7 @@ func TestTaskSets(t *testing.T) {
 			if p.Metric.LogitDiff != nil || !strings.HasPrefix(p.Metric.LogProb, " ") {
 				t.Errorf("%s: want a logprob metric whose continuation starts with a space", where)
 			}
-			for _, style := range []tokenizer.ChatStyle{tokenizer.Llama3, tokenizer.Llama31} {
-				tok.ChatStyle = style
+			for which, tok := range toks {
 				ci, err := EncodePrompt(tok, p.Clean)
 				if err != nil {
 					t.Fatal(err)
@@ -74,7 +87,7 @@ func TestTaskSets(t *testing.T) {
 				if len(ci) != len(ki) {
 					_, cp, _ := tok.Pieces(c[1].Content, false)
 					_, kp, _ := tok.Pieces(k[1].Content, false)
-					t.Errorf("%s (%s): clean %d tokens, corrupt %d\n  clean   %q\n  corrupt %q", where, style, len(ci), len(ki), cp, kp)
+					t.Errorf("%s (%s): clean %d tokens, corrupt %d\n  clean   %q\n  corrupt %q", where, []string{"llama3", "llama3.1"}[which], len(ci), len(ki), cp, kp)
 					break
 				}
 			}

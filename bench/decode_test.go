@@ -21,8 +21,8 @@ func benchModels() string {
 
 var modelOnce sync.Map // config name → *sync.Once guarding its checkpoint
 
-// randomModel returns the folder of a random bf16 checkpoint for ../shared/models/NAME, writing it
-// the first time.
+// randomModel returns the folder of a random bf16 checkpoint for llama/testdata/configs/NAME,
+// writing it the first time.
 func randomModel(b *testing.B, name string) string {
 	b.Helper()
 	dir := filepath.Join(benchModels(), name+"-random-bf16")
@@ -33,7 +33,7 @@ func randomModel(b *testing.B, name string) string {
 			return
 		}
 		var cfg []byte
-		if cfg, err = os.ReadFile(filepath.Join("..", "..", "shared", "models", name, "config.json")); err != nil {
+		if cfg, err = os.ReadFile(filepath.Join("..", "llama", "testdata", "configs", name, "config.json")); err != nil {
 			return
 		}
 		b.Logf("writing %s (once)", dir)

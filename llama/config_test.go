@@ -8,10 +8,11 @@ import (
 	"testing"
 )
 
-const sharedModels = "../../shared/models"
+// realConfigs holds the config.json (and generation_config.json) of real checkpoints.
+const realConfigs = "testdata/configs"
 
 func TestRealConfigs(t *testing.T) {
-	c, err := ReadConfig(filepath.Join(sharedModels, "llama-3.1-8b-instruct"))
+	c, err := ReadConfig(filepath.Join(realConfigs, "llama-3.1-8b-instruct"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,21 +28,21 @@ func TestRealConfigs(t *testing.T) {
 	if p := c.Params(); p != 8030261248 {
 		t.Errorf("8B parameters %d, want 8030261248 (transformers' count)", p)
 	}
-	c, err = ReadConfig(filepath.Join(sharedModels, "llama-3.2-1b-instruct"))
+	c, err = ReadConfig(filepath.Join(realConfigs, "llama-3.2-1b-instruct"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.HeadDim != 64 || !c.TieEmbeddings || c.RopeScaling.Factor != 32 {
 		t.Errorf("1B: %+v", c)
 	}
-	c, err = ReadConfig(filepath.Join(sharedModels, "llama-3-8b-instruct"))
+	c, err = ReadConfig(filepath.Join(realConfigs, "llama-3-8b-instruct"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.RopeScaling.Type != "" || len(c.EOS) != 1 || c.EOS[0] != 128009 {
 		t.Errorf("Llama 3 8B: rope %+v eos %v", c.RopeScaling, c.EOS)
 	}
-	g, err := ReadGenerationConfig(filepath.Join(sharedModels, "llama-3.1-8b-instruct"))
+	g, err := ReadGenerationConfig(filepath.Join(realConfigs, "llama-3.1-8b-instruct"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestConfigErrors(t *testing.T) {
 // Llama 3.1's frequencies, recomputed here in float64 from REFERENCES.md: unchanged above the
 // high-frequency wavelength bound, divided by 8 below the low one, interpolated between.
 func TestInvFreqLlama3(t *testing.T) {
-	c, err := ReadConfig(filepath.Join(sharedModels, "llama-3.1-8b-instruct"))
+	c, err := ReadConfig(filepath.Join(realConfigs, "llama-3.1-8b-instruct"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestInvFreqLlama3(t *testing.T) {
 
 func FuzzParseConfig(f *testing.F) {
 	for _, dir := range []string{"llama-3.1-8b-instruct", "llama-3.2-1b-instruct", "llama-3-8b-instruct"} {
-		if b, err := os.ReadFile(filepath.Join(sharedModels, dir, "config.json")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(realConfigs, dir, "config.json")); err == nil {
 			f.Add(b)
 		}
 	}

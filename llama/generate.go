@@ -40,15 +40,20 @@ func rate(n int, d time.Duration) float64 {
 }
 
 // StopIDs are the ids that end generation: generation_config.json's eos_token_id if it has one,
-// else config.json's.
+// else config.json's, then TurnEnd's ids that are not among them.
 func (m *Model) StopIDs() []int32 {
 	ids := m.Config.EOS
 	if len(m.Gen.EOS) > 0 {
 		ids = m.Gen.EOS
 	}
-	out := make([]int32, len(ids))
+	out := make([]int32, len(ids), len(ids)+len(m.TurnEnd))
 	for i, id := range ids {
 		out[i] = int32(id)
+	}
+	for _, id := range m.TurnEnd {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
 	}
 	return out
 }

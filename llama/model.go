@@ -16,6 +16,9 @@ type Model struct {
 	Norm    *tensor.Tensor // (dim)
 	LMHead  *tensor.Tensor // (vocab, dim); the same tensor as Embed when the embeddings are tied
 	InvFreq []float32      // (head_dim/2) RoPE inverse frequencies, rope_scaling applied
+	// TurnEnd are ids that end generation besides the eos ids: the chat template's end-of-turn
+	// token, which generation_config.json does not always name. Whoever loads the tokenizer sets it.
+	TurnEnd []int32
 
 	files []*safetensors.File // the mapped checkpoint the weights point into
 }

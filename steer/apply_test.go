@@ -7,9 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/hooks"
 	"github.com/tillerlm/tiller/llama"
-	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
 // randomVector is a unit vector at the given layers of hook_resid_post, with a recorded norm.
@@ -35,7 +36,7 @@ func encodeAll(t *testing.T, tm *tiny, prompts ...string) [][]int32 {
 	t.Helper()
 	var out [][]int32
 	for _, p := range prompts {
-		ids, err := tm.tok.EncodeChat([]tokenizer.Message{{Role: "user", Content: p}}, true)
+		ids, err := tm.tok.EncodeChat([]chat.Message{{Role: "user", Content: p}}, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
@@ -139,7 +141,7 @@ func f32(v []float64) []float32 {
 // positive and negative changes nothing.
 func TestMeanResponseSpan(t *testing.T) {
 	tm := loadTiny(t, tinyDir(t, 0.3, nil))
-	msgs := []tokenizer.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "hello you"}}
+	msgs := []chat.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "hello you"}}
 	s, err := encodeSpan(tm.tok, tokenizer.Text{Messages: msgs}, "mean-response")
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +176,7 @@ func TestDeriveErrors(t *testing.T) {
 		{good, func(o *DeriveOptions) { o.Method = "median" }, `method "median"`},
 		{good, func(o *DeriveOptions) { o.Positions = "first" }, `positions "first"`},
 		{good, func(o *DeriveOptions) { o.HoldOut = 1 }, "held-out fraction 1"},
-		{[]Pair{{Positive: tokenizer.Text{Raw: "a"}, Negative: tokenizer.Text{Messages: []tokenizer.Message{{Role: "user", Content: "x"}}}, Line: 7}}, nil, "pair on line 7, negative: --positions mean-response needs"},
+		{[]Pair{{Positive: tokenizer.Text{Raw: "a"}, Negative: tokenizer.Text{Messages: []chat.Message{{Role: "user", Content: "x"}}}, Line: 7}}, nil, "pair on line 7, negative: --positions mean-response needs"},
 		{[]Pair{{Positive: tokenizer.Text{Raw: strings.Repeat("a", 600)}, Negative: tokenizer.Text{Raw: "b"}, Line: 3}}, nil, "pair on line 3, positive: 601 tokens, more than the model's 512 positions"},
 	}
 	for _, c := range cases {

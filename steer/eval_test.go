@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/steer/data"
 )
@@ -59,7 +61,7 @@ func TestEval(t *testing.T) {
 	prompts = prompts[:5]
 	ids := make([][]int32, len(prompts))
 	for i, p := range prompts {
-		if ids[i], err = tm.tok.EncodeText(tokenizer.Text{Messages: []tokenizer.Message{{Role: "user", Content: p.Text.Raw}}}, true); err != nil {
+		if ids[i], err = tm.tok.EncodeText(tokenizer.Text{Messages: []chat.Message{{Role: "user", Content: p.Text.Raw}}}, true); err != nil {
 			t.Fatal(err)
 		}
 	}

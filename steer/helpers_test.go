@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/safetensors"
 	"github.com/tillerlm/tiller/llama/tokenizer"
@@ -39,7 +41,7 @@ func tinyDir(t testing.TB, initRange float64, plant func(embed func(tok int) []f
 	if err := tokenizer.WriteByteLevel(filepath.Join(dir, "tokenizer.json"), 512); err != nil {
 		t.Fatal(err)
 	}
-	if err := tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", tokenizer.ChatTemplate(tokenizer.Llama3)); err != nil {
+	if err := tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", chat.Llama3()); err != nil {
 		t.Fatal(err)
 	}
 	if plant != nil {
@@ -109,7 +111,7 @@ func loadTiny(t testing.TB, dir string) *tiny {
 
 func chatPair(user, pos, neg string) Pair {
 	msgs := func(reply string) tokenizer.Text {
-		return tokenizer.Text{Messages: []tokenizer.Message{{Role: "user", Content: user}, {Role: "assistant", Content: reply}}}
+		return tokenizer.Text{Messages: []chat.Message{{Role: "user", Content: user}, {Role: "assistant", Content: reply}}}
 	}
 	return Pair{Positive: msgs(pos), Negative: msgs(neg)}
 }

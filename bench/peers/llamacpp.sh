@@ -124,7 +124,7 @@ if [ ! -f "$model/model.safetensors" ]; then
 	log "writing the random checkpoint $model"
 	rm -rf "$model.tmp"
 	bin/tiller init \
-		--config "$shared/models/llama-3.2-1b-instruct/config.json" \
+		--config "$repo/llama/testdata/configs/llama-3.2-1b-instruct/config.json" \
 		--tokenizer "$shared/tokenizers/llama3/tokenizer.json" \
 		--dtype bf16 --seed 1 --out "$model.tmp" >"$out/tiller-init.log" 2>&1
 	mv "$model.tmp" "$model"

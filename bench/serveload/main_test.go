@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/tensor"
@@ -51,7 +53,7 @@ func TestRun(t *testing.T) {
 	if err := tokenizer.WriteByteLevel(filepath.Join(dir, "tokenizer.json"), c.Vocab); err != nil {
 		t.Fatal(err)
 	}
-	if err := tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", tokenizer.ChatTemplate(tokenizer.Llama3)); err != nil {
+	if err := tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", chat.Llama3()); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder

@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/tokenizer/tokenizertest"
+
 	"github.com/tillerlm/tiller/attrib"
 )
 
 // llama3Model writes a tiny random checkpoint with the Llama 3 vocabulary and tokenizer, so that
-// the shipped task sets, whose pairs have equal lengths under that tokenizer, run unaligned.
+// the shipped task sets, whose pairs have equal lengths under that tokenizer, run unaligned. It
+// skips without Meta's tokenizer ($TILLER_LLAMA3_TOKENIZER).
 func llama3Model(t *testing.T) string {
 	t.Helper()
 	var cfg map[string]any
@@ -26,7 +29,7 @@ func llama3Model(t *testing.T) string {
 	b, _ = json.Marshal(cfg)
 	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
 	out := filepath.Join(dir, "m")
-	if code, _, stderr := tiller(t, "init", "--config", filepath.Join(dir, "config.json"), "--tokenizer", "../../../shared/tokenizers/llama3/tokenizer.json", "--out", out, "--seed", "2"); code != 0 {
+	if code, _, stderr := tiller(t, "init", "--config", filepath.Join(dir, "config.json"), "--tokenizer", tokenizertest.Llama3Path(t), "--out", out, "--seed", "2"); code != 0 {
 		t.Fatalf("init: %s", stderr)
 	}
 	return out

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/tensor"
@@ -14,7 +16,7 @@ import (
 
 func runInit(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("init", "--config FILE --out DIR [--layers N] [--seed S] [--dtype bf16] [--tokenizer FILE]", stderr)
-	configPath := fs.String("config", "", "a Hugging Face config.json (e.g. ../shared/models/llama-3.1-8b-instruct/config.json); a generation_config.json beside it is copied too")
+	configPath := fs.String("config", "", "a Hugging Face config.json (e.g. llama/testdata/configs/llama-3.1-8b-instruct/config.json); a generation_config.json beside it is copied too")
 	out := fs.String("out", "", "folder to write the checkpoint into (created; must not already hold a model)")
 	layers := fs.Int("layers", 0, "number of decoder layers (default: the config's)")
 	seed := fs.Uint64("seed", 0, "random seed for the weights")
@@ -96,9 +98,9 @@ func writeTokenizer(dir string, cfg *llama.Config, tokJSON, tokConfig []byte) er
 		return fmt.Errorf("default tokenizer for vocab_size %d: %v (give --tokenizer)", cfg.Vocab, err)
 	}
 	// Llama 3.1 and later (the ones with llama3 RoPE scaling) date their system turn; Llama 3 does not.
-	style := tokenizer.Llama3
+	template := chat.Llama3()
 	if cfg.RopeScaling.Type == "llama3" {
-		style = tokenizer.Llama31
+		template = chat.Llama31()
 	}
-	return tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", tokenizer.ChatTemplate(style))
+	return tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", template)
 }

@@ -21,6 +21,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"generate": runGenerate,
 	"score":    runScore,
 	"tokenize": runTokenize,
+	"template": runTemplate,
 	"inspect":  runInspect,
 	"init":     runInit,
 	"cache":    runCache,
@@ -39,7 +40,8 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 var summaries = map[string]string{
 	"generate": "generate text from a prompt, streamed to stdout",
 	"score":    "per-token log-probabilities and perplexity of a text",
-	"tokenize": "token ids and pieces of a text",
+	"tokenize": "token ids and pieces of a text, or of a conversation as the chat template renders it",
+	"template": "the prompt a model's own chat template makes of a conversation, byte for byte",
 	"inspect":  "config, parameter count and tensor table of a checkpoint",
 	"init":     "write a random-weight checkpoint in Hugging Face layout",
 	"cache":    "save the activations at hook points of one prompt (safetensors)",

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/tensor"
@@ -54,24 +56,27 @@ func open(mf modelFlags, stderr io.Writer) (*loaded, error) {
 		return nil, fmt.Errorf("%s has ids up to %d but the model's vocab_size is %d: tokenizer and model do not belong together",
 			tok.Path(), tok.VocabSize()-1, m.Config.Vocab)
 	}
+	if id, ok := tok.EndOfTurn(); ok {
+		m.TurnEnd = []int32{id}
+	}
 	b := tensor.NewCPU(mf.threads)
 	return &loaded{model: m, tok: tok, backend: b, runner: llama.NewRunner(m, b)}, nil
 }
 
 // encode turns the prompt into ids: as one user turn of the chat template (after an optional
 // system turn) with the assistant's turn opened, or as plain text with the tokenizer's BOS.
-func (l *loaded) encode(prompt string, chat bool, system string, generationPrompt bool) ([]int32, error) {
-	if !chat {
+func (l *loaded) encode(prompt string, asChat bool, system string, generationPrompt bool) ([]int32, error) {
+	if !asChat {
 		if system != "" {
 			return nil, usagef("--system needs --chat")
 		}
 		return l.tok.Encode(prompt, true)
 	}
-	var msgs []tokenizer.Message
+	var msgs []chat.Message
 	if system != "" {
-		msgs = append(msgs, tokenizer.Message{Role: "system", Content: system})
+		msgs = append(msgs, chat.Message{Role: "system", Content: system})
 	}
-	msgs = append(msgs, tokenizer.Message{Role: "user", Content: prompt})
+	msgs = append(msgs, chat.Message{Role: "user", Content: prompt})
 	return l.tok.EncodeChat(msgs, generationPrompt)
 }
 

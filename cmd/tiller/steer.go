@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/attrib"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/steer"
@@ -232,10 +234,10 @@ func (s *steerFlags) encodePrompts(l *loaded, prompts []steer.Prompt) ([][]int32
 	for i, p := range prompts {
 		t := p.Text
 		if !t.IsChat() && s.chat {
-			t = tokenizer.Text{Messages: []tokenizer.Message{{Role: "user", Content: t.Raw}}}
+			t = tokenizer.Text{Messages: []chat.Message{{Role: "user", Content: t.Raw}}}
 		}
 		if t.IsChat() && s.system != "" && t.Messages[0].Role != "system" {
-			t.Messages = append([]tokenizer.Message{{Role: "system", Content: s.system}}, t.Messages...)
+			t.Messages = append([]chat.Message{{Role: "system", Content: s.system}}, t.Messages...)
 		}
 		if !t.IsChat() && s.system != "" {
 			return nil, usagef("--system needs --chat")

@@ -6,14 +6,17 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/tillerlm/tiller/llama/chat"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
 func runTokenize(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("tokenize", "--model DIR [--chat] [--special] TEXT", stderr)
+	fs := newFlags("tokenize", "--model DIR [--chat] [--special] TEXT | --model DIR --messages FILE.json", stderr)
 	dir := fs.String("model", "", "model folder (its tokenizer.json and tokenizer_config.json are read)")
-	chat := fs.Bool("chat", false, "render TEXT as one user turn of the chat template, with the assistant's turn opened")
+	asChat := fs.Bool("chat", false, "render TEXT as one user turn of the chat template, with the assistant's turn opened")
 	special := fs.Bool("special", false, "add the tokenizer's special tokens (the BOS) as the model sees a plain prompt")
+	var cf chatFileFlags
+	cf.register(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -21,8 +24,12 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 	if *dir, err = modelDir(*dir); err != nil {
 		return err
 	}
-	txt, err := text(pos, "text")
-	if err != nil {
+	var txt string
+	if cf.messages != "" {
+		if len(pos) > 0 || *asChat {
+			return usagef("--messages gives the whole conversation: no TEXT and no --chat with it")
+		}
+	} else if txt, err = text(pos, "text"); err != nil {
 		return err
 	}
 	tok, err := tokenizer.Load(*dir)
@@ -30,12 +37,21 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tok.Close()
-	if *chat {
-		rendered, err := tok.RenderChat([]tokenizer.Message{{Role: "user", Content: txt}}, true)
+	switch {
+	case cf.messages != "":
+		tmpl, err := tok.ChatTemplate()
 		if err != nil {
 			return err
 		}
-		txt, *special = rendered, false // the rendering already holds the BOS
+		if txt, err = cf.render(tmpl); err != nil {
+			return err
+		}
+		*special = false // the template writes the special tokens itself
+	case *asChat:
+		if txt, err = tok.RenderChat([]chat.Message{{Role: "user", Content: txt}}, true); err != nil {
+			return err
+		}
+		*special = false
 	}
 	ids, pieces, err := tok.Pieces(txt, *special)
 	if err != nil {

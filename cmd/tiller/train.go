@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/tensor"
@@ -18,9 +20,9 @@ import (
 // example is one line of a training data file: a conversation as chat messages, or raw text.
 // held_out lines are kept out of training and measure the held-out loss.
 type example struct {
-	Messages []tokenizer.Message `json:"messages"`
-	Text     *string             `json:"text"`
-	HeldOut  bool                `json:"held_out"`
+	Messages []chat.Message `json:"messages"`
+	Text     *string        `json:"text"`
+	HeldOut  bool           `json:"held_out"`
 }
 
 func runTrain(args []string, stdout, stderr io.Writer) error {

@@ -3,6 +3,8 @@ package tinychat_test
 import (
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/tinychat"
 	"github.com/tillerlm/tiller/llama/tokenizer"
@@ -43,7 +45,7 @@ func TestConfig(t *testing.T) {
 	}
 	longest := 0
 	for _, c := range tinychat.Corpus(tinychat.DefaultSeed, 2000) {
-		ids, err := tk.EncodeChat([]tokenizer.Message{{Role: "user", Content: c.User().Content}}, true)
+		ids, err := tk.EncodeChat([]chat.Message{{Role: "user", Content: c.User().Content}}, true)
 		if err != nil {
 			t.Fatal(err)
 		}

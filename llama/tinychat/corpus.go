@@ -28,7 +28,7 @@ const (
 )
 
 // Message is one turn. Role and Content are the chat message (decoding a line's "messages" into
-// []tokenizer.Message keeps just these); the rest label it.
+// []chat.Message keeps just these); the rest label it.
 type Message struct {
 	Role     string  `json:"role"` // "user" or "assistant"
 	Content  string  `json:"content"`

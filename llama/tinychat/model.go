@@ -31,14 +31,24 @@ func ModelFS() fs.FS {
 
 // ModelDir returns a folder holding the embedded checkpoint, writing it on first use under
 // cacheRoot (os.UserCacheDir() when empty, else the system's temporary folder) in a subfolder
-// named by the weights' hash, so that a changed model never reads a stale copy. The loader
-// memory-maps files, hence a real folder rather than reading from the binary.
+// named by the hash of every embedded file, so that a changed model, tokenizer or chat template
+// never reads a stale copy. The loader memory-maps files, hence a real folder rather than reading
+// from the binary.
 func ModelDir(cacheRoot string) (string, error) {
-	weights, err := model.ReadFile("model/model.safetensors")
+	h := sha256.New()
+	err := fs.WalkDir(model, "model", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := model.ReadFile(path)
+		fmt.Fprintf(h, "%s %d\n", path, len(data))
+		h.Write(data)
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("embedded %s: %v", ModelName, err)
 	}
-	sum := sha256.Sum256(weights)
+	sum := h.Sum(nil)
 	if cacheRoot == "" {
 		if cacheRoot, err = os.UserCacheDir(); err != nil {
 			cacheRoot = os.TempDir()

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
@@ -54,8 +56,12 @@ func TestTokenizerSpecialTokens(t *testing.T) {
 	if eos := tk.EOS(); !slices.Equal(eos, []int32{2041}) {
 		t.Errorf("EOS %v, want [2041] (<|eot_id|>)", eos)
 	}
-	if tk.ChatStyle != tokenizer.Llama3 {
-		t.Errorf("chat style %v, want llama3 (no system block)", tk.ChatStyle)
+	if eot, ok := tk.EndOfTurn(); !ok || eot != 2041 {
+		t.Errorf("the chat template's end of turn is %d (%v), want 2041 (<|eot_id|>)", eot, ok)
+	}
+	// Llama 3's format: no system block is added in front of the user's turn.
+	if text, err := tk.RenderChat([]chat.Message{{Role: "user", Content: "Hi"}}, false); err != nil || text != "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" {
+		t.Errorf("RenderChat = %q, %v; want Llama 3's format", text, err)
 	}
 	// With special tokens added, the post-processor puts <|begin_of_text|> in front, as Llama 3's.
 	ids, err := tk.Encode("Hello", true)
@@ -89,7 +95,7 @@ func TestTokenizerRoundTrip(t *testing.T) {
 func TestTokenizerChat(t *testing.T) {
 	tk := loadTokenizer(t)
 	c := Corpus(DefaultSeed, 1)[0]
-	msgs := chat(c)
+	msgs := chatOf(c)
 	text, err := tk.RenderChat(msgs, false)
 	if err != nil {
 		t.Fatal(err)
@@ -123,11 +129,11 @@ func TestTokenizerChat(t *testing.T) {
 	}
 }
 
-// chat returns a conversation's messages as chat messages.
-func chat(c Conversation) []tokenizer.Message {
-	msgs := make([]tokenizer.Message, len(c.Messages))
+// chatOf returns a conversation's messages as chat messages.
+func chatOf(c Conversation) []chat.Message {
+	msgs := make([]chat.Message, len(c.Messages))
 	for i, m := range c.Messages {
-		msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
+		msgs[i] = chat.Message{Role: m.Role, Content: m.Content}
 	}
 	return msgs
 }
@@ -138,7 +144,7 @@ func TestTokenizerLengths(t *testing.T) {
 	tk := loadTokenizer(t)
 	var lens []int
 	for _, c := range Corpus(DefaultSeed, 2000) {
-		ids, err := tk.EncodeChat(chat(c), false)
+		ids, err := tk.EncodeChat(chatOf(c), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +182,7 @@ func TestTokenizerEmotionWords(t *testing.T) {
 // scripts/tinychat/write.go writes now.
 func TestTokenizerConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokenizer_config.json")
-	if err := tokenizer.WriteConfig(path, tokenizer.BeginOfText, tokenizer.EndOfTurn, tokenizer.ChatTemplate(tokenizer.Llama3)); err != nil {
+	if err := tokenizer.WriteConfig(path, tokenizer.BeginOfText, tokenizer.EndOfTurn, chat.Llama3()); err != nil {
 		t.Fatal(err)
 	}
 	want, err := os.ReadFile(path)

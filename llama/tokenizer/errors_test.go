@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tillerlm/tiller/llama/chat"
 )
 
 // wantErr fails unless err is non-nil and its message contains every one of parts.
@@ -88,7 +90,7 @@ func TestLoadBadConfig(t *testing.T) {
 }
 
 func TestEncodeRejectsText(t *testing.T) {
-	tk, err := Load(byteLevelDir(t, 512, ""))
+	tk, err := Load(byteLevelDir(t, 512, configWith(chat.Llama3())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,28 +103,13 @@ func TestEncodeRejectsText(t *testing.T) {
 	wantErr(t, "invalid UTF-8", err, "not valid UTF-8 at offset 3")
 	_, err = tk.Encode("\xFF", false)
 	wantErr(t, "invalid byte", err, "not valid UTF-8 at offset 0")
-	_, err = tk.EncodeChat([]Message{{Role: "user", Content: "a\x00"}}, true)
+	_, err = tk.EncodeChat([]chat.Message{{Role: "user", Content: "a\x00"}}, true)
 	wantErr(t, "NUL in chat", err, "NUL byte")
 }
 
-func TestRenderChatErrors(t *testing.T) {
-	tk, err := Load(byteLevelDir(t, 512, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	closeLater(t, tk)
-	_, err = tk.RenderChat([]Message{{Role: "user", Content: "hi"}, {Role: "", Content: "who?"}}, false)
-	wantErr(t, "empty role", err, "message 1", "empty role")
-	t31 := *tk
-	t31.ChatStyle = Llama31
-	_, err = t31.RenderChat([]Message{{Role: "tool", Content: `{"x": 1}`}}, false)
-	wantErr(t, "tool role", err, `"tool"`, "llama3.1")
-	bad := *tk
-	bad.ChatStyle = ChatStyle(7)
-	_, err = bad.RenderChat(nil, true)
-	wantErr(t, "bad style", err, "ChatStyle(7)")
-
-	// A tokenizer without Llama 3's chat tokens cannot write the format.
+// TestWordLevel checks that a tokenizer of another model family (word-level, no Llama 3 tokens)
+// loads and encodes.
+func TestWordLevel(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokenizer.json")
 	writeFile(t, path, `{"model": {"type": "WordLevel", "vocab": {"hello": 0, "[UNK]": 1}, "unk_token": "[UNK]"},
 		"pre_tokenizer": {"type": "Whitespace"}}`)
@@ -131,19 +118,9 @@ func TestRenderChatErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	closeLater(t, wl)
-	_, err = wl.EncodeChat([]Message{{Role: "user", Content: "hello"}}, true)
-	wantErr(t, "no chat tokens", err, path, "<|begin_of_text|>")
+	_, err = wl.EncodeChat([]chat.Message{{Role: "user", Content: "hello"}}, true)
+	wantErr(t, "no template", err, path, "no chat template")
 	if ids, err := wl.Encode("hello hello", false); err != nil || len(ids) != 2 || ids[0] != 0 {
 		t.Errorf("word-level Encode = %v, %v; want [0 0]", ids, err)
 	}
-}
-
-func TestParseChatStyle(t *testing.T) {
-	for _, s := range []ChatStyle{Llama3, Llama31} {
-		if got, err := ParseChatStyle(s.String()); err != nil || got != s {
-			t.Errorf("ParseChatStyle(%q) = %v, %v", s.String(), got, err)
-		}
-	}
-	_, err := ParseChatStyle("chatml")
-	wantErr(t, "unknown style", err, `"chatml"`, "llama3.1")
 }

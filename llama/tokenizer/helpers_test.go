@@ -5,10 +5,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-)
 
-// llama3Path is the shared reconstruction of Llama 3's tokenizer.json, beside the repository.
-const llama3Path = "../../../shared/tokenizers/llama3/tokenizer.json"
+	"github.com/tillerlm/tiller/llama/tokenizer/tokenizertest"
+)
 
 var llama3 struct {
 	once sync.Once
@@ -16,13 +15,15 @@ var llama3 struct {
 	err  error
 }
 
-// loadLlama3 returns the Llama 3 tokenizer, loaded once per test binary (it takes most of a second).
-// Tests must not change its fields; copy it (tk := *loadLlama3(t)) to set ChatStyle.
+// loadLlama3 returns Meta's Llama 3 tokenizer ($TILLER_LLAMA3_TOKENIZER; the test skips without
+// it), loaded once per test binary (it takes most of a second). Tests must not change it; copy it
+// (tk := *loadLlama3(t)) to set a chat template.
 func loadLlama3(t testing.TB) *Tokenizer {
 	t.Helper()
-	llama3.once.Do(func() { llama3.tk, llama3.err = FromFile(llama3Path) })
+	path := tokenizertest.Llama3Path(t)
+	llama3.once.Do(func() { llama3.tk, llama3.err = FromFile(path) })
 	if llama3.err != nil {
-		t.Fatalf("the shared Llama 3 tokenizer is needed: %v", llama3.err)
+		t.Fatalf("the Llama 3 tokenizer: %v", llama3.err)
 	}
 	return llama3.tk
 }
@@ -31,7 +32,7 @@ func loadLlama3(t testing.TB) *Tokenizer {
 // config is not "", a tokenizer_config.json with that content.
 func llama3Dir(t *testing.T, config string) string {
 	t.Helper()
-	abs, err := filepath.Abs(llama3Path)
+	abs, err := filepath.Abs(tokenizertest.Llama3Path(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/tillerlm/tiller/llama/chat"
 )
 
 // Text is a prompt as input files give it: raw text, or a list of chat messages that the chat
 // template renders. In JSON it is either a string or an array of {"role", "content"} objects.
 type Text struct {
 	Raw      string
-	Messages []Message
+	Messages []chat.Message
 }
 
 // IsChat reports whether the text is a list of messages.
@@ -23,7 +25,7 @@ func (t *Text) UnmarshalJSON(b []byte) error {
 		*t = Text{}
 		return json.Unmarshal(b, &t.Raw)
 	}
-	var msgs []Message
+	var msgs []chat.Message
 	if err := json.Unmarshal(b, &msgs); err != nil {
 		return fmt.Errorf("want a string or a list of {\"role\", \"content\"} messages: %v", err)
 	}

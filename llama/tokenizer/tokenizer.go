@@ -1,5 +1,6 @@
-// Package tokenizer turns text into token ids and back for LLaMA-family checkpoints, renders the
-// Llama 3 chat format, and decodes generated ids as a stream of complete UTF-8 text.
+// Package tokenizer turns text into token ids and back for LLaMA-family checkpoints, renders chats
+// with the model's own chat template (package chat), and decodes generated ids as a stream of
+// complete UTF-8 text.
 //
 // Tokenization itself is Hugging Face tokenizers (Rust) through github.com/daulet/tokenizers,
 // reading the checkpoint's tokenizer.json, so ids are exactly those of Python's tokenizers. The
@@ -16,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	hf "github.com/daulet/tokenizers"
+
+	"github.com/tillerlm/tiller/llama/chat"
 )
 
 // Tokenizer is a loaded tokenizer.json, plus what tokenizer_config.json says about it.
@@ -31,36 +34,52 @@ type Tokenizer struct {
 	// addBOS and addEOS, when non-nil, replace the post-processor's special tokens (see Encode).
 	addBOS, addEOS *bool
 
-	// ChatStyle is the format RenderChat writes. Load sets it from tokenizer_config.json's
-	// chat_template (Llama31 if the template has the "Cutting Knowledge Date" line, else Llama3);
-	// set it before rendering to choose another.
-	ChatStyle ChatStyle
-	// ChatDate is the "Today Date" of the Llama 3.1 system message; Load sets "26 Jul 2024", the
-	// default of Llama 3.1's own template.
-	ChatDate string
+	// chat is the model's chat template, or nil with chatErr saying why there is none.
+	chat    *chat.Template
+	chatErr error
+	// endOfTurn is the token the template closes an assistant turn with, or -1.
+	endOfTurn int32
 }
 
-// Load reads dir/tokenizer.json (required) and dir/tokenizer_config.json (optional; it supplies
-// bos_token, eos_token, add_bos_token, add_eos_token and the chat style). Errors name the file
-// and what is wrong with it.
+// Load reads dir/tokenizer.json (required), dir/tokenizer_config.json and
+// dir/special_tokens_map.json (optional; they supply the special tokens and add_bos_token,
+// add_eos_token) and the chat template (see LoadTemplate; a folder without one, or with one that
+// does not compile, loads, and only its chat methods fail). Errors name the file and what is
+// wrong with it.
 func Load(dir string) (*Tokenizer, error) {
 	t, err := FromFile(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		return nil, err
 	}
-	cfgPath := filepath.Join(dir, "tokenizer_config.json")
-	data, err := os.ReadFile(cfgPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return t, nil
-	}
-	if err == nil {
-		err = t.applyConfig(data)
+	c, ok, err := readConfig(dir)
+	if err == nil && ok {
+		if err = t.applyConfig(c); err != nil {
+			err = fmt.Errorf("tokenizer: %s: %w", filepath.Join(dir, "tokenizer_config.json"), err)
+		}
 	}
 	if err != nil {
 		t.Close()
-		return nil, fmt.Errorf("tokenizer: %s: %w", cfgPath, err)
+		return nil, err
+	}
+	// A template that is missing or does not compile leaves raw text working: the chat methods
+	// return why there is none.
+	if tmpl, err := templateOf(dir, c); err != nil {
+		t.chatErr = err
+	} else {
+		t.SetChatTemplate(tmpl)
 	}
 	return t, nil
+}
+
+// SetChatTemplate replaces the chat template (nil: none), as for a GGUF file that carries its
+// own; it also finds the template's end-of-turn token again.
+func (t *Tokenizer) SetChatTemplate(tmpl *chat.Template) {
+	t.chat, t.chatErr, t.endOfTurn = tmpl, nil, -1
+	if tmpl == nil {
+		t.chatErr = fmt.Errorf("%s: %w", t.path, ErrNoChatTemplate)
+		return
+	}
+	t.endOfTurn = t.findEndOfTurn()
 }
 
 // FromFile reads one tokenizer.json, with no tokenizer_config.json: BOS is then the special token
@@ -92,32 +111,29 @@ func FromFile(path string) (*Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer: %s: HF tokenizers rejects it: %w", path, r.err)
 	}
 	tk := r.tk
-	t := &Tokenizer{tk: tk, path: path, vocab: v, bos: -1, ChatStyle: Llama3, ChatDate: defaultChatDate}
+	t := &Tokenizer{tk: tk, path: path, vocab: v, bos: -1, endOfTurn: -1,
+		chatErr: fmt.Errorf("%s has no tokenizer_config.json beside it: %w", path, ErrNoChatTemplate)}
 	if id, ok := v.ids[v.leading]; ok && v.leading != "" {
 		t.bos, t.bosToken = id, v.leading
 	}
 	return t, nil
 }
 
-// applyConfig takes the special tokens and chat style from tokenizer_config.json's contents.
-func (t *Tokenizer) applyConfig(data []byte) error {
-	c, err := parseConfig(data)
-	if err != nil {
-		return err
-	}
-	if c.BOS != "" {
-		id, ok := t.vocab.ids[c.BOS]
+// applyConfig takes the special tokens and flags of tokenizer_config.json.
+func (t *Tokenizer) applyConfig(c config) error {
+	if bos := c.Specials.BOS; bos != "" {
+		id, ok := t.vocab.ids[bos]
 		if !ok {
-			return fmt.Errorf("bos_token %q is not a token of %s", c.BOS, t.path)
+			return fmt.Errorf("bos_token %q is not a token of %s", bos, t.path)
 		}
-		t.bos, t.bosToken = id, c.BOS
+		t.bos, t.bosToken = id, bos
 	}
-	if c.EOS != "" {
-		id, ok := t.vocab.ids[c.EOS]
+	if eos := c.Specials.EOS; eos != "" {
+		id, ok := t.vocab.ids[eos]
 		if !ok {
-			return fmt.Errorf("eos_token %q is not a token of %s", c.EOS, t.path)
+			return fmt.Errorf("eos_token %q is not a token of %s", eos, t.path)
 		}
-		t.eos, t.eosToken = []int32{id}, c.EOS
+		t.eos, t.eosToken = []int32{id}, eos
 	}
 	if c.AddBOS != nil || c.AddEOS != nil {
 		// transformers' LlamaTokenizerFast rebuilds the post-processor from these two flags, with
@@ -130,7 +146,6 @@ func (t *Tokenizer) applyConfig(data []byte) error {
 			return errors.New("add_eos_token is true but there is no eos_token")
 		}
 	}
-	t.ChatStyle = chatStyleOf(c.ChatTemplate)
 	return nil
 }
 

@@ -1,14 +1,17 @@
 package tokenizer
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tillerlm/tiller/llama/chat"
 )
 
 // llama31Config is a tokenizer_config.json shaped like Llama 3.1 Instruct's: bos_token as an
-// AddedToken object, eos_token as a string, and a chat template with the knowledge-cutoff line.
+// AddedToken object, eos_token as a string, and a chat template.
 const llama31Config = `{
   "added_tokens_decoder": {"128000": {"content": "<|begin_of_text|>", "special": true}},
   "bos_token": {"__type": "AddedToken", "content": "<|begin_of_text|>", "lstrip": false},
@@ -31,8 +34,8 @@ func TestLoadLlama31Dir(t *testing.T) {
 	if got := tk.EOS(); !slices.Equal(got, []int32{128009}) {
 		t.Errorf("EOS() = %v; want [128009] (<|eot_id|>)", got)
 	}
-	if tk.ChatStyle != Llama31 {
-		t.Errorf("ChatStyle = %v; want llama3.1 (the template has the Cutting Knowledge Date line)", tk.ChatStyle)
+	if text, err := tk.RenderChat([]chat.Message{{Role: "user", Content: "x"}}, false); err != nil || text != "<|begin_of_text|>Cutting Knowledge Date: December 2023\n" {
+		t.Errorf("RenderChat = %q, %v", text, err)
 	}
 	if tk.VocabSize() != 128256 {
 		t.Errorf("VocabSize() = %d; want 128256", tk.VocabSize())
@@ -42,7 +45,7 @@ func TestLoadLlama31Dir(t *testing.T) {
 // TestLoadLlama3BaseConfig and TestLoadWithoutConfig use a written byte-level tokenizer with
 // Llama 3's special ids, which loads in milliseconds; TestLoadLlama31Dir reads the real one.
 func TestLoadLlama3BaseConfig(t *testing.T) {
-	// Llama 3 base: eos is <|end_of_text|>, and a template without the cutoff line is plain Llama 3.
+	// Llama 3 base: eos is <|end_of_text|>.
 	tk, err := Load(byteLevelDir(t, 128256, `{"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
 		"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}`))
 	if err != nil {
@@ -51,9 +54,6 @@ func TestLoadLlama3BaseConfig(t *testing.T) {
 	closeLater(t, tk)
 	if got := tk.EOS(); !slices.Equal(got, []int32{128001}) {
 		t.Errorf("EOS() = %v; want [128001]", got)
-	}
-	if tk.ChatStyle != Llama3 {
-		t.Errorf("ChatStyle = %v; want llama3", tk.ChatStyle)
 	}
 }
 
@@ -70,8 +70,8 @@ func TestLoadWithoutConfig(t *testing.T) {
 	if got := tk.EOS(); len(got) != 0 {
 		t.Errorf("EOS() = %v; want none", got)
 	}
-	if tk.ChatStyle != Llama3 || tk.ChatDate != "26 Jul 2024" {
-		t.Errorf("ChatStyle, ChatDate = %v, %q; want llama3, 26 Jul 2024", tk.ChatStyle, tk.ChatDate)
+	if _, err := tk.ChatTemplate(); !errors.Is(err, ErrNoChatTemplate) {
+		t.Errorf("ChatTemplate() error = %v; want ErrNoChatTemplate", err)
 	}
 	if !strings.HasSuffix(tk.Path(), "tokenizer.json") {
 		t.Errorf("Path() = %q", tk.Path())

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/tillerlm/tiller/llama/chat"
 )
 
 // TestWriteByteLevelLlama3IDs writes the full-size file and checks that HF tokenizers gives every
@@ -144,9 +146,9 @@ func TestWriteByteLevelFile(t *testing.T) {
 }
 
 func TestWriteConfig(t *testing.T) {
-	for _, style := range []ChatStyle{Llama3, Llama31} {
+	for _, template := range []string{chat.Llama3(), chat.Llama31()} {
 		dir := byteLevelDir(t, 1000, "")
-		if err := WriteConfig(filepath.Join(dir, "tokenizer_config.json"), BeginOfText, EndOfTurn, ChatTemplate(style)); err != nil {
+		if err := WriteConfig(filepath.Join(dir, "tokenizer_config.json"), BeginOfText, EndOfTurn, template); err != nil {
 			t.Fatal(err)
 		}
 		tk, err := Load(dir)
@@ -154,8 +156,9 @@ func TestWriteConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		closeLater(t, tk)
-		if bos, _ := tk.BOS(); bos != 744 || !slices.Equal(tk.EOS(), []int32{753}) || tk.ChatStyle != style {
-			t.Errorf("written config read back as BOS %d, EOS %v, style %v; want 744, [753], %v", bos, tk.EOS(), tk.ChatStyle, style)
+		tmpl, err := tk.ChatTemplate()
+		if bos, _ := tk.BOS(); bos != 744 || !slices.Equal(tk.EOS(), []int32{753}) || err != nil || tmpl.Text() != strings.TrimSuffix(template, "\n") {
+			t.Errorf("written config read back as BOS %d, EOS %v, template %v; want 744, [753] and the template", bos, tk.EOS(), err)
 		}
 	}
 	dir := byteLevelDir(t, 512, "")

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates the HF transformers / HF tokenizers fixtures (see make_fixtures.py and README.md).
-# Builds the virtualenv build/pyref from requirements.txt when it is missing or the requirements
-# changed, then runs make_fixtures.py. Run from anywhere; paths are taken from the repository root.
+# Regenerates the HF transformers / HF tokenizers fixtures (see README.md): runs SCRIPT (a file of
+# scripts/reference/, default make_fixtures.py) with the pinned virtualenv build/pyref, which it
+# builds from requirements.txt when it is missing or the requirements changed. Run from anywhere;
+# paths are taken from the repository root.
+#
+# Usage: scripts/reference/make_fixtures.sh [SCRIPT [ARGS...]]
 # PYTHON names the interpreter for a new virtualenv (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,4 +21,6 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
 	"$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --only-binary=:all: -r "$req"
 	echo "$want" >"$stamp"
 fi
-exec "$venv/bin/python" scripts/reference/make_fixtures.py "$@"
+script=${1:-make_fixtures.py}
+shift || true
+exec "$venv/bin/python" "scripts/reference/$script" "$@"

@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama/tinychat"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
@@ -46,7 +48,7 @@ func main() {
 		}
 	}
 	if *config != "" {
-		err := tokenizer.WriteConfig(*config, tokenizer.BeginOfText, tokenizer.EndOfTurn, tokenizer.ChatTemplate(tokenizer.Llama3))
+		err := tokenizer.WriteConfig(*config, tokenizer.BeginOfText, tokenizer.EndOfTurn, chat.Llama3())
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

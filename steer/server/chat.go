@@ -14,9 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/engine"
-	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
 // chatRequest is the body of POST /v1/chat/completions. Pointers tell a field left out from a
@@ -194,11 +195,11 @@ func (s *Server) parse(req *chatRequest) (*job, error) {
 }
 
 // messages checks the chat messages and flattens their content to text.
-func messages(in []chatMessage) ([]tokenizer.Message, error) {
+func messages(in []chatMessage) ([]chat.Message, error) {
 	if len(in) == 0 {
 		return nil, bad("messages", "at least one message is required")
 	}
-	out := make([]tokenizer.Message, len(in))
+	out := make([]chat.Message, len(in))
 	for i, m := range in {
 		param := func(f string) string { return fmt.Sprintf("messages[%d].%s", i, f) }
 		role := m.Role
@@ -229,7 +230,7 @@ func messages(in []chatMessage) ([]tokenizer.Message, error) {
 			}
 			text = b.String()
 		}
-		out[i] = tokenizer.Message{Role: role, Content: text}
+		out[i] = chat.Message{Role: role, Content: text}
 	}
 	return out, nil
 }

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama/chat"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/engine"
 	"github.com/tillerlm/tiller/llama/tokenizer"
@@ -85,7 +87,7 @@ func newFixture(t *testing.T, o options) *fixture {
 	if err := tokenizer.WriteByteLevel(filepath.Join(dir, "tokenizer.json"), cfg.Vocab); err != nil {
 		t.Fatal(err)
 	}
-	if err := tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", tokenizer.ChatTemplate(tokenizer.Llama3)); err != nil {
+	if err := tokenizer.WriteConfig(filepath.Join(dir, "tokenizer_config.json"), "<|begin_of_text|>", "<|eot_id|>", chat.Llama3()); err != nil {
 		t.Fatal(err)
 	}
 	m, err := llama.Load(dir, llama.LoadOptions{})
@@ -226,7 +228,7 @@ const hello = `"messages": [{"role": "system", "content": "Be kind."}, {"role": 
 func TestChatCompletion(t *testing.T) {
 	f := newFixture(t, options{})
 	c := f.chat(t, `{"model": "tiny", `+hello+`, "max_tokens": 12, "temperature": 0}`)
-	prompt, _ := f.tok.EncodeChat([]tokenizer.Message{{Role: "system", Content: "Be kind."}, {Role: "user", Content: "Hello there!"}}, true)
+	prompt, _ := f.tok.EncodeChat([]chat.Message{{Role: "system", Content: "Be kind."}, {Role: "user", Content: "Hello there!"}}, true)
 	st, err := f.eng.Submit(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 12})
 	if err != nil {
 		t.Fatal(err)
@@ -683,7 +685,7 @@ func TestModelsAndVectors(t *testing.T) {
 		{`{"name": "x", "layers": {"1": [1, 2]}}`, "layers.1"},
 		{`{"name": "x", "layers": {"7": [1]}}`, "layers"},
 		{`{"name": "x", "layers": {"1": [1]}, "hook": "hook_z"}`, "hook"},
-		{`{"name": "x", "layers": {"1": "a"}}`, "layers"},
+		{`{"name": "x", "layers": {"1": "a"}}`, "layers.1"},
 		{`{"name": "x", "size": 3}`, "size"},
 	} {
 		if code, out := f.post(t, "/v1/vectors", c.body); code != http.StatusBadRequest || errParam(out) != c.param {
