@@ -83,7 +83,7 @@ func (p *Plan) terms(c *llama.Config) ([]term, error) {
 			alpha := a.Strength
 			if p.Relative {
 				if dir.MeanNorm <= 0 {
-					return nil, fmt.Errorf("%s records no residual norm for layer %d, so --relative cannot scale it; give absolute strengths", a.Name, dir.Index)
+					return nil, fmt.Errorf("%s records no residual norm for layer %d, so a relative strength cannot scale it; give absolute strengths (--relative=false)", a.Name, dir.Index)
 				}
 				alpha *= dir.MeanNorm
 			}

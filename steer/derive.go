@@ -164,23 +164,31 @@ func encodeSpan(tok *tokenizer.Tokenizer, t tokenizer.Text, positions string) (s
 		s.lo = len(ids) - 1
 	case "mean-response":
 		if !t.IsChat() {
-			break
+			return span{}, fmt.Errorf("--positions mean-response needs chat messages that end with the assistant's reply; raw text has no reply to find (use --positions all or last)")
 		}
 		last := t.Messages[len(t.Messages)-1]
 		if last.Role != "assistant" || len(t.Messages) < 2 {
 			return span{}, fmt.Errorf("--positions mean-response needs chat messages that end with the assistant's reply (this text ends with a %q message)", last.Role)
 		}
+		// The reply's tokens lie between the conversation before it with the assistant's turn
+		// opened, and the whole conversation with the reply left open (nothing the template writes
+		// after it): both must be prefixes of the whole, or the tokens at the seams changed.
 		prefix, err := tok.EncodeChat(t.Messages[:len(t.Messages)-1], true)
 		if err != nil {
 			return span{}, err
 		}
-		if len(prefix) > len(ids) || !slices.Equal(prefix, ids[:len(prefix)]) {
-			return span{}, fmt.Errorf("the conversation up to the reply does not encode to a prefix of the whole: cannot find the reply's tokens")
+		text, err := tok.ContinueChat(t.Messages)
+		if err != nil {
+			return span{}, err
 		}
-		s.lo = len(prefix)
-		if tok.IsSpecial(ids[len(ids)-1]) {
-			s.hi = len(ids) - 1 // the closing <|eot_id|>
+		open, err := tok.Encode(text, false)
+		if err != nil {
+			return span{}, err
 		}
+		if len(prefix) > len(open) || !slices.Equal(prefix, open[:len(prefix)]) || len(open) > len(ids) || !slices.Equal(open, ids[:len(open)]) {
+			return span{}, fmt.Errorf("the chat template's rendering of the conversation before the reply, and of the reply itself, do not encode to prefixes of the whole: cannot find the reply's tokens")
+		}
+		s.lo, s.hi = len(prefix), len(open)
 		if s.hi <= s.lo {
 			return span{}, fmt.Errorf("the assistant's reply is empty")
 		}

@@ -57,7 +57,6 @@ func TestPlantedDirection(t *testing.T) {
 		{"hook_resid_pre", "all", middle, 0.999999},
 		{"hook_resid_post", "last", end, 0.99},
 		{"hook_resid_post", "all", middle, 0.99},
-		{"hook_resid_post", "mean-response", middle, 0.99}, // raw text: as all
 	} {
 		for _, method := range Methods {
 			name := fmt.Sprintf("%s/%s/%s", tc.hook, tc.positions, method)
@@ -158,6 +157,23 @@ func TestMeanResponseSpan(t *testing.T) {
 	if _, err := encodeSpan(tm.tok, tokenizer.Text{Messages: msgs[:1]}, "mean-response"); err == nil || !strings.Contains(err.Error(), "assistant") {
 		t.Errorf("a text without a reply: %v", err)
 	}
+	// A ChatML-like template ends a turn with a special token and a newline: the span still ends
+	// with the reply.
+	own, _ := tm.tok.ChatTemplate()
+	defer tm.tok.SetChatTemplate(own)
+	chatml, err := chat.New("{% for m in messages %}<|start_header_id|>{{ m.role }}\n{{ m.content }}<|eom_id|>\n{% endfor %}"+
+		"{% if add_generation_prompt %}<|start_header_id|>assistant\n{% endif %}", "chatml-like", chat.Specials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.tok.SetChatTemplate(chatml)
+	s, err = encodeSpan(tm.tok, tokenizer.Text{Messages: msgs}, "mean-response")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tm.tok.Decode(s.ids[s.lo:s.hi], false); got != "hello you" || s.hi != len(s.ids)-2 {
+		t.Errorf("ChatML-like: response span %d..%d of %d decodes to %q", s.lo, s.hi, len(s.ids), got)
+	}
 }
 
 func TestDeriveErrors(t *testing.T) {
@@ -176,8 +192,9 @@ func TestDeriveErrors(t *testing.T) {
 		{good, func(o *DeriveOptions) { o.Method = "median" }, `method "median"`},
 		{good, func(o *DeriveOptions) { o.Positions = "first" }, `positions "first"`},
 		{good, func(o *DeriveOptions) { o.HoldOut = 1 }, "held-out fraction 1"},
-		{[]Pair{{Positive: tokenizer.Text{Raw: "a"}, Negative: tokenizer.Text{Messages: []chat.Message{{Role: "user", Content: "x"}}}, Line: 7}}, nil, "pair on line 7, negative: --positions mean-response needs"},
-		{[]Pair{{Positive: tokenizer.Text{Raw: strings.Repeat("a", 600)}, Negative: tokenizer.Text{Raw: "b"}, Line: 3}}, nil, "pair on line 3, positive: 601 tokens, more than the model's 512 positions"},
+		{[]Pair{{Positive: good[0].Positive, Negative: tokenizer.Text{Messages: []chat.Message{{Role: "user", Content: "x"}}}, Line: 7}}, nil, "pair on line 7, negative: --positions mean-response needs"},
+		{[]Pair{{Positive: tokenizer.Text{Raw: "a"}, Negative: good[0].Negative, Line: 8}}, nil, "pair on line 8, positive: --positions mean-response needs chat messages that end with the assistant's reply; raw text has no reply"},
+		{[]Pair{{Positive: tokenizer.Text{Raw: strings.Repeat("a", 600)}, Negative: tokenizer.Text{Raw: "b"}, Line: 3}}, func(o *DeriveOptions) { o.Positions = "all" }, "pair on line 3, positive: 601 tokens, more than the model's 512 positions"},
 	}
 	for _, c := range cases {
 		o := ok

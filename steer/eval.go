@@ -31,7 +31,8 @@ type Record struct {
 	Strength   float64        `json:"strength"`
 	Text       string         `json:"text"`
 	Tokens     int            `json:"tokens"`
-	Stopped    bool           `json:"stopped"` // ended on an end-of-sequence id rather than the token limit
+	TokenIDs   []int32        `json:"token_ids"` // the generated ids, the stop id left off
+	Stopped    bool           `json:"stopped"`   // ended on a stop id rather than the token limit
 	Perplexity *float64       `json:"perplexity"`
 	Scores
 }
@@ -80,7 +81,7 @@ func Eval(r *llama.Runner, tok *tokenizer.Tokenizer, plan *Plan, prompts []Promp
 			g := gen[i][k]
 			text := tok.Decode(g.Tokens, true)
 			res.Records = append(res.Records, Record{Prompt: i, Line: p.Line, PromptText: p.Text, Strength: s, Text: text,
-				Tokens: len(g.Tokens), Stopped: g.Stopped, Scores: Score(text, opts.Lexicon)})
+				Tokens: len(g.Tokens), TokenIDs: g.Tokens, Stopped: g.Stopped, Scores: Score(text, opts.Lexicon)})
 			ps, cs = append(ps, ids[i]), append(cs, g.Tokens)
 		}
 	}

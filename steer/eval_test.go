@@ -123,10 +123,13 @@ func TestEval(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{"prompt", "prompt_text", "strength", "text", "tokens", "perplexity", "vader_compound", "first_person_per100", "emotion_per100", "words"} {
+		for _, k := range []string{"prompt", "prompt_text", "strength", "text", "tokens", "token_ids", "perplexity", "vader_compound", "first_person_per100", "emotion_per100", "words"} {
 			if _, ok := rec[k]; !ok {
 				t.Errorf("generation record lacks %q: %v", k, rec)
 			}
+		}
+		if ids, _ := rec["token_ids"].([]any); float64(len(ids)) != rec["tokens"] {
+			t.Errorf("token_ids %v: want %v of them", rec["token_ids"], rec["tokens"])
 		}
 		n++
 	}

@@ -12,13 +12,13 @@ import (
 )
 
 func runEval(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("eval", "--model DIR --vector FILE[:STRENGTH] [--vector …] --sweep 0,2,4,8 [--prompts FILE] [--lexicon FILE] --out DIR", stderr)
+	fs := newFlags("eval", "--model DIR --vector FILE[:STRENGTH] [--vector …] [--sweep 0,0.2,0.4,0.6] [--relative=false] [--prompts FILE] [--lexicon FILE] --out DIR", stderr)
 	var mf modelFlags
 	var sf samplerFlags
 	var st steerFlags
 	mf.register(fs)
 	sf.register(fs)
-	st.register(fs, 64, "0,2,4,8")
+	st.register(fs, 64, "0,0.2,0.4,0.6")
 	lexicon := fs.String("lexicon", "lexicon", "emotion lexicon in the NRC EmoLex word-level format (word<TAB>category<TAB>0|1); default: the shipped starter lexicon (joy, trust)")
 	out := fs.String("out", "", "folder for generations.jsonl, metrics.json, dose-response.png and dose-response.svg (required)")
 	resamples := fs.Int("bootstrap", 2000, "bootstrap resamples for the 95% intervals")

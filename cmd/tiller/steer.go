@@ -65,7 +65,7 @@ func parseFloats(flagName, s string) ([]float64, error) {
 		f = strings.TrimSpace(f)
 		x, err := strconv.ParseFloat(f, 64)
 		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
-			return nil, usagef("--%s: %q is not a number (want a comma-separated list such as 0,2,4,8)", flagName, f)
+			return nil, usagef("--%s: %q is not a number (want a comma-separated list such as 0,0.2,0.4)", flagName, f)
 		}
 		out = append(out, x)
 	}
@@ -135,8 +135,8 @@ func (s *steerFlags) register(fs *flag.FlagSet, maxTokens int, sweep string) {
 	fs.StringVar(&s.layers, "layers", "", "layers to steer: L, A-B or a list (default: each vector's own layers; a one-layer vector is applied at every layer listed)")
 	fs.StringVar(&s.positions, "positions", "all", "where to add: all, prompt, generated (the last prompt token and every generated one), or locus (the positions of --locus, counted from the end of the prompt)")
 	fs.StringVar(&s.locus, "locus", "", "locus.json from `tiller attribute`: its positions_from_end for --positions locus (default: those recorded in the vector)")
-	fs.BoolVar(&s.relative, "relative", false, "strengths are multiples of each layer's mean residual norm (recorded in the vector)")
-	fs.StringVar(&s.sweep, "sweep", sweep, "comma-separated strength multipliers: every prompt runs at each, in one batch (e.g. 0,2,4,8)")
+	fs.BoolVar(&s.relative, "relative", true, "strengths are multiples of each layer's mean residual norm, recorded in the vector (useful ones are about 0.1 to 0.6); --relative=false: absolute, h += strength·v with v unit-norm")
+	fs.StringVar(&s.sweep, "sweep", sweep, "comma-separated strength multipliers: every prompt runs at each, in one batch (e.g. 0,0.2,0.4,0.6)")
 	fs.StringVar(&s.prompts, "prompts", "", "JSONL file of {\"prompt\": TEXT} lines (TEXT a string or chat messages), or the shipped set \"prompts\"")
 	fs.BoolVar(&s.chat, "chat", true, "render string prompts as one user turn of the chat template (--chat=false: raw text)")
 	fs.StringVar(&s.system, "system", "", "system message put before each chat prompt")
@@ -255,7 +255,7 @@ func (s *steerFlags) encodePrompts(l *loaded, prompts []steer.Prompt) ([][]int32
 }
 
 func runSteer(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("steer", "--model DIR --vector FILE[:STRENGTH] [--vector …] [--layers A-B] [--positions all|prompt|generated|locus] [--relative] [--sweep 0,2,4,8] PROMPT…|--prompts FILE", stderr)
+	fs := newFlags("steer", "--model DIR --vector FILE[:STRENGTH] [--vector …] [--layers A-B] [--positions all|prompt|generated|locus] [--relative=false] [--sweep 0,0.2,0.4] PROMPT…|--prompts FILE", stderr)
 	var mf modelFlags
 	var sf samplerFlags
 	var st steerFlags
@@ -328,7 +328,7 @@ func runSteer(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintln(w, text)
 			if jw != nil {
-				if err := jw.Encode(map[string]any{"prompt": i, "prompt_text": p.Text, "strength": s, "text": text, "tokens": len(g.Tokens), "stopped": g.Stopped}); err != nil {
+				if err := jw.Encode(map[string]any{"prompt": i, "prompt_text": p.Text, "strength": s, "text": text, "tokens": len(g.Tokens), "token_ids": g.Tokens, "stopped": g.Stopped}); err != nil {
 					return err
 				}
 			}

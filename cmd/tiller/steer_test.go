@@ -73,9 +73,24 @@ func TestDeriveSteerEval(t *testing.T) {
 	if n := strings.Count(string(b), "\n"); n != 6 {
 		t.Errorf("%d JSONL lines", n)
 	}
-	// The GGUF export steers too, with the block-indexing note.
-	if code, _, stderr := tiller(t, "steer", "--model", model, "--vector", gguf+":3", "--positions", "generated", "--max-tokens", "4", prompt); code != 0 || !strings.Contains(stderr, "llama.cpp's block indexing") {
+	// Each line carries the generated ids, which decode to its text.
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec struct {
+			Text     string  `json:"text"`
+			Tokens   int     `json:"tokens"`
+			TokenIDs []int32 `json:"token_ids"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || len(rec.TokenIDs) != rec.Tokens || rec.Tokens == 0 {
+			t.Errorf("JSONL line %s: %v; want token_ids of the token count", line, err)
+		}
+	}
+	// The GGUF export steers too, with the block-indexing note, at absolute strengths: the format
+	// records no residual norm for a relative strength to scale.
+	if code, _, stderr := tiller(t, "steer", "--model", model, "--vector", gguf+":3", "--relative=false", "--positions", "generated", "--max-tokens", "4", prompt); code != 0 || !strings.Contains(stderr, "llama.cpp's block indexing") {
 		t.Errorf("steer with GGUF: %d %s", code, stderr)
+	}
+	if code, _, stderr := tiller(t, "steer", "--model", model, "--vector", gguf+":0.3", "--max-tokens", "4", prompt); code != 1 || !strings.Contains(stderr, "--relative=false") {
+		t.Errorf("steer with GGUF at a relative strength: %d %s; want an error saying --relative=false", code, stderr)
 	}
 
 	dir := filepath.Join(t.TempDir(), "eval")

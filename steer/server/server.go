@@ -67,6 +67,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Model == nil || cfg.Tokenizer == nil || cfg.Engine == nil || cfg.Name == "" {
 		return nil, errors.New("server: a model, its name, a tokenizer and an engine are required")
 	}
+	if _, err := cfg.Tokenizer.ChatTemplate(); err != nil {
+		return nil, fmt.Errorf("server: the chat API renders every request with the model's chat template: %w", err)
+	}
 	def := func(v *int, d int) {
 		if *v == 0 {
 			*v = d
