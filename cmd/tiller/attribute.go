@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -10,16 +11,18 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tillerlm/tiller/attrib/tasks"
+
 	"github.com/tillerlm/tiller/attrib"
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/tensor"
 )
 
 func runAttribute(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("attribute", "--model DIR --pairs FILE.jsonl --out DIR [--align right] [--star] [--verify auto|all|N]", stderr)
+	fs := newFlags("attribute", "--model DIR --pairs FILE.jsonl|joy|trust|sadness|anger --out DIR [--align right] [--star] [--verify auto|all|N]", stderr)
 	var mf modelFlags
 	mf.register(fs)
-	pairsPath := fs.String("pairs", "", `JSONL file of pairs, one per line (required):
+	pairsPath := fs.String("pairs", "", `JSONL file of pairs, one per line, or a shipped set: joy, trust, sadness, anger (attrib/tasks; required):
   {"clean": TEXT, "corrupt": TEXT, "metric": {"logit_diff": [ANSWER, DISTRACTOR]} or {"logprob": "continuation"}}
 TEXT is raw text or a list of {"role", "content"} chat messages (a chat ending with the
 assistant's message continues that message; one ending with the user's opens the assistant's turn)`)
@@ -90,17 +93,18 @@ assistant's message continues that message; one ending with the user's opens the
 		}
 	}
 
-	pairs, err := attrib.ReadPairs(*pairsPath)
+	raw, pairsFile, err := shipped(*pairsPath, "attribution set", tasks.File, tasks.Names)
 	if err != nil {
 		return err
+	}
+	pairs, err := attrib.ParsePairs(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("%s%v", pairsFile, err)
 	}
 	if *limit > 0 && *limit < len(pairs) {
 		pairs = pairs[:*limit]
 	}
-	raw, err := os.ReadFile(*pairsPath)
-	if err != nil {
-		return err
-	}
+	*pairsPath = pairsFile
 	sum := sha256.Sum256(raw)
 	l, err := open(mf, stderr)
 	if err != nil {

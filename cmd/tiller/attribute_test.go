@@ -78,9 +78,16 @@ func TestAttributeAlign(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "joy.jsonl: line 1: clean is") || !strings.Contains(stderr, "--align right") {
 		t.Errorf("unaligned: code %d, %q", code, stderr)
 	}
-	code, stdout, stderr := tiller(t, "attribute", "--model", model, "--pairs", "../../attrib/tasks/joy.jsonl", "--out", out, "--limit", "3", "--align", "right", "--verify", "none", "--nodes", "resid_pre,head")
+	// The shipped set by name is the same file.
+	code, stdout, stderr := tiller(t, "attribute", "--model", model, "--pairs", "joy", "--out", out, "--limit", "3", "--align", "right", "--verify", "none", "--nodes", "resid_pre,head")
 	if code != 0 {
 		t.Fatalf("aligned: %s", stderr)
+	}
+	var loc struct {
+		Pairs string `json:"pairs"`
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "locus.json")); err != nil || json.Unmarshal(b, &loc) != nil || loc.Pairs != "attrib/tasks/joy.jsonl" {
+		t.Errorf("locus.json names the pairs %q (%v); want attrib/tasks/joy.jsonl", loc.Pairs, err)
 	}
 	if !strings.Contains(stdout, "recommended locus") || strings.Contains(stdout, "exact patching") {
 		t.Errorf("stdout:\n%s", stdout)
@@ -125,6 +132,7 @@ func TestAttributeBadInput(t *testing.T) {
 		{[]string{"--pairs", multi, "--out", out}, 1, []string{multi + ": line 1", `"ab" is 2 tokens`}},
 		{[]string{"--pairs", length, "--out", out}, 1, []string{length + ": line 1", "clean is 4 tokens and corrupt is 5", "--align right"}},
 		{[]string{"--pairs", filepath.Join(dir, "absent.jsonl"), "--out", out}, 1, []string{"absent.jsonl"}},
+		{[]string{"--pairs", "happiness", "--out", out}, 1, []string{"happiness: no such file, and not a shipped attribution set (shipped: joy, trust, sadness, anger)"}},
 	}
 	for _, c := range cases {
 		args := append([]string{"attribute", "--model", model}, c.args...)

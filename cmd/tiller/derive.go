@@ -63,7 +63,7 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 	if !(*holdout >= 0 && *holdout < 1) {
 		return usagef("--holdout %g, want 0 <= h < 1", *holdout)
 	}
-	pairBytes, pairFile, err := shipped(*pairsArg, "pair set")
+	pairBytes, pairFile, err := shippedData(*pairsArg, "pair set")
 	if err != nil {
 		return err
 	}

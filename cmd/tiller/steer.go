@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -98,9 +99,10 @@ func parseLayers(flagName, s string, layers int) ([]int, error) {
 	return out, nil
 }
 
-// shipped reads a file given by path, or else by the name of a shipped data file (joy, prompts,
-// lexicon, …); it returns the bytes and the name to report.
-func shipped(arg, what string) ([]byte, string, error) {
+// shipped reads a file given by path, or else by the name of a data file tiller ships, which
+// lookup finds (data.File: joy, prompts, lexicon, …; tasks.File: the attribution sets); it returns
+// the bytes and the name to report.
+func shipped(arg, what string, lookup func(string) ([]byte, string, bool), names []string) ([]byte, string, error) {
 	b, err := os.ReadFile(arg)
 	if err == nil {
 		return b, arg, nil
@@ -108,11 +110,15 @@ func shipped(arg, what string) ([]byte, string, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, "", err
 	}
-	if b, name, ok := data.File(arg); ok {
+	if b, name, ok := lookup(arg); ok {
 		return b, name, nil
 	}
-	return nil, "", fmt.Errorf("%s: no such file, and not a shipped %s (shipped: %s, %s, %s)", arg, what,
-		strings.Join(data.PairSets, ", "), data.Prompts, data.Lexicon)
+	return nil, "", fmt.Errorf("%s: no such file, and not a shipped %s (shipped: %s)", arg, what, strings.Join(names, ", "))
+}
+
+// shippedData reads a file, or one of steer/data's shipped files by name.
+func shippedData(arg, what string) ([]byte, string, error) {
+	return shipped(arg, what, data.File, append(slices.Clone(data.PairSets), data.Prompts, data.Lexicon))
 }
 
 // steerFlags are the flags steer and eval share: which vectors, where, how strong, which prompts.
@@ -218,7 +224,7 @@ func (s *steerFlags) readPrompts(pos []string, defaultSet string) ([]steer.Promp
 		}
 		name = defaultSet
 	}
-	b, file, err := shipped(name, "prompt set")
+	b, file, err := shippedData(name, "prompt set")
 	if err != nil {
 		return nil, "", err
 	}
