@@ -10,7 +10,7 @@ import (
 )
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("inspect", "--model DIR", stderr)
+	fs := newFlags("inspect", "--model DIR|ORG/NAME", stderr)
 	dir := fs.String("model", "", modelUsage)
 	pos, err := parse(fs, args)
 	if err != nil {

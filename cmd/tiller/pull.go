@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"github.com/tillerlm/tiller/llama/hub"
+)
+
+func runPull(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("pull", "ORG/NAME[@REVISION]", stderr)
+	cache := fs.String("cache", "", "the Hugging Face cache to fill (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("want one model, ORG/NAME[@REVISION]; got %d arguments", len(pos))
+	}
+	ref, ok := hub.ParseRef(pos[0])
+	if !ok {
+		return usagef("%q is not ORG/NAME[@REVISION]", pos[0])
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	opts := hub.Options{Endpoint: hub.Endpoint(), Token: hub.Token(), Cache: *cache, Progress: stderr}
+	dir, err := hub.Pull(ctx, ref, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, dir)
+	return nil
+}
