@@ -2,11 +2,15 @@ package llama
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/tillerlm/tiller/llama/gguf"
 	"github.com/tillerlm/tiller/tensor"
@@ -211,12 +215,19 @@ func ggufName(hf string) (name string, permute string) {
 	return "blk." + layer + "." + short + kind, permute
 }
 
-// bindGGUF points every weight of m at its tensor in g, dequantizing where needed.
+// bindGGUF points every weight of m at its tensor in g, dequantizing where needed, one tensor per
+// CPU at a time.
 func (m *Model) bindGGUF(g *gguf.File, logw io.Writer) error {
 	c := m.Config
 	used := map[string]bool{}
-	var heap, mapped int64
 	types := map[string]int{}
+	type job struct {
+		w     Weight
+		t     *gguf.Tensor
+		shape []int
+		heads int
+	}
+	var jobs []job
 	for _, w := range m.Weights() {
 		name, permute := ggufName(w.Name)
 		t, ok := g.Tensor(name)
@@ -243,16 +254,36 @@ func (m *Model) bindGGUF(g *gguf.File, logw io.Writer) error {
 		case "k":
 			heads = c.KVHeads
 		}
-		dst, copied, err := ggufTensor(g, t, shape, heads)
-		if err != nil {
-			return fmt.Errorf("%s: tensor %q: %v", g.Path, name, err)
-		}
-		if copied {
-			heap += int64(len(dst.Data))
-		} else {
-			mapped += int64(len(dst.Data))
-		}
-		*w.Dst = dst
+		jobs = append(jobs, job{w, t, shape, heads})
+	}
+	var heap, mapped atomic.Int64
+	errs := make([]error, len(jobs))
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for range min(runtime.NumCPU(), len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(jobs); i = int(next.Add(1) - 1) {
+				j := jobs[i]
+				dst, copied, err := ggufTensor(g, j.t, j.shape, j.heads)
+				if err != nil {
+					errs[i] = fmt.Errorf("%s: tensor %q: %v", g.Path, j.t.Name, err)
+					continue
+				}
+				if copied {
+					heap.Add(int64(len(dst.Data)))
+					g.Release(j.t)
+				} else {
+					mapped.Add(int64(len(dst.Data)))
+				}
+				*j.w.Dst = dst
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	if t, ok := g.Tensor("rope_freqs.weight"); ok {
 		used[t.Name] = true
@@ -286,7 +317,7 @@ func (m *Model) bindGGUF(g *gguf.File, logw io.Writer) error {
 	}
 	sort.Strings(kinds)
 	fmt.Fprintf(logw, "%s: %s tensors; weights in memory %.1f MB dequantized to F32 + %.1f MB mapped from the file\n",
-		g.Path, strings.Join(kinds, ", "), float64(heap)/1e6, float64(mapped)/1e6)
+		g.Path, strings.Join(kinds, ", "), float64(heap.Load())/1e6, float64(mapped.Load())/1e6)
 	return nil
 }
 

@@ -25,7 +25,7 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok, err := tokenizer.Load(*dir)
+	tok, err := loadTokenizer(*dir)
 	if err != nil {
 		return err
 	}

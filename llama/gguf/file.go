@@ -264,6 +264,21 @@ func (g *File) Bytes(t *Tensor) []byte {
 	return g.Data[start : start+t.Size : start+t.Size]
 }
 
+// Release tells the kernel that a tensor's bytes will not be read again (after a copy of it was
+// made), so its pages leave memory; reading them later reads the file again. The pages at either
+// end, which may hold neighbours, stay.
+func (g *File) Release(t *Tensor) {
+	if !g.mapped || g.Data == nil {
+		return
+	}
+	page := int64(os.Getpagesize())
+	start := (g.DataStart + t.Offset + page - 1) / page * page
+	end := (g.DataStart + t.Offset + t.Size) / page * page
+	if end > start {
+		_ = unix.Madvise(g.Data[start:end], unix.MADV_DONTNEED) // only a hint
+	}
+}
+
 // reader decodes little-endian fields, remembering the first error, which names the field.
 type reader struct {
 	b   []byte
