@@ -27,22 +27,29 @@ func IsGGUF(path string) bool {
 // runs in Hugging Face's layout, and rope_freqs applied to the RoPE frequencies. Log receives
 // the memory the weights take.
 func LoadGGUF(path string, opts LoadOptions) (*Model, error) {
-	logw := opts.Log
-	if logw == nil {
-		logw = io.Discard
-	}
 	g, err := gguf.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	cfg, gen, err := GGUFConfig(g)
+	m, err := fromGGUF(g, opts.Log)
 	if err != nil {
 		g.Close()
 		return nil, err
 	}
+	return m, nil
+}
+
+// fromGGUF makes the model of a parsed GGUF file, which it then owns.
+func fromGGUF(g *gguf.File, logw io.Writer) (*Model, error) {
+	if logw == nil {
+		logw = io.Discard
+	}
+	cfg, gen, err := GGUFConfig(g)
+	if err != nil {
+		return nil, err
+	}
 	m := &Model{Config: cfg, Gen: gen, InvFreq: cfg.InvFreq(), gguf: g}
 	if err := m.bindGGUF(g, logw); err != nil {
-		m.Close()
 		return nil, err
 	}
 	if cfg.TieEmbeddings {

@@ -33,7 +33,7 @@ func permuteForGGUF(data []byte, rows, heads int) []byte {
 
 // ggufOf writes m as a llama.cpp converter would, with F32 weights (F16 when m has them, to cover
 // the mapped half types); meta replaces (or, with nil, removes) metadata, and extra adds tensors.
-func ggufOf(t *testing.T, m *Model, meta map[string]any, extra func(b *gguf.Builder)) string {
+func ggufOf(t testing.TB, m *Model, meta map[string]any, extra func(b *gguf.Builder)) string {
 	t.Helper()
 	c := m.Config
 	kv := map[string]any{
@@ -248,4 +248,34 @@ func TestSmolLM2GGUFMatchesTransformers(t *testing.T) {
 		}
 		closeRows(t, p, got, get(p+".logits").F32(), 1e-4)
 	}
+}
+
+// FuzzGGUFModel: whatever a GGUF file holds, the model reader returns an error or a model whose
+// every weight has the shape the config implies. The seed is a valid tiny model.
+func FuzzGGUFModel(f *testing.F) {
+	hf, _ := tinyModel(f, tensor.F32, map[string]any{"tie_word_embeddings": true})
+	seed, err := os.ReadFile(ggufOf(f, hf, nil, nil))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g, err := gguf.Parse(data)
+		if err != nil {
+			return
+		}
+		c, _, err := GGUFConfig(g)
+		if err != nil || c.Params() > 1<<22 {
+			return // the fuzzer may write a valid config of a model too large to allocate here
+		}
+		m, err := fromGGUF(g, nil)
+		if err != nil {
+			return
+		}
+		for _, w := range m.Weights() {
+			if (*w.Dst).Numel() != numel(w.Shape) {
+				t.Fatalf("%s: %v, want %v", w.Name, (*w.Dst).Shape, w.Shape)
+			}
+		}
+	})
 }

@@ -158,8 +158,8 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 }
 
 // modelUsage describes --model for every command that takes it.
-const modelUsage = "model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), or ORG/NAME[@REVISION] " +
-	"from the Hugging Face cache (`tiller pull` fills it); empty or \"" + tinychat.ModelName + "\": the embedded tiny chat model"
+const modelUsage = "model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), a llama GGUF file, " +
+	"or ORG/NAME[@REVISION] from the Hugging Face cache (`tiller pull` fills it); empty or \"" + tinychat.ModelName + "\": the embedded tiny chat model"
 
 func (m *modelFlags) check() error {
 	var err error

@@ -8,7 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tillerlm/tiller/llama/hub"
 	"github.com/tillerlm/tiller/llama/hub/hubtest"
@@ -335,4 +339,63 @@ func TestParseRef(t *testing.T) {
 			t.Errorf("ParseRef(%q) = %v, want no ref", in, got)
 		}
 	}
+}
+
+// TestPullWaitsForTheLock: a blob whose lock another process (here: this one, as huggingface_hub
+// would) holds is not written until the lock is released.
+func TestPullWaitsForTheLock(t *testing.T) {
+	s := hubtest.New(t, repo, repoFiles(), "model.safetensors")
+	cache := t.TempDir()
+	lockDir := filepath.Join(cache, ".locks", "models--TestOrg--Tiny-Llama_1.5")
+	os.MkdirAll(lockDir, 0o755)
+	lock, err := os.Create(filepath.Join(lockDir, s.SHA256("model.safetensors")+".lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	var progress syncBuffer
+	opts := pullOpts(s, cache)
+	opts.Progress = &progress
+	done := make(chan error)
+	go func() {
+		_, err := hub.Pull(context.Background(), hub.Ref{repo, "main"}, opts)
+		done <- err
+	}()
+	for !strings.Contains(progress.String(), "waiting") {
+		select {
+		case err := <-done:
+			t.Fatalf("the pull ended (%v) while another process held the lock", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if n := s.Served("model.safetensors"); n != 0 {
+		t.Errorf("%d bytes of the locked blob were fetched", n)
+	}
+	lock.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Served("model.safetensors"); n != int64(len(s.Files["model.safetensors"])) {
+		t.Errorf("after the lock was released, %d bytes were fetched", n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader on two goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

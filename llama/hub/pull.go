@@ -17,6 +17,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultEndpoint is the public Hub; $HF_ENDPOINT replaces it, as in huggingface_hub.
@@ -149,10 +152,8 @@ func (p *puller) pull(ctx context.Context) (string, error) {
 	}
 	for _, f := range files {
 		blob := filepath.Join(folder, "blobs", f.etag)
-		if !exists(blob, f.size) {
-			if err := p.download(ctx, f, blob); err != nil {
-				return "", err
-			}
+		if err := p.fetch(ctx, f, blob); err != nil {
+			return "", err
 		}
 		link := filepath.Join(snap, f.name)
 		os.Remove(link)
@@ -286,6 +287,45 @@ func (p *puller) head(ctx context.Context, commit, name string) (remoteFile, err
 func sameHost(u *url.URL, endpoint string) bool {
 	e, err := url.Parse(endpoint)
 	return err == nil && u.Host == e.Host
+}
+
+// fetch downloads f into blob unless it is there, holding the lock huggingface_hub takes for the
+// same blob (an flock on .locks/models--ORG--NAME/ETAG.lock), so that two pulls, tiller's or
+// Python's, never write one file at once.
+func (p *puller) fetch(ctx context.Context, f remoteFile, blob string) error {
+	if exists(blob, f.size) {
+		return nil
+	}
+	lockDir := filepath.Join(p.opts.Cache, ".locks", filepath.Base(repoFolder(p.opts.Cache, p.ref.Repo)))
+	if err := os.MkdirAll(lockDir, 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(lockDir, f.etag+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // closing releases the flock
+	for waited := false; ; waited = true {
+		err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != unix.EWOULDBLOCK {
+			return fmt.Errorf("%s: locking %s: %v", p.ref, lock.Name(), err)
+		}
+		if !waited && p.opts.Progress != nil {
+			fmt.Fprintf(p.opts.Progress, "pull %s: %s is being downloaded by another process; waiting\n", p.ref, f.name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if exists(blob, f.size) { // the other process finished it
+		return nil
+	}
+	return p.download(ctx, f, blob)
 }
 
 // download fetches f into blob: into blob+".incomplete" first, resuming what an earlier run left
