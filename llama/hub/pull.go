@@ -376,7 +376,7 @@ func (p *puller) download(ctx context.Context, f remoteFile, blob string) error 
 		return p.statusError(resp, f.name)
 	}
 	// At most the bytes still missing, plus one to notice a server that sends more.
-	n, err := io.Copy(io.MultiWriter(out, h, p.prog), io.LimitReader(resp.Body, f.size-have+1))
+	n, err := io.CopyBuffer(io.MultiWriter(out, h, p.prog), io.LimitReader(resp.Body, f.size-have+1), make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("%s: %s: download stopped after %d of %d bytes (%v); run the same pull again to resume", p.ref, f.name, have+n, f.size, err)
 	}

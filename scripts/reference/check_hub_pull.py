@@ -186,13 +186,16 @@ def main():
     os.environ.update(HF_ENDPOINT=endpoint, HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1")
     import huggingface_hub
     from huggingface_hub import constants
+    t0 = time.time()
     huggingface_hub.snapshot_download(REPO, cache_dir=hf_cache, endpoint=endpoint,
                                       ignore_patterns=["*.bin", "*.pth", "original/*"])
+    hf_secs = time.time() - t0
     r, secs = run_tiller(tiller, ["pull", REPO], dict(env, HF_HUB_CACHE=tiller_cache))
     check(r.returncode == 0, f"tiller pull: exit {r.returncode}: {r.stderr}")
     total = sum(len(b) for n, b in repo.files.items() if "/" not in n and not n.endswith(".bin"))
-    print(f"tiller pull: {total / 1e6:.1f} MB in {secs:.2f} s ({total / 1e6 / secs:.0f} MB/s, local stand-in); "
-          f"its last progress line: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
+    print(f"{total / 1e6:.1f} MB from the local stand-in: tiller pull {secs:.2f} s ({total / 1e6 / secs:.0f} MB/s, "
+          f"process start included), huggingface_hub's snapshot_download {hf_secs:.2f} s ({total / 1e6 / hf_secs:.0f} MB/s); "
+          f"tiller's last progress line: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
 
     # 2. The same cache layout.
     hb, hl, href, _ = tree(hf_cache)
