@@ -247,6 +247,9 @@ func TestPullErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no *.safetensors") {
 		t.Errorf("a repository with only pickled weights: %v", err)
 	}
+	if _, err := hub.Pull(context.Background(), hub.Ref{"org/name", "../../../x"}, pullOpts(s, t.TempDir())); err == nil {
+		t.Error("a revision that climbs out of refs/ was pulled")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := hub.Pull(ctx, hub.Ref{repo, "main"}, pullOpts(s, t.TempDir())); !errors.Is(err, context.Canceled) && (err == nil || !strings.Contains(err.Error(), "canceled")) {
@@ -398,4 +401,25 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestPullGivesUpOnASilentServer: a server that stops sending without closing the connection
+// fails the pull after the stall time, leaving what came for the next run to resume.
+func TestPullGivesUpOnASilentServer(t *testing.T) {
+	s := hubtest.New(t, repo, repoFiles(), "model.safetensors")
+	s.StallAfter["model.safetensors"] = 5000
+	cache := t.TempDir()
+	opts := pullOpts(s, cache)
+	opts.Stall = 200 * time.Millisecond
+	_, err := hub.Pull(context.Background(), hub.Ref{repo, "main"}, opts)
+	if err == nil || !strings.Contains(err.Error(), "nothing received for 200ms") || !strings.Contains(err.Error(), "resume") {
+		t.Fatalf("a silent server: %v", err)
+	}
+	dir := mustPull(t, s, cache, hub.Ref{repo, "main"})
+	if got, _ := os.ReadFile(filepath.Join(dir, "model.safetensors")); !bytes.Equal(got, s.Files["model.safetensors"]) {
+		t.Error("the file resumed after a stall differs from the Hub's")
+	}
+	if want := "bytes=5000-"; len(s.Ranges()) != 1 || s.Ranges()[0] != want {
+		t.Errorf("Range headers %q, want one %q", s.Ranges(), want)
+	}
 }

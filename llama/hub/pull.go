@@ -74,8 +74,9 @@ type Options struct {
 	Endpoint string
 	Token    string
 	Cache    string
-	Client   *http.Client // nil: http.DefaultClient's transport, with redirects handled here
-	Progress io.Writer    // a progress line (bytes, speed, time left); nil for none
+	Client   *http.Client  // nil: http.DefaultClient's transport, with redirects handled here
+	Progress io.Writer     // a progress line (bytes, speed, time left); nil for none
+	Stall    time.Duration // a download that receives nothing for this long fails (resumable); 0: one minute
 }
 
 // Limits on what a Hub (or anything at HF_ENDPOINT) may make pull do.
@@ -92,7 +93,13 @@ const (
 // request); every file's size, and its hash where the ETag is one, is checked before it enters
 // the cache.
 func Pull(ctx context.Context, ref Ref, opts Options) (string, error) {
+	if parsed, ok := ParseRef(ref.Repo + "@" + ref.Revision); !ok || parsed != ref {
+		return "", fmt.Errorf("%q at revision %q is not a model name ORG/NAME with a revision", ref.Repo, ref.Revision)
+	}
 	p := &puller{ref: ref, opts: opts}
+	if p.opts.Stall <= 0 {
+		p.opts.Stall = time.Minute
+	}
 	if p.opts.Endpoint == "" {
 		p.opts.Endpoint = Endpoint()
 	}
@@ -183,6 +190,8 @@ func exists(name string, size int64) bool {
 // tiller uses.
 func (p *puller) revision(ctx context.Context) (string, []string, error) {
 	u := fmt.Sprintf("%s/api/models/%s/revision/%s", p.opts.Endpoint, p.ref.Repo, url.PathEscape(p.ref.Revision))
+	ctx, cancel := context.WithTimeout(ctx, p.opts.Stall) // a small answer: all of it within the stall time
+	defer cancel()
 	resp, err := p.get(ctx, u, nil)
 	if err != nil {
 		return "", nil, err
@@ -234,6 +243,8 @@ var blobName = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
 // repository) are followed; one to another host (the CDN) is where the bytes are.
 func (p *puller) head(ctx context.Context, commit, name string) (remoteFile, error) {
 	u := fmt.Sprintf("%s/%s/resolve/%s/%s", p.opts.Endpoint, p.ref.Repo, commit, url.PathEscape(name))
+	ctx, cancel := context.WithTimeout(ctx, p.opts.Stall)
+	defer cancel()
 	for range maxRedirects {
 		req, err := p.request(ctx, http.MethodHead, u)
 		if err != nil {
@@ -359,11 +370,21 @@ func (p *puller) download(ctx context.Context, f remoteFile, blob string) error 
 	if have > 0 {
 		rng = http.Header{"Range": {fmt.Sprintf("bytes=%d-", have)}}
 	}
-	resp, err := p.follow(ctx, f.url, rng)
+	// A server that stops sending without closing the connection would hang the pull: the request
+	// is cancelled once no byte has come for the stall time (answer headers included).
+	reqCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stalled := time.AfterFunc(p.opts.Stall, cancel)
+	defer stalled.Stop()
+	resp, err := p.follow(reqCtx, f.url, rng)
 	if err != nil {
+		if ctx.Err() == nil && reqCtx.Err() != nil {
+			return fmt.Errorf("%s: %s: no answer for %s; run the same pull again", p.ref, f.name, p.opts.Stall)
+		}
 		return err
 	}
 	defer resp.Body.Close()
+	body := &watchdog{r: resp.Body, timer: stalled, stall: p.opts.Stall}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && have > 0 && strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", have)):
 		p.prog.resumed(have)
@@ -376,8 +397,11 @@ func (p *puller) download(ctx context.Context, f remoteFile, blob string) error 
 		return p.statusError(resp, f.name)
 	}
 	// At most the bytes still missing, plus one to notice a server that sends more.
-	n, err := io.CopyBuffer(io.MultiWriter(out, h, p.prog), io.LimitReader(resp.Body, f.size-have+1), make([]byte, 1<<20))
+	n, err := io.CopyBuffer(io.MultiWriter(out, h, p.prog), io.LimitReader(body, f.size-have+1), make([]byte, 1<<20))
 	if err != nil {
+		if ctx.Err() == nil && reqCtx.Err() != nil {
+			err = fmt.Errorf("nothing received for %s", p.opts.Stall)
+		}
 		return fmt.Errorf("%s: %s: download stopped after %d of %d bytes (%v); run the same pull again to resume", p.ref, f.name, have+n, f.size, err)
 	}
 	if have+n != f.size {
@@ -392,6 +416,21 @@ func (p *puller) download(ctx context.Context, f remoteFile, blob string) error 
 		return err
 	}
 	return os.Rename(part, blob)
+}
+
+// watchdog restarts the stall timer whenever bytes arrive.
+type watchdog struct {
+	r     io.Reader
+	timer *time.Timer
+	stall time.Duration
+}
+
+func (w *watchdog) Read(b []byte) (int, error) {
+	n, err := w.r.Read(b)
+	if n > 0 {
+		w.timer.Reset(w.stall)
+	}
+	return n, err
 }
 
 // newHash is the hash an ETag names: sha256 for LFS files, git's blob sha1 otherwise, which

@@ -30,6 +30,7 @@ type Server struct {
 
 	// Faults, set before a request.
 	CutAfter    map[string]int    // the next GET of a file sends this many bytes, then drops the connection
+	StallAfter  map[string]int    // the next GET of a file sends this many bytes, then sends nothing more
 	Corrupt     map[string]bool   // serve these with one byte flipped
 	Extra       map[string]bool   // serve these with a byte too many
 	IgnoreRange bool              // answer 200 with the whole file to a Range request
@@ -51,7 +52,7 @@ func New(t testing.TB, repo string, files map[string][]byte, lfs ...string) *Ser
 	s := &Server{
 		Repo: repo, Files: files, LFS: map[string]bool{},
 		Commit:   fmt.Sprintf("%040x", sha1.Sum([]byte(repo))),
-		CutAfter: map[string]int{}, Corrupt: map[string]bool{}, Extra: map[string]bool{}, ETag: map[string]string{},
+		CutAfter: map[string]int{}, StallAfter: map[string]int{}, Corrupt: map[string]bool{}, Extra: map[string]bool{}, ETag: map[string]string{},
 		auth: map[string]int{}, served: map[string]int64{},
 	}
 	for _, f := range lfs {
@@ -166,15 +167,23 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	if r.Method == http.MethodGet {
 		s.mu.Lock()
-		cut, ok := s.CutAfter[name]
+		cut, cuts := s.CutAfter[name]
+		stall, stalls := s.StallAfter[name]
 		delete(s.CutAfter, name)
+		delete(s.StallAfter, name)
 		s.mu.Unlock()
-		if ok {
+		if cuts || stalls {
+			if stalls {
+				cut = stall
+			}
 			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 			w.WriteHeader(http.StatusOK)
 			w.Write(body[:cut])
 			s.count(name, cut)
 			w.(http.Flusher).Flush()
+			if stalls {
+				<-r.Context().Done() // silent until the client gives up
+			}
 			panic(http.ErrAbortHandler) // drops the connection mid-body
 		}
 	}
