@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 
 	"github.com/tillerlm/tiller/llama/hub"
 )
@@ -23,6 +24,10 @@ func runPull(args []string, stdout, stderr io.Writer) error {
 	ref, ok := hub.ParseRef(pos[0])
 	if !ok {
 		return usagef("%q is not ORG/NAME[@REVISION]", pos[0])
+	}
+	switch strings.ToUpper(os.Getenv("HF_HUB_OFFLINE")) {
+	case "1", "ON", "YES", "TRUE":
+		return fmt.Errorf("HF_HUB_OFFLINE=%s forbids downloads, as in huggingface_hub; unset it to pull %s", os.Getenv("HF_HUB_OFFLINE"), ref)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

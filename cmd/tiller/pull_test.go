@@ -57,6 +57,11 @@ func TestPullThenRunFromTheCache(t *testing.T) {
 	if code, _, stderr := tiller(t, "pull", "not a model"); code != 2 || !strings.Contains(stderr, "ORG/NAME") {
 		t.Errorf("pull of a bad name: code %d, %q", code, stderr)
 	}
+	t.Setenv("HF_HUB_OFFLINE", "1")
+	if code, _, stderr := tiller(t, "pull", "TestOrg/tiny"); code != 1 || !strings.Contains(stderr, "HF_HUB_OFFLINE=1 forbids downloads") {
+		t.Errorf("pull with HF_HUB_OFFLINE=1: code %d, %q", code, stderr)
+	}
+	t.Setenv("HF_HUB_OFFLINE", "")
 	s.Token = "hf_needed"
 	if code, _, stderr := tiller(t, "pull", "TestOrg/tiny@main"); code != 1 || !strings.Contains(stderr, "HF_TOKEN") {
 		t.Errorf("pull of a gated model without a token: code %d, %q", code, stderr)
