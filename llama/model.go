@@ -3,6 +3,7 @@ package llama
 import (
 	"fmt"
 
+	"github.com/tillerlm/tiller/llama/gguf"
 	"github.com/tillerlm/tiller/llama/safetensors"
 	"github.com/tillerlm/tiller/tensor"
 )
@@ -21,6 +22,7 @@ type Model struct {
 	TurnEnd []int32
 
 	files []*safetensors.File // the mapped checkpoint the weights point into
+	gguf  *gguf.File          // or the mapped GGUF file
 }
 
 // Layer is one decoder block. Biases are nil unless attention_bias / mlp_bias say otherwise.
@@ -52,6 +54,12 @@ func (m *Model) Close() error {
 		}
 	}
 	m.files = nil
+	if m.gguf != nil {
+		if err := m.gguf.Close(); err != nil && first == nil {
+			first = err
+		}
+		m.gguf = nil
+	}
 	return first
 }
 

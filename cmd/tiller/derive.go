@@ -185,7 +185,7 @@ func convertVector(mf modelFlags, from, out, ggufOut string, scale float32, othe
 		fmt.Fprintf(stderr, "note: read %s with %s\n", from, steer.BlockIndexing)
 	}
 	if mf.dir != "" {
-		c, err := llama.ReadConfig(mf.dir)
+		c, err := readConfig(mf.dir)
 		if err != nil {
 			return err
 		}

@@ -6,11 +6,12 @@ import (
 	"sort"
 
 	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/llama/gguf"
 	"github.com/tillerlm/tiller/llama/safetensors"
 )
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("inspect", "--model DIR", stderr)
+	fs := newFlags("inspect", "--model DIR|ORG/NAME|FILE.gguf", stderr)
 	dir := fs.String("model", "", modelUsage)
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -22,7 +23,12 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
-	m, err := llama.Load(*dir, llama.LoadOptions{Log: stderr})
+	if llama.IsGGUF(*dir) {
+		if err := inspectGGUF(*dir, stdout); err != nil {
+			return err
+		}
+	}
+	m, err := loadModel(*dir, stderr)
 	if err != nil {
 		return err
 	}
@@ -46,7 +52,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 
 	perDType := map[string]int64{}
 	var total int64
-	fmt.Fprintf(stdout, "%-52s %-5s %-16s %12s\n", "tensor", "dtype", "shape", "bytes")
+	fmt.Fprintf(stdout, "%-52s %-5s %-16s %12s\n", "tensor (in memory)", "dtype", "shape", "bytes")
 	for _, w := range m.Weights() {
 		t := *w.Dst
 		n := int64(len(t.Data))
@@ -66,5 +72,38 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "\nKV cache   %d bytes per position (f32 on the CPU); %.3f GB at the full context of %d\n",
 		kvPerToken, float64(kvPerToken)*float64(c.MaxPositions)/1e9, c.MaxPositions)
+	return nil
+}
+
+// inspectGGUF prints a GGUF file's metadata (long arrays cut short) and the types of its tensors.
+func inspectGGUF(path string, stdout io.Writer) error {
+	g, err := gguf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	fmt.Fprintf(stdout, "GGUF       %s: version %d, %d metadata keys, %d tensors, %.1f MB\n", path, g.Version, len(g.Keys), len(g.Tensors), float64(len(g.Data))/1e6)
+	for _, k := range g.Keys {
+		fmt.Fprintf(stdout, "  %-44s %s\n", k, g.Meta[k].Format(100))
+	}
+	types := map[string]int64{}
+	counts := map[string]int{}
+	for _, t := range g.Tensors {
+		types[t.Type.String()] += t.Size
+		counts[t.Type.String()]++
+	}
+	names := make([]string, 0, len(types))
+	for n := range types {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprint(stdout, "tensors   ")
+	for i, n := range names {
+		if i > 0 {
+			fmt.Fprint(stdout, ";")
+		}
+		fmt.Fprintf(stdout, " %d %s (%.1f MB)", counts[n], n, float64(types[n])/1e6)
+	}
+	fmt.Fprint(stdout, "\n\n")
 	return nil
 }

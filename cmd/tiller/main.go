@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/tillerlm/tiller/llama/hub"
 	"github.com/tillerlm/tiller/llama/tinychat"
 )
 
@@ -32,6 +33,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) error{
 	"steer":    runSteer,
 	"eval":     runEval,
 	"serve":    runServe,
+	"pull":     runPull,
 
 	"attribute": runAttribute,
 }
@@ -52,6 +54,7 @@ var summaries = map[string]string{
 	"steer":    "generate with steering vectors added, one batch for a sweep of strengths",
 	"eval":     "sweep steering strengths over held-out prompts: sentiment, emotion words, pronouns, perplexity, plot",
 	"serve":    "serve the OpenAI chat-completions API with per-request steering, many requests batched together",
+	"pull":     "download a model from the Hugging Face Hub into the Hugging Face cache, as huggingface_hub does",
 
 	"attribute": "attribution patching over clean/corrupt pairs: where a behaviour is decided, and the locus to steer",
 }
@@ -157,8 +160,8 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 }
 
 // modelUsage describes --model for every command that takes it.
-const modelUsage = "model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json); empty or \"" +
-	tinychat.ModelName + "\": the embedded tiny chat model"
+const modelUsage = "model: a folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json), a llama GGUF file, " +
+	"or ORG/NAME[@REVISION] from the Hugging Face cache (`tiller pull` fills it); empty or \"" + tinychat.ModelName + "\": the embedded tiny chat model"
 
 func (m *modelFlags) check() error {
 	var err error
@@ -171,17 +174,25 @@ func (m *modelFlags) check() error {
 	return nil
 }
 
-// modelDir resolves --model: a folder as given, or the embedded tiny chat model for an empty value
-// or its name (unless a folder of that name exists), written out on first use under $TILLER_CACHE
-// (default: the user's cache folder).
+// modelDir resolves --model: a path as given when it exists; ORG/NAME[@REVISION] from the
+// Hugging Face cache (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub), offline; the
+// embedded tiny chat model for an empty value or its name, written out on first use under
+// $TILLER_CACHE (default: the user's cache folder). Anything else is returned for the loader to
+// report as a missing folder.
 func modelDir(dir string) (string, error) {
-	if dir != "" && dir != tinychat.ModelName {
+	if dir == "" || dir == tinychat.ModelName {
+		if _, err := os.Stat(dir); dir != "" && err == nil {
+			return dir, nil
+		}
+		return tinychat.ModelDir(os.Getenv("TILLER_CACHE"))
+	}
+	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
-	if _, err := os.Stat(dir); dir != "" && err == nil {
-		return dir, nil
+	if ref, ok := hub.ParseRef(dir); ok {
+		return hub.Resolve(hub.CacheDir(), ref)
 	}
-	return tinychat.ModelDir(os.Getenv("TILLER_CACHE"))
+	return dir, nil
 }
 
 // text joins the positional arguments into one prompt; "-" alone reads standard input.

@@ -8,6 +8,7 @@ import (
 	"github.com/tillerlm/tiller/llama/chat"
 
 	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/llama/gguf"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/tensor"
 )
@@ -34,18 +35,13 @@ func (l *loaded) Close() {
 // rather than leaving the first forward pass to stall on disk.
 const prefetchAbove = 1 << 30
 
-// open loads the model folder and its tokenizer, checking that they agree.
+// open loads the model (a folder or a GGUF file) and its tokenizer, checking that they agree.
 func open(mf modelFlags, stderr io.Writer) (*loaded, error) {
-	cfg, err := llama.ReadConfig(mf.dir)
+	m, err := loadModel(mf.dir, stderr)
 	if err != nil {
 		return nil, err
 	}
-	bytes := cfg.Params() * 2
-	m, err := llama.Load(mf.dir, llama.LoadOptions{Log: stderr, Prefetch: bytes > prefetchAbove})
-	if err != nil {
-		return nil, err
-	}
-	tok, err := tokenizer.Load(mf.dir)
+	tok, err := loadTokenizer(mf.dir)
 	if err != nil {
 		m.Close()
 		return nil, err
@@ -61,6 +57,47 @@ func open(mf modelFlags, stderr io.Writer) (*loaded, error) {
 	}
 	b := tensor.NewCPU(mf.threads)
 	return &loaded{model: m, tok: tok, backend: b, runner: llama.NewRunner(m, b)}, nil
+}
+
+// loadModel loads a Hugging Face folder, reading large checkpoints in with progress, or a GGUF
+// file, dequantized.
+func loadModel(path string, stderr io.Writer) (*llama.Model, error) {
+	if llama.IsGGUF(path) {
+		return llama.LoadGGUF(path, llama.LoadOptions{Log: stderr})
+	}
+	cfg, err := llama.ReadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return llama.Load(path, llama.LoadOptions{Log: stderr, Prefetch: cfg.Params()*2 > prefetchAbove})
+}
+
+// loadTokenizer loads a folder's tokenizer.json and tokenizer_config.json, or rebuilds a GGUF
+// file's tokenizer from its metadata.
+func loadTokenizer(path string) (*tokenizer.Tokenizer, error) {
+	if !llama.IsGGUF(path) {
+		return tokenizer.Load(path)
+	}
+	g, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	return tokenizer.FromGGUF(g)
+}
+
+// readConfig reads a folder's config.json or a GGUF file's llama.* metadata.
+func readConfig(path string) (*llama.Config, error) {
+	if !llama.IsGGUF(path) {
+		return llama.ReadConfig(path)
+	}
+	g, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	c, _, err := llama.GGUFConfig(g)
+	return c, err
 }
 
 // encode turns the prompt into ids: as one user turn of the chat template (after an optional

@@ -6,13 +6,14 @@ import (
 	"io"
 	"os"
 
+	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/chat"
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
 func runTemplate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("template", "--model DIR --messages FILE.json [--generation-prompt=false] [--tools FILE.json]", stderr)
-	dir := fs.String("model", "", modelUsage+"; only tokenizer_config.json (and chat_template.jinja) are read")
+	dir := fs.String("model", "", modelUsage+"; of a folder only tokenizer_config.json (and chat_template.jinja) are read")
 	var cf chatFileFlags
 	cf.register(fs)
 	pos, err := parse(fs, args)
@@ -28,7 +29,7 @@ func runTemplate(args []string, stdout, stderr io.Writer) error {
 	if *dir, err = modelDir(*dir); err != nil {
 		return err
 	}
-	tmpl, err := tokenizer.LoadTemplate(*dir)
+	tmpl, err := loadTemplate(*dir)
 	if err != nil {
 		return err
 	}
@@ -38,6 +39,21 @@ func runTemplate(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = io.WriteString(stdout, text)
 	return err
+}
+
+// loadTemplate reads a model's chat template: from a folder's tokenizer_config.json (and
+// chat_template.jinja) alone, or from a GGUF file's tokenizer.chat_template with the special
+// tokens its metadata names.
+func loadTemplate(path string) (*chat.Template, error) {
+	if !llama.IsGGUF(path) {
+		return tokenizer.LoadTemplate(path)
+	}
+	tok, err := loadTokenizer(path)
+	if err != nil {
+		return nil, err
+	}
+	defer tok.Close()
+	return tok.ChatTemplate()
 }
 
 // chatFileFlags are the flags that give a whole conversation as a file, for template and tokenize.

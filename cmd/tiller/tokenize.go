@@ -7,7 +7,6 @@ import (
 	"strconv"
 
 	"github.com/tillerlm/tiller/llama/chat"
-	"github.com/tillerlm/tiller/llama/tokenizer"
 )
 
 func runTokenize(args []string, stdout, stderr io.Writer) error {
@@ -32,7 +31,7 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 	} else if txt, err = text(pos, "text"); err != nil {
 		return err
 	}
-	tok, err := tokenizer.Load(*dir)
+	tok, err := loadTokenizer(*dir)
 	if err != nil {
 		return err
 	}
