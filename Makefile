@@ -15,7 +15,7 @@ export GOTOOLCHAIN := go1.27.3
 export CGO_LDFLAGS := -L$(CURDIR)/$(BUILD)/tokenizers
 export CGO_ENABLED := 1
 
-.PHONY: all tiller test vet demo fixtures chat-fixtures real-model bench clean
+.PHONY: all tiller test vet demo demo-real fixtures chat-fixtures real-model bench clean
 
 all: tiller
 
@@ -52,6 +52,27 @@ demo: tiller
 	bin/tiller eval --vector $(DEMO_OUT)/joy.safetensors $(DEMO_EVAL_FLAGS) --prompts $(DEMO_DATA)/prompts.jsonl --seed $(DEMO_SEED) --out $(DEMO_OUT)/eval
 	@echo
 	@echo "every artifact (scores, heatmaps, locus.json, the vector, generations, metrics, plot) is in $(DEMO_OUT)"
+
+# The same pipeline on a real chat model: SmolLM2-135M-Instruct (make real-model), through its own
+# ChatML template, with the data sets tiller ships: attribution on the joy task set, a joy vector
+# from the joy pairs at the locus found, and an evaluation on the 52 held-out prompts, sampled.
+REAL_MODEL := $(BUILD)/models/smollm2/hf
+REAL_OUT   := $(BUILD)/demo-real
+REAL_EVAL_FLAGS := --sweep 0,0.1,0.2,0.3 --max-tokens 48 --temperature 0.7 --top-p 0.9
+
+demo-real: tiller
+	@test -d $(REAL_MODEL) || { echo "$(REAL_MODEL) is missing: run make real-model first" >&2; exit 1; }
+	@mkdir -p $(REAL_OUT)
+	@echo "== 1. tiller attribute: where does SmolLM2 decide on a joyful reply?"
+	bin/tiller attribute --model $(REAL_MODEL) --pairs joy --align right --out $(REAL_OUT)/attribution
+	@echo
+	@echo "== 2. tiller derive: a joy vector at that layer, from joyful vs neutral replies"
+	bin/tiller derive --model $(REAL_MODEL) --pairs joy --locus $(REAL_OUT)/attribution/locus.json --out $(REAL_OUT)/joy.safetensors
+	@echo
+	@echo "== 3. tiller eval: steered replies to held-out prompts at a sweep of strengths, measured"
+	bin/tiller eval --model $(REAL_MODEL) --vector $(REAL_OUT)/joy.safetensors $(REAL_EVAL_FLAGS) --prompts prompts --seed $(DEMO_SEED) --out $(REAL_OUT)/eval
+	@echo
+	@echo "every artifact is in $(REAL_OUT)"
 
 # CPU benchmarks: matmul at the Llama-3.1-8B layer shapes, decode at the Llama-3.2-1B shape, and
 # the machine's memory bandwidth in the same run. Results go into bench/RESULTS.md by hand.
