@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -73,9 +72,10 @@ func ModelShape(c *llama.Config) string {
 		c.ModelType, c.Dim, c.Layers, c.FFNDim, c.Heads, c.KVHeads, c.HeadDim, c.Vocab)
 }
 
-// ModelInfo fills the model fields of an Info from a model folder and its config.
-func ModelInfo(dir string, c *llama.Config) Info {
-	return Info{Model: filepath.Base(filepath.Clean(dir)), ModelShape: ModelShape(c), ModelType: c.ModelType, HiddenSize: c.Dim, NumLayers: c.Layers}
+// ModelInfo fills the model fields of an Info from the model's name (as the command line gave it) and
+// its config.
+func ModelInfo(name string, c *llama.Config) Info {
+	return Info{Model: name, ModelShape: ModelShape(c), ModelType: c.ModelType, HiddenSize: c.Dim, NumLayers: c.Layers}
 }
 
 // PointName is the hook point of layer l: e.g. "blocks.3.hook_resid_post".

@@ -28,7 +28,7 @@ func TestVectorRoundTrip(t *testing.T) {
 	v := randomVector(c.Dim, 1, 0, 2)
 	v.Layers[0].Gap, v.Layers[0].TrainAcc, v.Layers[0].HeldAcc = 0.25, 0.875, 0.75
 	v.Layers[1].Gap, v.Layers[1].TrainAcc = 1.5, 1
-	v.Info = ModelInfo("/models/tiny/", c)
+	v.Info = ModelInfo("tiny", c)
 	v.Info.Method, v.Info.Positions, v.Info.Pairs, v.Info.PairsSHA = "pca", "last", "joy.jsonl", Hash([]byte("x"))
 	v.Info.TrainPairs, v.Info.HeldPairs, v.Info.FromEnd, v.Info.Source = 8, 2, []int{0, 3}, "tiller derive"
 	path := filepath.Join(t.TempDir(), "v.safetensors")

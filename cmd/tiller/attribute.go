@@ -131,14 +131,14 @@ assistant's message continues that message; one ending with the user's opens the
 	}
 	var written []string
 	if loc != nil {
-		loc.Model, loc.Pairs, loc.PairsSHA256 = mf.dir, *pairsPath, hex.EncodeToString(sum[:])
+		loc.Model, loc.Pairs, loc.PairsSHA256 = mf.name, *pairsPath, hex.EncodeToString(sum[:])
 		path := filepath.Join(*out, "locus.json")
 		if err := loc.Write(path); err != nil {
 			return err
 		}
 		written = append(written, path)
 	}
-	meta := attrib.Meta{Model: mf.dir, Pairs: *pairsPath, PairsSHA256: hex.EncodeToString(sum[:]), Align: align.String(), DType: *dtypeName}
+	meta := attrib.Meta{Model: mf.name, Pairs: *pairsPath, PairsSHA256: hex.EncodeToString(sum[:]), Align: align.String(), DType: *dtypeName}
 	path := filepath.Join(*out, "scores.json")
 	if err := res.WriteJSON(path, meta, loc); err != nil {
 		return err

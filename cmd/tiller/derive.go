@@ -118,14 +118,14 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 		return usagef("--hook %s names layer %d, which disagrees with --layer/--layers", *hookArg, hookLayer)
 	}
 
-	fmt.Fprintf(stderr, "derive: %d pairs from %s, %s of %s at layers %v, method %s, positions %s\n", len(pairs), pairFile, hook, filepath.Base(mf.dir), layers, *method, *positions)
+	fmt.Fprintf(stderr, "derive: %d pairs from %s, %s of %s at layers %v, method %s, positions %s\n", len(pairs), pairFile, hook, mf.name, layers, *method, *positions)
 	r := llama.NewRunner(l.model, l.backend)
 	v, err := steer.Derive(r, l.tok, pairs, steer.DeriveOptions{Hook: hook, Layers: layers, Positions: *positions, Method: *method,
 		HoldOut: *holdout, PassTokens: *passTokens, Progress: stderr})
 	if err != nil {
 		return err
 	}
-	info := steer.ModelInfo(mf.dir, c)
+	info := steer.ModelInfo(mf.name, c)
 	info.Method, info.Positions, info.TrainPairs, info.HeldPairs, info.Source = v.Info.Method, v.Info.Positions, v.Info.TrainPairs, v.Info.HeldPairs, v.Info.Source
 	info.Pairs, info.PairsSHA, info.FromEnd = pairFile, steer.Hash(pairBytes), fromEnd
 	v.Info = info
@@ -193,7 +193,7 @@ func convertVector(mf modelFlags, from, out, ggufOut string, scale float32, othe
 			return err
 		}
 		if v.Info.ModelShape == "" {
-			shape, model := steer.ModelShape(c), steer.ModelInfo(mf.dir, c)
+			shape, model := steer.ModelShape(c), steer.ModelInfo(mf.name, c)
 			v.Info.ModelShape, v.Info.Model, v.Info.NumLayers = shape, model.Model, c.Layers
 		}
 	}

@@ -98,7 +98,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		vectors[i] = map[string]any{"file": a.Name, "strength": a.Strength, "hook": a.Vector.Hook, "layers": a.Vector.LayerIndices(), "method": a.Vector.Info.Method, "pairs_sha256": a.Vector.Info.PairsSHA}
 	}
 	settings := map[string]any{
-		"model": mf.dir, "vectors": vectors, "sweep": sweep, "relative": plan.Relative, "layers": plan.Layers, "positions": plan.Positions,
+		"model": mf.name, "vectors": vectors, "sweep": sweep, "relative": plan.Relative, "layers": plan.Layers, "positions": plan.Positions,
 		"positions_from_end": plan.FromEnd, "prompts": promptFile, "prompt_count": len(prompts), "lexicon": lexFile, "chat": st.chat,
 		"max_tokens": st.maxTokens, "temperature": sc.Temperature, "top_k": sc.TopK, "top_p": sc.TopP, "seed": sc.Seed,
 		"bootstrap_resamples": *resamples,
@@ -112,7 +112,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if err := res.WriteMetrics(filepath.Join(*out, files[1]), settings); err != nil {
 		return err
 	}
-	title := fmt.Sprintf("tiller eval: %s on %s (%d prompts, 95%% bootstrap intervals)", describeVectors(plan), filepath.Base(mf.dir), len(prompts))
+	title := fmt.Sprintf("tiller eval: %s on %s (%d prompts, 95%% bootstrap intervals)", describeVectors(plan), mf.name, len(prompts))
 	for _, f := range files[2:] {
 		if err := res.PlotDoseResponse(filepath.Join(*out, f), title); err != nil {
 			return err

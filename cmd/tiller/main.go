@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -150,7 +151,8 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // modelFlags are the flags every command that runs a model takes.
 type modelFlags struct {
-	dir     string
+	dir     string // --model, resolved by check to a folder or file
+	name    string // how outputs name the model (modelName), set by check
 	threads int
 }
 
@@ -165,6 +167,7 @@ const modelUsage = "model: a folder in Hugging Face layout (config.json, *.safet
 
 func (m *modelFlags) check() error {
 	var err error
+	m.name = modelName(m.dir)
 	if m.dir, err = modelDir(m.dir); err != nil {
 		return err
 	}
@@ -186,13 +189,32 @@ func modelDir(dir string) (string, error) {
 		}
 		return tinychat.ModelDir(os.Getenv("TILLER_CACHE"))
 	}
-	if _, err := os.Stat(dir); err == nil {
-		return dir, nil
-	}
-	if ref, ok := hub.ParseRef(dir); ok {
+	if ref, ok := hubRef(dir); ok {
 		return hub.Resolve(hub.CacheDir(), ref)
 	}
 	return dir, nil
+}
+
+// hubRef reads --model as ORG/NAME[@REVISION] when no file or folder of that name exists and it
+// does not name a GGUF file (a missing one is then reported as a missing file).
+func hubRef(arg string) (hub.Ref, bool) {
+	if _, err := os.Stat(arg); err == nil || strings.HasSuffix(arg, ".gguf") {
+		return hub.Ref{}, false
+	}
+	return hub.ParseRef(arg)
+}
+
+// modelName is how outputs (vector metadata, reports, the server's model id) name the model given
+// as --model: ORG/NAME for a Hugging Face reference (not its snapshot folder), the embedded
+// model's name, else the folder's or file's base name.
+func modelName(arg string) string {
+	if arg == "" {
+		return tinychat.ModelName
+	}
+	if ref, ok := hubRef(arg); ok {
+		return ref.Repo
+	}
+	return filepath.Base(filepath.Clean(arg))
 }
 
 // text joins the positional arguments into one prompt; "-" alone reads standard input.

@@ -191,3 +191,22 @@ func TestTokenizeAndInspect(t *testing.T) {
 		}
 	}
 }
+
+func TestModelName(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ORG", "NAME")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for arg, want := range map[string]string{
+		"":                           "tiny-chat",
+		"tiny-chat":                  "tiny-chat",
+		"HuggingFaceTB/SmolLM2@main": "HuggingFaceTB/SmolLM2",
+		"/models/llama-8b/":          "llama-8b",
+		"x/model.Q4_1.gguf":          "model.Q4_1.gguf",
+		dir:                          "NAME", // a folder that exists is a folder, even shaped like ORG/NAME
+	} {
+		if got := modelName(arg); got != want {
+			t.Errorf("modelName(%q) = %q, want %q", arg, got, want)
+		}
+	}
+}

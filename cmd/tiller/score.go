@@ -52,7 +52,7 @@ func runScore(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "tokens scored: %d  total logprob: %.4f  mean: %.4f  perplexity: %.4f\n", len(logprobs), sum, sum/n, math.Exp(-sum/n))
 	if *logitsOut != "" {
 		idsJSON, _ := json.Marshal(ids)
-		meta := map[string]string{"model": mf.dir, "ids": string(idsJSON)}
+		meta := map[string]string{"model": mf.name, "ids": string(idsJSON)}
 		if err := safetensors.Save(*logitsOut, []string{"logits"}, []*tensor.Tensor{logits}, meta); err != nil {
 			return err
 		}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -67,7 +66,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *name == "" {
-		*name = filepath.Base(filepath.Clean(mf.dir))
+		*name = mf.name
 	}
 	logger := log.New(stderr, "tiller serve: ", log.LstdFlags)
 	srv, err := server.New(server.Config{Name: *name, Model: l.model, Tokenizer: l.tok, Engine: eng, VectorDir: *vectors,
