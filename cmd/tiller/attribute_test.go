@@ -64,7 +64,7 @@ func TestAttributeJoy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loc.Hook != "blocks.1.hook_resid_pre" || loc.Layer != 1 || len(loc.FromEnd) == 0 || loc.Pairs != "../../attrib/tasks/joy.jsonl" || len(loc.PairsSHA256) != 64 || loc.Model != model || loc.Metric != "logprob" {
+	if loc.Hook != "blocks.1.hook_resid_pre" || loc.Layer != 1 || len(loc.FromEnd) == 0 || loc.Pairs != "../../attrib/tasks/joy.jsonl" || len(loc.PairsSHA256) != 64 || loc.Model != filepath.Base(model) || loc.Metric != "logprob" {
 		t.Errorf("locus %+v", loc)
 	}
 }
