@@ -37,6 +37,10 @@ type Hostile struct {
 	Clients int
 	Hidden  int // the model's hidden_size, for the flood's vectors
 	Layers  int // the model's num_hidden_layers, for the amplification's ranges
+	// Rate paces each amplify, flood and crosssite client to at most this many requests a
+	// second; 0 sends each as soon as the last is answered, which on a machine of few cores
+	// mostly measures the load generator and the server competing for the cores.
+	Rate float64
 }
 
 // HostileReport counts what each kind of attack got back.
@@ -46,6 +50,11 @@ type HostileReport struct {
 	held     map[string]time.Duration   // kind → the longest the server kept one connection open
 	elapsed  map[string][]time.Duration // amplify: each request's time to its answer (or to the end)
 	planted  map[string]bool            // crosssite: the vector names the server took
+}
+
+func newHostileReport() *HostileReport {
+	return &HostileReport{statuses: map[string]map[string]int{}, held: map[string]time.Duration{},
+		elapsed: map[string][]time.Duration{}, planted: map[string]bool{}}
 }
 
 func (r *HostileReport) count(kind, status string) {
@@ -104,8 +113,8 @@ func percentileDuration(ts []time.Duration, p float64) float64 {
 
 // Run sends the attacks until ctx ends and reports what came back.
 func (h Hostile) Run(ctx context.Context) *HostileReport {
-	rep := &HostileReport{statuses: map[string]map[string]int{}, held: map[string]time.Duration{},
-		elapsed: map[string][]time.Duration{}, planted: map[string]bool{}}
+	rep := newHostileReport()
+	amplify := amplificationBody(h.Layers, 16)
 	var wg sync.WaitGroup
 	for i := range h.Clients {
 		kind := hostileKinds[i%len(hostileKinds)]
@@ -116,7 +125,11 @@ func (h Hostile) Run(ctx context.Context) *HostileReport {
 			client := &http.Client{Transport: &http.Transport{}}
 			defer client.CloseIdleConnections()
 			for n := 0; ctx.Err() == nil; n++ {
-				h.attack(ctx, client, kind, i, n, rep)
+				start := time.Now()
+				h.attack(ctx, client, kind, i, n, amplify, rep)
+				if h.Rate > 0 && kind != "slow" && kind != "idle" {
+					pause(ctx, time.Duration(float64(time.Second)/h.Rate)-time.Since(start))
+				}
 			}
 		}()
 	}
@@ -124,11 +137,11 @@ func (h Hostile) Run(ctx context.Context) *HostileReport {
 	return rep
 }
 
-func (h Hostile) attack(ctx context.Context, client *http.Client, kind string, i, n int, rep *HostileReport) {
+func (h Hostile) attack(ctx context.Context, client *http.Client, kind string, i, n int, amplify []byte, rep *HostileReport) {
 	switch kind {
 	case "amplify":
 		start := time.Now()
-		status := h.post(ctx, client, "/v1/chat/completions", amplificationBody(h.Layers, 16), "application/json", nil)
+		status := h.post(ctx, client, "/v1/chat/completions", amplify, "application/json", nil)
 		if ctx.Err() != nil {
 			status = "unanswered at the end"
 		}
@@ -226,7 +239,9 @@ func (h Hostile) slowBody(ctx context.Context, rep *HostileReport) {
 	for k := 0; ; k++ {
 		select {
 		case <-ctx.Done():
-			return // still open when the load ended: held at least this long
+			rep.count("slow", "open at the end")
+			rep.hold("slow", time.Since(start))
+			return
 		case status := <-closed:
 			rep.count("slow", status)
 			rep.hold("slow", time.Since(start))
@@ -264,6 +279,10 @@ func (h Hostile) idle(ctx context.Context, rep *HostileReport) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		rep.count("idle", strconv.Itoa(resp.StatusCode)) // refused: the connection is not kept
+		return
+	}
 	start := time.Now()
 	closed := make(chan struct{})
 	go func() {
@@ -272,6 +291,7 @@ func (h Hostile) idle(ctx context.Context, rep *HostileReport) {
 	}()
 	select {
 	case <-ctx.Done():
+		rep.count("idle", "open at the end")
 		rep.hold("idle", time.Since(start))
 	case <-closed:
 		rep.count("idle", "closed by server")
@@ -291,6 +311,23 @@ func (h Hostile) dial(ctx context.Context, kind string, rep *HostileReport) (net
 		return nil, ""
 	}
 	return conn, u.Host
+}
+
+// Hold opens n slow-body and n idle connections at once, each once, and reports after d what
+// the server did with them: answered (503: over its connection limit; 408: the body's time ran
+// out), closed, or still open.
+func (h Hostile) Hold(ctx context.Context, n int, d time.Duration) *HostileReport {
+	rep := newHostileReport()
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(2)
+		go func() { defer wg.Done(); h.slowBody(ctx, rep) }()
+		go func() { defer wg.Done(); h.idle(ctx, rep) }()
+	}
+	wg.Wait()
+	return rep
 }
 
 func pause(ctx context.Context, d time.Duration) {

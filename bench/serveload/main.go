@@ -8,7 +8,8 @@
 // beside it (hostile.go: amplification, slow bodies, idle connections, a vector flood, cross-site
 // requests), and the table says how the normal clients' p99 latency compares with the run without
 // them. --amplify sends one amplification request alone, with a normal client probing beside it,
-// and reports its time and the server's memory.
+// and reports its time and the server's memory; --hold N opens N slow-body and N idle
+// connections at once and reports what the server did with them.
 //
 //	go run ./bench/serveload --model DIR [--concurrency 1,8,32] [--max-tokens 32] [--rounds 3]
 //	go run ./bench/serveload --url http://127.0.0.1:8080 --hidden-size 4096 --layers 32
@@ -71,8 +72,11 @@ func run(args []string, stdout io.Writer) error {
 	threads := fs.Int("threads", runtime.NumCPU(), "with --model: CPU threads")
 	prefixCache := fs.Bool("prefix-cache", true, "with --model: keep the prefix cache on (off: every prompt is prefilled whole, steered or not)")
 	hostile := fs.Int("hostile", 0, "hostile clients beside the second run of each level, in place of the steered run")
+	hostileRate := fs.Float64("hostile-rate", 10, "requests a second of each amplify, flood and cross-site client (0: each as soon as the last is answered)")
 	amplify := fs.Bool("amplify", false, "send one amplification request alone and report its time and the server's memory, then stop")
 	pid := fs.Int("server-pid", 0, "with --url: the server's process id, to sample its resident memory")
+	hold := fs.Int("hold", 0, "open this many slow-body and as many idle connections at once, report after --hold-for what the server did with them, then stop")
+	holdFor := fs.Duration("hold-for", 40*time.Second, "with --hold: how long to watch the connections")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,8 +88,8 @@ func run(args []string, stdout io.Writer) error {
 		}
 		conc = append(conc, c)
 	}
-	if *maxTokens < 1 || *perLevel < 0 || *perLevel > maxRequests || *rounds < 1 || *rounds > 10 || *hostile < 0 || *hostile > 256 {
-		return fmt.Errorf("--max-tokens must be >= 1, --requests 0 to %d, --rounds 1 to 10, --hostile 0 to 256", maxRequests)
+	if *maxTokens < 1 || *perLevel < 0 || *perLevel > maxRequests || *rounds < 1 || *rounds > 10 || *hostile < 0 || *hostile > 256 || !(*hostileRate >= 0) || *hold < 0 || *hold > 4096 {
+		return fmt.Errorf("--max-tokens must be >= 1, --requests 0 to %d, --rounds 1 to 10, --hostile 0 to 256, --hostile-rate >= 0, --hold 0 to 4096", maxRequests)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -131,11 +135,26 @@ func run(args []string, stdout io.Writer) error {
 	if *amplify {
 		return amplification(ctx, stdout, client, base, *layers, *maxTokens, *pid)
 	}
+	if *hold > 0 {
+		start := time.Now()
+		rep := Hostile{URL: base}.Hold(ctx, *hold, *holdFor)
+		fmt.Fprintf(stdout, "%d slow-body and %d idle connections opened at once, watched for %.0f s:\n%s", *hold, *hold, time.Since(start).Seconds(), rep)
+		if *pid > 0 {
+			if rss, _, err := memory(*pid); err == nil {
+				fmt.Fprintf(stdout, "server resident memory at the end: %.0f MB\n", float64(rss)/(1<<20))
+			}
+		}
+		return ctx.Err()
+	}
 	second := "mixed"
 	if *hostile > 0 {
 		second = "hostile"
 	}
-	fmt.Fprintf(stdout, "max_tokens %d, temperature 0.8, %d round(s), prefix cache %v, %s\n\n", *maxTokens, *rounds, *prefixCache || *model == "", base)
+	fmt.Fprintf(stdout, "max_tokens %d, temperature 0.8, %d round(s), prefix cache %v, %s", *maxTokens, *rounds, *prefixCache || *model == "", base)
+	if *hostile > 0 {
+		fmt.Fprintf(stdout, "; %d hostile clients, those sending requests at %g a second each (0: back to back)", *hostile, *hostileRate)
+	}
+	fmt.Fprint(stdout, "\n\n")
 	fmt.Fprintln(stdout, "| concurrency | run | requests | errors | tokens | tok/s | latency p50 / p99 ms | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms | server RSS peak MB | tok/s vs plain | p99 latency vs plain |")
 	fmt.Fprintln(stdout, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	var firstErr string
@@ -164,7 +183,7 @@ func run(args []string, stdout io.Writer) error {
 				if mode == 1 && *hostile > 0 {
 					attacked = make(chan *HostileReport, 1)
 					go func() {
-						attacked <- Hostile{URL: base, Clients: *hostile, Hidden: *hidden, Layers: *layers}.Run(mctx)
+						attacked <- Hostile{URL: base, Clients: *hostile, Hidden: *hidden, Layers: *layers, Rate: *hostileRate}.Run(mctx)
 					}()
 					pause(ctx, time.Second) // the attacks under way before the load starts
 				}

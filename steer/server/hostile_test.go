@@ -16,25 +16,32 @@ import (
 	"time"
 )
 
-// A steering entry whose layers repeat one range to fill the body steers each layer once: the
-// same text as the range given once, not a million additions per token.
+// A steering entry's layers count once each however often they are named; a layers text that
+// repeats itself to fill the body (a million additions per token, once) is refused at once.
 func TestLayersDeduplicated(t *testing.T) {
 	f := newFixture(t, options{})
 	body := func(layers string) string {
-		return `{` + hello + `, "max_tokens": 8, "temperature": 0, "steering": [{"vector": "calm", "strength": 30, "layers": "` + layers + `"}]}`
+		return `{` + hello + `, "max_tokens": 8, "temperature": 0, "steering": [{"vector": "calm", "strength": 30, "layers": ` + layers + `}]}`
 	}
-	once := f.chat(t, body("0-1")).Choices[0].Message.Content
+	once := f.chat(t, body(`"0-1"`)).Choices[0].Message.Content
+	for _, layers := range []string{`"0-1,1,0-0,1,0-1,0,1"`, `[1, 0, 1, 1, 0]`} {
+		if got := f.chat(t, body(layers)).Choices[0].Message.Content; got != once {
+			t.Errorf("layers %s: %q, given once: %q", layers, got, once)
+		}
+	}
 	var b strings.Builder
 	b.WriteString("0-1")
 	for b.Len() < 1<<20-256 {
 		b.WriteString(",0-1,1,0")
 	}
 	start := time.Now()
-	many := f.chat(t, body(b.String())).Choices[0].Message.Content
-	if many != once {
-		t.Errorf("layers repeated: %q, given once: %q", many, once)
+	if code, out := f.post(t, "/v1/chat/completions", body(`"`+b.String()+`"`)); code != http.StatusBadRequest || errParam(out) != "steering[0].layers" {
+		t.Errorf("a %d-byte layers text: %d %v", b.Len(), code, out)
 	}
-	t.Logf("a %d-byte layers string answered in %v", b.Len(), time.Since(start))
+	t.Logf("a %d-byte layers text refused in %v", b.Len(), time.Since(start))
+	if code, _ := f.post(t, "/v1/chat/completions", body(`"0, 1, 0-1, 1-1"`)); code != http.StatusOK {
+		t.Errorf("a short text naming layers twice: %d", code)
+	}
 	for _, c := range []struct {
 		in   string
 		want []int

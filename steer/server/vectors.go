@@ -318,8 +318,13 @@ const maxSteering = 16
 // at every step. Four per layer of the model, and at least maxSteering.
 func (s *Server) maxAdditions() int { return max(maxSteering, 4*s.cfg.Model.Config.Layers) }
 
+// maxLayersBytes bounds the JSON of a steering entry's layers: room for every layer of the model
+// listed once with spaces, and more.
+func maxLayersBytes(layers int) int { return 8*layers + 64 }
+
 // resolve turns a request's steering list into the engine's additions. A layer named twice in
-// one entry counts once; the additions of all entries together are capped.
+// one entry counts once, and a layers text longer than any list of distinct layers is refused
+// before it is parsed; the additions of all entries together are capped.
 func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 	c := s.cfg.Model.Config
 	if len(specs) > maxSteering {
@@ -344,6 +349,10 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 			return nil, bad(param("positions"), "%q: want all, prompt or generated", positions)
 		}
 		var layers []int
+		if len(sp.Layers) > maxLayersBytes(c.Layers) {
+			// Every layer named once fits with room to spare; a longer text only repeats itself.
+			return nil, bad(param("layers"), "%d bytes for a model of %d layers (at most %d): name each layer or range once", len(sp.Layers), c.Layers, maxLayersBytes(c.Layers))
+		}
 		if len(sp.Layers) > 0 && string(sp.Layers) != "null" {
 			if layers, err = parseLayers(sp.Layers, c.Layers); err != nil {
 				return nil, bad(param("layers"), "%v", err)
