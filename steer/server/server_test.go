@@ -76,7 +76,7 @@ type options struct {
 	server  func(*Config) // changes the server's config
 }
 
-func newFixture(t *testing.T, o options) *fixture {
+func newFixture(t testing.TB, o options) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	cfg, err := llama.WriteRandom([]byte(tinyConfig), nil, dir, llama.InitOptions{Seed: 3, DType: tensor.BF16})
@@ -147,7 +147,7 @@ func (f *fixture) start(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // saveVector writes a random unit-ish vector of width dim at the given layers.
-func saveVector(t *testing.T, path string, cfg *llama.Config, dim int, layers ...int) {
+func saveVector(t testing.TB, path string, cfg *llama.Config, dim int, layers ...int) {
 	t.Helper()
 	v := &steer.Vector{Hook: "hook_resid_post", Info: steer.ModelInfo("tiny", cfg)}
 	if dim != cfg.Dim {
