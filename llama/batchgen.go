@@ -103,13 +103,12 @@ func (r *Runner) GenerateBatch(seqs []Sequence, opts BatchOptions) ([]Generated,
 	kv := r.NewKVCache(positions, 16)
 	out := make([]Generated, len(seqs))
 
-	// Greedy decoding without a repetition penalty needs only each row's argmax, which the
+	// Greedy decoding without penalties or biases needs only each row's argmax, which the
 	// backend can find where the logits are (RowArgmax): on a GPU the step then moves one id per
 	// row instead of a row of logits.
 	allGreedy := true
 	for _, q := range seqs {
-		c := q.Sampler
-		allGreedy = allGreedy && c.Temperature == 0 && (c.RepetitionPenalty == 0 || c.RepetitionPenalty == 1)
+		allGreedy = allGreedy && q.Sampler.Greedy()
 	}
 	ids := make([]int32, len(seqs))
 	// next runs batch b and returns, for its k-th row asking for logits (sequence i), the

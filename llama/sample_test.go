@@ -105,6 +105,104 @@ func TestRepetitionPenalty(t *testing.T) {
 	}
 }
 
+// OpenAI's penalties count the tokens the sampler chose, not the context it is given.
+func TestPresenceAndFrequencyPenalty(t *testing.T) {
+	logits := []float32{3, 2.5, 2.15, 0}
+	context := []int32{1, 1, 1, 2} // a prompt full of token 1: no penalty from it
+	greedy := func(cfg SamplerConfig, n int) []int32 {
+		s := NewSampler(cfg, 4)
+		var out []int32
+		for range n {
+			out = append(out, s.Sample(logits, context))
+		}
+		return out
+	}
+	cases := []struct {
+		cfg  SamplerConfig
+		want []int32
+	}{
+		{SamplerConfig{}, []int32{0, 0, 0, 0, 0}},
+		// Presence: once chosen, a token loses 1 for good: 0 (3→2), then 1 (2.5→1.5), then 2
+		// (2.15→1.15), then 0 again (2 beats 1.5, 1.15, 0).
+		{SamplerConfig{PresencePenalty: 1}, []int32{0, 1, 2, 0, 0}},
+		// Frequency: each choice of a token costs it 0.4 more: 0 (3→2.6), 0 (→2.2), 1 (2.5→2.1),
+		// 0 (2.2 beats 2.15 and 2.1; →1.8), 2 (2.15).
+		{SamplerConfig{FrequencyPenalty: 0.4}, []int32{0, 0, 1, 0, 2}},
+		// A negative penalty rewards repetition.
+		{SamplerConfig{PresencePenalty: -5, FrequencyPenalty: 1}, []int32{0, 0, 0, 0, 0}},
+	}
+	for _, c := range cases {
+		if got := greedy(c.cfg, 5); !slices.Equal(got, c.want) {
+			t.Errorf("%+v: %v, want %v", c.cfg, got, c.want)
+		}
+		if c.cfg.Greedy() != (c.cfg.PresencePenalty == 0 && c.cfg.FrequencyPenalty == 0) {
+			t.Errorf("%+v: Greedy() = %v", c.cfg, c.cfg.Greedy())
+		}
+	}
+}
+
+func TestLogitBias(t *testing.T) {
+	logits := []float32{3, 2.5, 2.15, 0}
+	s := NewSampler(SamplerConfig{LogitBias: map[int32]float32{0: -100, 3: 2.6}}, 4)
+	if got := s.Sample(logits, nil); got != 3 {
+		t.Errorf("biased greedy = %d, want 3 (0 + 2.6 beats 2.5)", got)
+	}
+	if logits[3] != 0 {
+		t.Error("the sampler changed the caller's logits")
+	}
+	// A ban holds under sampling too.
+	s = NewSampler(SamplerConfig{Temperature: 1, LogitBias: map[int32]float32{0: -100, 1: -100}, Seed: 1}, 4)
+	for range 200 {
+		if got := s.Sample(logits, nil); got == 0 || got == 1 {
+			t.Fatalf("sampled banned token %d", got)
+		}
+	}
+	if (SamplerConfig{LogitBias: map[int32]float32{1: 1}}).Greedy() {
+		t.Error("a biased config claims the raw argmax")
+	}
+}
+
+// Logprobs is log softmax in float64, with the k best sorted and ties to the lower id.
+func TestLogprobs(t *testing.T) {
+	logits := []float32{1, 4, -2, 4, 0.5, 3, -30}
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v))
+	}
+	want := func(i int) float64 { return float64(logits[i]) - math.Log(sum) }
+	lp, top := Logprobs(logits, 5, 3, nil)
+	if math.Abs(float64(lp)-want(5)) > 1e-6 {
+		t.Errorf("logprob of token 5 = %g, want %g", lp, want(5))
+	}
+	ids := []int32{1, 3, 5}
+	if len(top) != 3 {
+		t.Fatalf("top %v", top)
+	}
+	for i, tl := range top {
+		if tl.ID != ids[i] || math.Abs(float64(tl.Logprob)-want(int(ids[i]))) > 1e-6 {
+			t.Errorf("top[%d] = %+v, want id %d, %g", i, tl, ids[i], want(int(ids[i])))
+		}
+	}
+	_, all := Logprobs(logits, 0, len(logits), top)
+	var p float64
+	for i, tl := range all {
+		p += math.Exp(float64(tl.Logprob))
+		if i > 0 && tl.Logprob > all[i-1].Logprob {
+			t.Errorf("not sorted: %v", all)
+		}
+	}
+	if len(all) != len(logits) || math.Abs(p-1) > 1e-6 {
+		t.Errorf("all %d tokens sum to %g", len(all), p)
+	}
+	if _, none := Logprobs(logits, 0, 0, nil); len(none) != 0 {
+		t.Errorf("k = 0 gave %v", none)
+	}
+	// Huge logits: no overflow, the best token near log 1.
+	if lp, _ := Logprobs([]float32{3e38, 0, -3e38}, 0, 0, nil); lp != 0 {
+		t.Errorf("logprob of a dominant token %g, want 0", lp)
+	}
+}
+
 func TestSamplerValidate(t *testing.T) {
 	for _, c := range []struct {
 		cfg  SamplerConfig
@@ -116,6 +214,10 @@ func TestSamplerValidate(t *testing.T) {
 		{SamplerConfig{MinP: -0.1}, "min-p"},
 		{SamplerConfig{RepetitionPenalty: -1}, "repetition penalty"},
 		{SamplerConfig{Temperature: float32(math.NaN())}, "temperature"},
+		{SamplerConfig{PresencePenalty: float32(math.Inf(1))}, "presence penalty"},
+		{SamplerConfig{FrequencyPenalty: float32(math.NaN())}, "frequency penalty"},
+		{SamplerConfig{LogitBias: map[int32]float32{-1: 1}}, "logit bias"},
+		{SamplerConfig{LogitBias: map[int32]float32{3: float32(math.NaN())}}, "logit bias"},
 	} {
 		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v", c.cfg, err)

@@ -129,7 +129,7 @@ mkdir -p "$sg/vectors"
 			"$bin/tiller" serve --device cuda --vectors "$sg/vectors" --addr 127.0.0.1:18181 >"$sg/serve.log" 2>&1 &
 			spid=$!
 			for _ in $(seq 50); do curl -s 127.0.0.1:18181/v1/models >/dev/null && break; sleep 0.2; done
-			ask() { curl -s --max-time 20 127.0.0.1:18181/v1/chat/completions -d "{\"messages\":[{\"role\":\"user\",\"content\":\"You know my husband Ben? He worked on the photo album last Saturday.\"}],\"max_tokens\":40,\"temperature\":0$1}"; echo; }
+			ask() { curl -s --max-time 20 127.0.0.1:18181/v1/chat/completions -H "Content-Type: application/json" -d "{\"messages\":[{\"role\":\"user\",\"content\":\"You know my husband Ben? He worked on the photo album last Saturday.\"}],\"max_tokens\":40,\"temperature\":0$1}"; echo; }
 			echo "-- serve --device cuda, plain:"; ask ""
 			echo "-- serve --device cuda, steered (joy, strength 30):"; ask ',"steering":[{"vector":"joy","strength":30}]'
 			kill "$spid"

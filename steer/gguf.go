@@ -201,7 +201,7 @@ func (g *ggufReader) read(dst any) {
 		return
 	}
 	size := int64(binary.Size(dst))
-	if g.n+size > g.end {
+	if size > g.end-g.n {
 		g.err = fmt.Errorf("truncated at byte %d", g.n)
 		return
 	}
@@ -424,8 +424,9 @@ func ParseGGUF(data []byte) (*Vector, error) {
 	body := data[start:]
 	sort.Slice(infos, func(i, j int) bool { return infos[i].offset < infos[j].offset })
 	for i, t := range infos {
+		// offset comes from the file: offset+size may wrap around, so compare without adding to it.
 		size := 4 * t.dim
-		if t.offset+size > uint64(len(body)) {
+		if t.offset > uint64(len(body)) || size > uint64(len(body))-t.offset {
 			return nil, fmt.Errorf("tensor %s (%d bytes at data offset %d) runs past the end of the file", t.name, size, t.offset)
 		}
 		if i > 0 && infos[i-1].offset+4*infos[i-1].dim > t.offset {

@@ -33,7 +33,7 @@ type ggufTensor struct {
 	dims   []uint64
 	typ    uint32
 	values []float32
-	offset int64 // -1: the next aligned offset
+	offset int64 // -1: the next aligned offset; other negative values wrap to offsets near 2^64
 }
 
 func (g ggufFile) bytes() []byte {
@@ -66,7 +66,7 @@ func (g ggufFile) bytes() []byte {
 		}
 		w(t.typ)
 		off := t.offset
-		if off < 0 {
+		if off == -1 {
 			for data.Len()%align != 0 {
 				data.WriteByte(0)
 			}
@@ -216,6 +216,8 @@ func TestGGUFValidator(t *testing.T) {
 		{"misaligned", edit(func(g *ggufFile) { g.tensors[1].offset = 36 }), "data offset 36 is not aligned to 32 bytes"},
 		{"overlap", edit(func(g *ggufFile) { g.tensors[1].offset = 0 }), "overlap"},
 		{"truncated data", edit(func(g *ggufFile) { g.truncate = 4 }), "runs past the end of the file"},
+		{"offset wraps", edit(func(g *ggufFile) { g.tensors[1].offset = -32 }), "at data offset 18446744073709551584) runs past the end"},
+		{"offset 2^63", edit(func(g *ggufFile) { g.tensors[0].offset = math.MinInt64 }), "runs past the end of the file"},
 		{"truncated header", controlVector(8, 1).bytes()[:40], "runs past the end of the file"},
 		{"truncated count", controlVector(8, 1).bytes()[:20], "truncated at byte 16"},
 		{"huge string", append([]byte("GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00"), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f), "runs past the end of the file"},
@@ -258,6 +260,12 @@ func TestGGUFValidator(t *testing.T) {
 func FuzzParseGGUF(f *testing.F) {
 	f.Add(controlVector(8, 1, 3).bytes())
 	f.Add(controlVector(4, 2).bytes()[:50])
+	// Data offsets near 2^64, where offset+size wraps around to a small number.
+	for _, off := range []int64{-32, -64, math.MinInt64, math.MaxInt64 - 31} {
+		g := controlVector(8, 1, 3)
+		g.tensors[1].offset = off
+		f.Add(g.bytes())
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, err := ParseGGUF(data)
 		if err == nil && (len(v.Layers) == 0 || len(v.Layers[0].Values) == 0) {

@@ -31,6 +31,7 @@ type Report struct {
 	Wall             float64 // from the first send to the last response's end
 	TTFT             []float64
 	ITL              []float64 // gaps between successive token chunks of one response
+	Latency          []float64 // from sending a request to the end of its response
 }
 
 // Throughput is completion tokens per second of wall time.
@@ -90,6 +91,7 @@ func (l Load) Run(ctx context.Context, client *http.Client) Report {
 				rep.TTFT = append(rep.TTFT, one.ttft)
 			}
 			rep.ITL = append(rep.ITL, one.gaps...)
+			rep.Latency = append(rep.Latency, one.latency)
 		}()
 	}
 	wg.Wait()
@@ -98,9 +100,10 @@ func (l Load) Run(ctx context.Context, client *http.Client) Report {
 }
 
 type measured struct {
-	tokens int
-	ttft   float64 // 0 when the reply was empty (its first token was a stop id)
-	gaps   []float64
+	tokens  int
+	ttft    float64 // 0 when the reply was empty (its first token was a stop id)
+	gaps    []float64
+	latency float64
 }
 
 // send makes request i and reads its event stream: one chunk per generated token after the role
@@ -185,5 +188,6 @@ func (l Load) send(ctx context.Context, client *http.Client, i int) (measured, e
 	if !done {
 		return m, fmt.Errorf("stream ended without [DONE]")
 	}
+	m.latency = time.Since(sent).Seconds()
 	return m, nil
 }

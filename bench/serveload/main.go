@@ -4,12 +4,21 @@
 // positions, both together with one on the prompt only), and prints throughput, time to first
 // token and inter-token latency percentiles, errors, and what steering costs in throughput.
 //
+// With --hostile N the second run of each level is the same plain load with N hostile clients
+// beside it (hostile.go: amplification, slow bodies, idle connections, a vector flood, cross-site
+// requests), and the table says how the normal clients' p99 latency compares with the run without
+// them. --amplify sends one amplification request alone, with a normal client probing beside it,
+// and reports its time and the server's memory; --hold N opens N slow-body and N idle
+// connections at once and reports what the server did with them.
+//
 //	go run ./bench/serveload --model DIR [--concurrency 1,8,32] [--max-tokens 32] [--rounds 3]
 //	go run ./bench/serveload --url http://127.0.0.1:8080 --hidden-size 4096 --layers 32
+//	go run ./bench/serveload --url http://127.0.0.1:8080 --hidden-size 128 --layers 6 --server-pid PID --hostile 10
 //
 // With --model it starts the server itself on a loopback port, in this process; with --url it
-// loads a running one, which must be on loopback. Either way the run is bounded: at most
-// --requests per level and --timeout in all.
+// loads a running one, which must be on loopback (--server-pid names its process, whose resident
+// memory is then sampled). Either way the run is bounded: at most --requests per level and
+// --timeout in all.
 package main
 
 import (
@@ -62,6 +71,12 @@ func run(args []string, stdout io.Writer) error {
 	rounds := fs.Int("rounds", 1, "alternating plain and steered runs per level; tok/s is the median of a mode's rounds")
 	threads := fs.Int("threads", runtime.NumCPU(), "with --model: CPU threads")
 	prefixCache := fs.Bool("prefix-cache", true, "with --model: keep the prefix cache on (off: every prompt is prefilled whole, steered or not)")
+	hostile := fs.Int("hostile", 0, "hostile clients beside the second run of each level, in place of the steered run")
+	hostileRate := fs.Float64("hostile-rate", 10, "requests a second of each amplify, flood and cross-site client (0: each as soon as the last is answered)")
+	amplify := fs.Bool("amplify", false, "send one amplification request alone and report its time and the server's memory, then stop")
+	pid := fs.Int("server-pid", 0, "with --url: the server's process id, to sample its resident memory")
+	hold := fs.Int("hold", 0, "open this many slow-body and as many idle connections at once, report after --hold-for what the server did with them, then stop")
+	holdFor := fs.Duration("hold-for", 40*time.Second, "with --hold: how long to watch the connections")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,8 +88,8 @@ func run(args []string, stdout io.Writer) error {
 		}
 		conc = append(conc, c)
 	}
-	if *maxTokens < 1 || *perLevel < 0 || *perLevel > maxRequests || *rounds < 1 || *rounds > 10 {
-		return fmt.Errorf("--max-tokens must be >= 1, --requests 0 to %d, --rounds 1 to 10", maxRequests)
+	if *maxTokens < 1 || *perLevel < 0 || *perLevel > maxRequests || *rounds < 1 || *rounds > 10 || *hostile < 0 || *hostile > 256 || !(*hostileRate >= 0) || *hold < 0 || *hold > 4096 {
+		return fmt.Errorf("--max-tokens must be >= 1, --requests 0 to %d, --rounds 1 to 10, --hostile 0 to 256, --hostile-rate >= 0, --hold 0 to 4096", maxRequests)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -90,6 +105,7 @@ func run(args []string, stdout io.Writer) error {
 			return err
 		}
 		defer stop()
+		*pid = os.Getpid()
 	default:
 		if err := loopback(base); err != nil {
 			return err
@@ -116,33 +132,77 @@ func run(args []string, stdout io.Writer) error {
 	}
 	// One request first, unmeasured, so no level pays for first-touch costs.
 	Load{URL: base, Concurrency: 1, Requests: 1, MaxTokens: *maxTokens}.Run(ctx, client)
-	fmt.Fprintf(stdout, "max_tokens %d, temperature 0.8, %d round(s), prefix cache %v, %s\n\n", *maxTokens, *rounds, *prefixCache || *model == "", base)
-	fmt.Fprintln(stdout, "| concurrency | steering | requests | errors | tokens | tok/s | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms | steered / plain tok/s |")
-	fmt.Fprintln(stdout, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	if *amplify {
+		return amplification(ctx, stdout, client, base, *layers, *maxTokens, *pid)
+	}
+	if *hold > 0 {
+		start := time.Now()
+		rep := Hostile{URL: base}.Hold(ctx, *hold, *holdFor)
+		fmt.Fprintf(stdout, "%d slow-body and %d idle connections opened at once, watched for %.0f s:\n%s", *hold, *hold, time.Since(start).Seconds(), rep)
+		if *pid > 0 {
+			if rss, _, err := memory(*pid); err == nil {
+				fmt.Fprintf(stdout, "server resident memory at the end: %.0f MB\n", float64(rss)/(1<<20))
+			}
+		}
+		return ctx.Err()
+	}
+	second := "mixed"
+	if *hostile > 0 {
+		second = "hostile"
+	}
+	fmt.Fprintf(stdout, "max_tokens %d, temperature 0.8, %d round(s), prefix cache %v, %s", *maxTokens, *rounds, *prefixCache || *model == "", base)
+	if *hostile > 0 {
+		fmt.Fprintf(stdout, "; %d hostile clients, those sending requests at %g a second each (0: back to back)", *hostile, *hostileRate)
+	}
+	fmt.Fprint(stdout, "\n\n")
+	fmt.Fprintln(stdout, "| concurrency | run | requests | errors | tokens | tok/s | latency p50 / p99 ms | TTFT p50 / p90 / p99 ms | ITL p50 / p90 / p99 ms | server RSS peak MB | tok/s vs plain | p99 latency vs plain |")
+	fmt.Fprintln(stdout, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	var firstErr string
+	var reports []*HostileReport
 	for _, c := range conc {
 		n := *perLevel
 		if n == 0 {
 			n = min(max(4*c, 8), maxRequests)
 		}
-		// Plain and steered runs alternate, so both see the same drift of a shared machine; the
-		// throughput of a mode is the median over its rounds, latencies are pooled.
+		// Plain and steered (or attacked) runs alternate, so both see the same drift of a shared
+		// machine; the throughput of a run is the median over its rounds, latencies are pooled.
 		var runs [2][]Report
+		var peaks [2]int64
 		for range *rounds {
 			for mode := range 2 {
 				l := Load{URL: base, Concurrency: c, Requests: n, MaxTokens: *maxTokens}
-				if mode == 1 {
+				if mode == 1 && *hostile == 0 {
 					l.Steering = mixed
 				}
+				mctx, stopSampling := context.WithCancel(ctx)
+				peak := make(<-chan int64)
+				if *pid > 0 {
+					peak = rssPeak(mctx, *pid)
+				}
+				var attacked chan *HostileReport
+				if mode == 1 && *hostile > 0 {
+					attacked = make(chan *HostileReport, 1)
+					go func() {
+						attacked <- Hostile{URL: base, Clients: *hostile, Hidden: *hidden, Layers: *layers, Rate: *hostileRate}.Run(mctx)
+					}()
+					pause(ctx, time.Second) // the attacks under way before the load starts
+				}
 				r := l.Run(ctx, client)
+				stopSampling()
+				if attacked != nil {
+					reports = append(reports, <-attacked)
+				}
+				if *pid > 0 {
+					peaks[mode] = max(peaks[mode], <-peak)
+				}
 				if firstErr == "" {
 					firstErr = r.FirstError
 				}
 				runs[mode] = append(runs[mode], r)
 			}
 		}
-		var plain float64
-		for mode, name := range []string{"none", "mixed"} {
+		var plainRate, plainP99 float64
+		for mode, name := range []string{"plain", second} {
 			var all Report
 			var rates []float64
 			for _, r := range runs[mode] {
@@ -151,22 +211,93 @@ func run(args []string, stdout io.Writer) error {
 				all.Tokens += r.Tokens
 				all.TTFT = append(all.TTFT, r.TTFT...)
 				all.ITL = append(all.ITL, r.ITL...)
+				all.Latency = append(all.Latency, r.Latency...)
 				rates = append(rates, r.Throughput())
 			}
-			rate, ratio := percentile(rates, 50), ""
+			rate, p99 := percentile(rates, 50), percentile(all.Latency, 99)
+			rateRatio, p99Ratio := "", ""
 			if mode == 0 {
-				plain = rate
-			} else if plain > 0 {
-				ratio = fmt.Sprintf("%.3f", rate/plain)
+				plainRate, plainP99 = rate, p99
+			} else {
+				if plainRate > 0 {
+					rateRatio = fmt.Sprintf("%.3f", rate/plainRate)
+				}
+				if plainP99 > 0 {
+					p99Ratio = fmt.Sprintf("%.2f", p99/plainP99)
+				}
 			}
-			ms := func(xs []float64) string {
-				return fmt.Sprintf("%.1f / %.1f / %.1f", 1e3*percentile(xs, 50), 1e3*percentile(xs, 90), 1e3*percentile(xs, 99))
+			ms := func(xs []float64, ps ...float64) string {
+				out := make([]string, len(ps))
+				for i, p := range ps {
+					out[i] = fmt.Sprintf("%.1f", 1e3*percentile(xs, p))
+				}
+				return strings.Join(out, " / ")
 			}
-			fmt.Fprintf(stdout, "| %d | %s | %d | %d | %d | %.1f | %s | %s | %s |\n", c, name, all.Requests, all.Errors, all.Tokens, rate, ms(all.TTFT), ms(all.ITL), ratio)
+			mem := ""
+			if peaks[mode] > 0 {
+				mem = fmt.Sprintf("%.0f", float64(peaks[mode])/(1<<20))
+			}
+			fmt.Fprintf(stdout, "| %d | %s | %d | %d | %d | %.1f | %s | %s | %s | %s | %s | %s |\n", c, name, all.Requests, all.Errors, all.Tokens, rate,
+				ms(all.Latency, 50, 99), ms(all.TTFT, 50, 90, 99), ms(all.ITL, 50, 90, 99), mem, rateRatio, p99Ratio)
 		}
+	}
+	for i, r := range reports {
+		fmt.Fprintf(stdout, "\nhostile clients, run %d:\n%s", i+1, r)
 	}
 	if firstErr != "" {
 		fmt.Fprintln(stdout, "\nfirst error:", firstErr)
+	}
+	return ctx.Err()
+}
+
+// amplification sends one amplification request while a normal client sends short requests one
+// after another beside it, and reports the request's answer and time, the longest a normal request
+// took meanwhile, and the server's resident memory before, at its peak and after.
+func amplification(ctx context.Context, stdout io.Writer, client *http.Client, base string, layers, maxTokens, pid int) error {
+	var before int64
+	if pid > 0 {
+		var err error
+		if before, _, err = memory(pid); err != nil {
+			return err
+		}
+	}
+	mctx, stop := context.WithCancel(ctx)
+	peak := make(<-chan int64)
+	if pid > 0 {
+		peak = rssPeak(mctx, pid)
+	}
+	probe := make(chan Report, 1)
+	go func() {
+		var all Report
+		for {
+			r := Load{URL: base, Concurrency: 1, Requests: 1, MaxTokens: maxTokens}.Run(mctx, client)
+			if mctx.Err() != nil {
+				break // cut short by the end of the measurement
+			}
+			all.Requests++
+			all.Errors += r.Errors
+			all.Latency = append(all.Latency, r.Latency...)
+		}
+		probe <- all
+	}()
+	h := Hostile{URL: base, Layers: layers}
+	body := amplificationBody(layers, 16)
+	start := time.Now()
+	status := h.post(ctx, client, "/v1/chat/completions", body, "application/json", nil)
+	took := time.Since(start)
+	pause(ctx, 500*time.Millisecond) // the probe's requests after it, as the server recovers
+	stop()
+	p := <-probe
+	fmt.Fprintf(stdout, "amplification request: %d bytes, layers \"0-%d\" repeated, max_tokens 16: status %s in %.3f s\n", len(body), layers-1, status, took.Seconds())
+	fmt.Fprintf(stdout, "normal requests beside it (max_tokens %d, one at a time): %d, %d errors, latency p50 %.3f s, longest %.3f s\n",
+		maxTokens, p.Requests, p.Errors, percentile(p.Latency, 50), percentile(p.Latency, 100))
+	if pid > 0 {
+		after, _, err := memory(pid)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "server resident memory: %.0f MB before, %.0f MB at the peak, %.0f MB after\n",
+			float64(before)/(1<<20), float64(<-peak)/(1<<20), float64(after)/(1<<20))
 	}
 	return ctx.Err()
 }
@@ -207,7 +338,8 @@ func serveModel(dir string, threads, running int, prefixCache bool) (base string
 	if err != nil {
 		return "", 0, 0, nil, err
 	}
-	srv, err := server.New(server.Config{Name: "load", Model: m, Tokenizer: tok, Engine: eng})
+	// As tiller serve runs it: the same admission, guards, timeouts and connection limit.
+	srv, err := server.New(server.Config{Name: "load", Model: m, Tokenizer: tok, Engine: eng, CheckHost: true, MaxPending: opts.MaxRunning + opts.MaxWaiting})
 	if err != nil {
 		return "", 0, 0, nil, err
 	}
@@ -215,10 +347,11 @@ func serveModel(dir string, threads, running int, prefixCache bool) (base string
 	if err != nil {
 		return "", 0, 0, nil, err
 	}
+	ln = server.LimitListener(ln, 256, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	engDone := make(chan struct{})
 	go func() { defer close(engDone); eng.Run(ctx) }()
-	hs := &http.Server{Handler: srv}
+	hs := server.HTTPServer(srv, nil)
 	go hs.Serve(ln)
 	stop = func() {
 		hs.Close()
@@ -253,6 +386,7 @@ func addVectors(ctx context.Context, client *http.Client, base string, hidden, l
 		if err != nil {
 			return err
 		}
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
 			return err

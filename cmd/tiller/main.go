@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 
@@ -127,26 +126,48 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 }
 
 // parse reads flags wherever they appear among the arguments (Go's flag package stops at the first
-// argument that is not a flag) and returns the others in order.
+// argument that is not a flag) and returns the others in order. Everything after a "--" that stands
+// where a flag could is an argument, never a flag: `tiller generate -- "-5 degrees"`.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			positional = append(positional, args[i+1:]...)
+			i = len(args)
+		case len(a) < 2 || a[0] != '-': // "-" alone is an argument (standard input)
+			positional = append(positional, a)
+		default:
+			flags = append(flags, a)
+			if takesValue(fs, a) && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
 			}
-			return nil, usageError{err.Error()}
 		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return positional, nil
-		}
-		if args[0] == "--" {
-			return append(positional, args[1:]...), nil
-		}
-		positional = append(positional, args[0])
-		args = args[1:]
 	}
+	if err := fs.Parse(flags); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err.Error()}
+	}
+	return positional, nil
+}
+
+// takesValue reports whether the flag argument a ("-name" or "--name") reads the next argument as
+// its value, as the flag package decides: a defined flag that is not boolean, given without "=".
+func takesValue(fs *flag.FlagSet, a string) bool {
+	name := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return false // the flag package reports it
+	}
+	b, isBool := f.Value.(interface{ IsBoolFlag() bool })
+	return !isBool || !b.IsBoolFlag()
 }
 
 // modelFlags are the flags every command that runs a model takes.
@@ -158,7 +179,7 @@ type modelFlags struct {
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.dir, "model", "", modelUsage)
-	fs.IntVar(&m.threads, "threads", runtime.NumCPU(), "CPU threads")
+	fs.IntVar(&m.threads, "threads", physicalCores(), "CPU threads (default: the physical cores this process may use)")
 }
 
 // modelUsage describes --model for every command that takes it.

@@ -2,8 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -208,5 +214,84 @@ func TestModelName(t *testing.T) {
 		if got := modelName(arg); got != want {
 			t.Errorf("modelName(%q) = %q, want %q", arg, got, want)
 		}
+	}
+}
+
+// Flags go anywhere among the arguments; after "--" nothing is a flag, and a flag's value may
+// itself look like a flag or be "--".
+func TestParseArgs(t *testing.T) {
+	cases := []struct {
+		args []string
+		pos  []string
+		n    int
+		stop string
+		chat bool
+	}{
+		{[]string{"a", "--n", "3", "b"}, []string{"a", "b"}, 3, "", false},
+		{[]string{"--", "-5 degrees"}, []string{"-5 degrees"}, 0, "", false},
+		{[]string{"--n", "2", "--", "-5", "--n", "7", "--chat"}, []string{"-5", "--n", "7", "--chat"}, 2, "", false},
+		{[]string{"x", "--", "--"}, []string{"x", "--"}, 0, "", false},
+		{[]string{"--stop", "--", "y"}, []string{"y"}, 0, "--", false},
+		{[]string{"--stop", "-x", "--chat", "-", "z"}, []string{"-", "z"}, 0, "-x", true},
+		{[]string{"--stop=--", "--chat=false", "--", "--chat"}, []string{"--chat"}, 0, "--", false},
+	}
+	for _, c := range cases {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		n := fs.Int("n", 0, "")
+		stop := fs.String("stop", "", "")
+		chat := fs.Bool("chat", false, "")
+		pos, err := parse(fs, c.args)
+		if err != nil || !slices.Equal(pos, c.pos) || *n != c.n || *stop != c.stop || *chat != c.chat {
+			t.Errorf("%q: %q n=%d stop=%q chat=%v (%v); want %q n=%d stop=%q chat=%v", c.args, pos, *n, *stop, *chat, err, c.pos, c.n, c.stop, c.chat)
+		}
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if _, err := parse(fs, []string{"a", "--bogus", "--", "--bogus"}); err == nil || !strings.Contains(err.Error(), "-bogus") {
+		t.Errorf("an undefined flag before --: %v", err)
+	}
+}
+
+// A prompt that starts with "-" or holds flag-like words goes through after "--".
+func TestDoubleDashPrompt(t *testing.T) {
+	dir := tinyModel(t)
+	code, stdout, stderr := tiller(t, "tokenize", "--model", dir, "--", "-5 degrees", "--max-tokens", "3")
+	first, _, _ := strings.Cut(stdout, "\n")
+	var ids []int32
+	if err := json.Unmarshal([]byte(first), &ids); code != 0 || err != nil {
+		t.Fatalf("code %d: %s %s", code, stdout, stderr)
+	}
+	if want := len("-5 degrees --max-tokens 3"); len(ids) != want { // tiller's byte-level tokenizer: a token per byte
+		t.Errorf("%d tokens, want %d (the whole text after --)\n%s", len(ids), want, stdout)
+	}
+	if code, _, stderr := tiller(t, "generate", "--model", dir, "--max-tokens", "2", "--", "-5 degrees"); code != 0 {
+		t.Errorf("generate -- \"-5 degrees\": code %d\n%s", code, stderr)
+	}
+}
+
+// --threads counts a core's hardware threads once.
+func TestCoresOf(t *testing.T) {
+	sys := t.TempDir()
+	// Two packages of two cores with two threads each: cpu0-3 on package 0, cpu4-7 on package 1;
+	// cpu N and N+2 share a core.
+	for cpu := range 8 {
+		topo := filepath.Join(sys, fmt.Sprintf("cpu%d", cpu), "topology")
+		os.MkdirAll(topo, 0o755)
+		os.WriteFile(filepath.Join(topo, "physical_package_id"), []byte(fmt.Sprintf("%d\n", cpu/4)), 0o644)
+		os.WriteFile(filepath.Join(topo, "core_id"), []byte(fmt.Sprintf("%d\n", cpu%2)), 0o644)
+	}
+	for _, c := range []struct {
+		cpus []int
+		want int
+	}{{[]int{0, 1, 2, 3, 4, 5, 6, 7}, 4}, {[]int{0, 2}, 1}, {[]int{0, 1}, 2}, {[]int{1, 5}, 2}, {[]int{3}, 1}} {
+		if n, err := coresOf(sys, c.cpus); err != nil || n != c.want {
+			t.Errorf("cpus %v: %d cores (%v), want %d", c.cpus, n, err, c.want)
+		}
+	}
+	if _, err := coresOf(sys, []int{9}); err == nil {
+		t.Error("a CPU with no topology folder counted")
+	}
+	if n := physicalCores(); n < 1 || n > runtime.NumCPU() {
+		t.Errorf("physicalCores %d, with %d logical CPUs", n, runtime.NumCPU())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,12 +19,19 @@ import (
 )
 
 func runServe(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "--model DIR [--addr 127.0.0.1:8080] [--vectors DIR] [--api-key KEY] [flags]", stderr)
+	fs := newFlags("serve", "--model DIR [--addr 127.0.0.1:8080] [--vectors DIR] [--api-key-file FILE] [flags]", stderr)
 	var mf modelFlags
 	mf.register(fs)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on; anything but loopback needs --api-key")
 	vectors := fs.String("vectors", "", "folder of steering vectors (*.safetensors, *.gguf), each named by its file name; POST /v1/vectors may load more from it")
-	apiKey := fs.String("api-key", "", "require \"Authorization: Bearer KEY\" on every request")
+	apiKey := fs.String("api-key", "", "require \"Authorization: Bearer KEY\" on every request (the process list shows it: prefer --api-key-file or $"+apiKeyEnv+")")
+	apiKeyFile := fs.String("api-key-file", "", "read the API key from this file (its first line)")
+	var allowHosts, allowOrigins listFlag
+	fs.Var(&allowHosts, "allow-host", "a Host name the loopback server answers besides localhost and loopback addresses, e.g. a reverse proxy's (repeat or comma-separate)")
+	fs.Var(&allowOrigins, "allow-origin", "a web page origin (scheme://host:port) allowed to call the API besides loopback ones (repeat or comma-separate)")
+	maxConns := fs.Int("max-conns", 256, "connections held at once; more get 503")
+	maxVectors := fs.Int("max-vectors", 256, "steering vectors held, from --vectors and POST /v1/vectors together")
+	maxVectorMB := fs.Int("max-vector-mb", 256, "megabytes of steering vector values held")
 	name := fs.String("name", "", "model id of the API (default: the model folder's name)")
 	kvTokens := fs.Int("kv-tokens", 16384, "positions of KV cache shared by all requests")
 	blockSize := fs.Int("block-size", 16, "positions per KV cache block")
@@ -45,12 +53,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case len(pos) > 0:
 		return usagef("unexpected argument %q", pos[0])
-	case *kvTokens < 1 || *blockSize < 1 || *maxRunning < 1 || *maxQueue < 0 || *maxTokens < 1:
-		return usagef("--kv-tokens, --block-size, --max-running and --max-tokens must be >= 1, --max-queue >= 0")
+	case *kvTokens < 1 || *blockSize < 1 || *maxRunning < 1 || *maxQueue < 0 || *maxTokens < 1 || *maxConns < 1 || *maxVectors < 1 || *maxVectorMB < 1:
+		return usagef("--kv-tokens, --block-size, --max-running, --max-tokens, --max-conns, --max-vectors and --max-vector-mb must be >= 1, --max-queue >= 0")
 	case *batchTokens <= *maxRunning:
 		return usagef("--batch-tokens %d must exceed --max-running %d, or prompts could never be prefilled", *batchTokens, *maxRunning)
 	}
-	if err := checkListen(*addr, *apiKey); err != nil {
+	logger := log.New(stderr, "tiller serve: ", log.LstdFlags)
+	key, err := readAPIKey(*apiKey, *apiKeyFile, logger)
+	if err != nil {
+		return err
+	}
+	if err := checkListen(*addr, key); err != nil {
 		return err
 	}
 	l, err := openOn(mf, *device, stderr)
@@ -68,9 +81,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if *name == "" {
 		*name = mf.name
 	}
-	logger := log.New(stderr, "tiller serve: ", log.LstdFlags)
+	host, _, _ := net.SplitHostPort(*addr)
 	srv, err := server.New(server.Config{Name: *name, Model: l.model, Tokenizer: l.tok, Engine: eng, VectorDir: *vectors,
-		APIKey: *apiKey, DefaultMaxTokens: *maxTokens, Log: logger})
+		APIKey: key, DefaultMaxTokens: *maxTokens, Log: logger, MaxPending: *maxRunning + *maxQueue,
+		CheckHost: loopback(host) || len(allowHosts) > 0, AllowHosts: allowHosts, AllowOrigins: allowOrigins,
+		MaxVectors: *maxVectors, MaxVectorBytes: int64(*maxVectorMB) << 20})
 	if err != nil {
 		return err
 	}
@@ -85,15 +100,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ln = server.LimitListener(ln, *maxConns, logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	engCtx, stopEngine := context.WithCancel(context.Background())
 	engDone := make(chan struct{})
 	go func() { defer close(engDone); eng.Run(engCtx) }()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	hs := server.HTTPServer(srv, logger)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	fmt.Fprintf(stdout, "serving %s on http://%s (POST /v1/chat/completions, GET /v1/models, GET|POST /v1/vectors)\n", *name, ln.Addr())
+	fmt.Fprintf(stdout, "serving %s on http://%s (POST /v1/chat/completions, GET /v1/models, GET|POST /v1/vectors, GET /metrics)\n", *name, ln.Addr())
 	select {
 	case err = <-served:
 	case <-ctx.Done():
@@ -117,14 +133,64 @@ func checkListen(addr, apiKey string) error {
 	if err != nil {
 		return usagef("--addr %q: want HOST:PORT (%v)", addr, err)
 	}
-	if apiKey != "" {
+	if apiKey != "" || loopback(host) {
 		return nil
 	}
+	return usagef("--addr %q listens beyond this machine; give an API key (--api-key-file, $%s) to do that, or use 127.0.0.1", addr, apiKeyEnv)
+}
+
+func loopback(host string) bool {
 	if host == "localhost" {
-		return nil
+		return true
 	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// apiKeyEnv is the environment variable the API key may come from.
+const apiKeyEnv = "TILLER_API_KEY"
+
+// readAPIKey takes the key from --api-key, else from --api-key-file's first line, else from
+// $TILLER_API_KEY. A key on the command line works but is visible to every user of the machine
+// in the process list, which the log says.
+func readAPIKey(flagKey, file string, logger *log.Logger) (string, error) {
+	switch {
+	case flagKey != "" && file != "":
+		return "", usagef("give --api-key or --api-key-file, not both")
+	case flagKey != "":
+		logger.Printf("warning: --api-key shows in the process list; prefer --api-key-file or $%s", apiKeyEnv)
+		return checkKey(flagKey, "--api-key")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		return checkKey(strings.TrimSpace(first), "--api-key-file "+file)
 	}
-	return usagef("--addr %q listens beyond this machine; give --api-key to do that, or use 127.0.0.1", addr)
+	if k, ok := os.LookupEnv(apiKeyEnv); ok {
+		return checkKey(strings.TrimSpace(k), "$"+apiKeyEnv)
+	}
+	return "", nil
+}
+
+func checkKey(k, from string) (string, error) {
+	if k == "" || strings.ContainsAny(k, " \t\r\n") {
+		return "", usagef("%s: the API key is empty or holds whitespace", from)
+	}
+	return k, nil
+}
+
+// listFlag is a flag that may be repeated, each value a comma-separated list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			*l = append(*l, x)
+		}
+	}
+	return nil
 }

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"log"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,8 +85,68 @@ func TestServe(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 || len(out.Choices) != 1 || out.Usage.CompletionTokens == 0 {
 		t.Errorf("status %d, %+v, %v", resp.StatusCode, out, err)
 	}
+	// On loopback the server answers loopback Host names only (DNS rebinding), takes JSON bodies
+	// only (cross-site forms), and serves metrics.
+	req, _ := http.NewRequest(http.MethodGet, url+"/v1/models", nil)
+	req.Host = "evil.example"
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("foreign Host: %v %v", resp, err)
+	}
+	if resp, err := http.Post(url+"/v1/vectors", "text/plain", strings.NewReader(`{"name": "x", "file": "joy.safetensors"}`)); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain POST: %v %v", resp, err)
+	}
+	if resp, err := http.Get(url + "/metrics"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /metrics: %v %v", resp, err)
+	}
 	syscall.Kill(os.Getpid(), syscall.SIGINT)
 	if code := <-done; code != 0 || !strings.Contains(stderr.String(), "1 steering vectors") {
 		t.Errorf("exit code %d: %s", code, stderr.String())
+	}
+}
+
+// The API key comes from --api-key, --api-key-file or $TILLER_API_KEY; a key on the command line
+// draws a warning, since the process list shows it.
+func TestReadAPIKey(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "key")
+	os.WriteFile(file, []byte("s3cret\nsecond line ignored\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	var logged strings.Builder
+	logger := log.New(&logged, "", 0)
+	t.Setenv(apiKeyEnv, "from-env")
+	cases := []struct {
+		flag, file, want, err string
+	}{
+		{"", file, "s3cret", ""},
+		{"from-flag", "", "from-flag", ""},
+		{"", "", "from-env", ""},
+		{"a", file, "", "not both"},
+		{"", empty, "", "empty"},
+		{"", filepath.Join(dir, "missing"), "", "missing"},
+		{"two words", "", "", "whitespace"},
+	}
+	for _, c := range cases {
+		got, err := readAPIKey(c.flag, c.file, logger)
+		if got != c.want || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("--api-key %q --api-key-file %q: %q, %v; want %q, %q", c.flag, c.file, got, err, c.want, c.err)
+		}
+	}
+	if !strings.Contains(logged.String(), "process list") {
+		t.Errorf("no warning for a key on the command line: %q", logged.String())
+	}
+	t.Setenv(apiKeyEnv, "")
+	if _, err := readAPIKey("", "", logger); err == nil {
+		t.Error("an empty $TILLER_API_KEY was taken")
+	}
+	os.Unsetenv(apiKeyEnv)
+	if k, err := readAPIKey("", "", logger); k != "" || err != nil {
+		t.Errorf("no key anywhere: %q %v", k, err)
+	}
+	// A key from the environment lets the server listen beyond loopback.
+	t.Setenv(apiKeyEnv, "k")
+	code, _, stderr := tiller(t, "serve", "--model", "nowhere", "--addr", "0.0.0.0:8080")
+	if strings.Contains(stderr, "listens beyond this machine") || code == 0 {
+		t.Errorf("with $%s: code %d, %s", apiKeyEnv, code, stderr)
 	}
 }

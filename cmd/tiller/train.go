@@ -38,7 +38,7 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 	warmup := fs.Int("warmup", 100, "warmup steps")
 	seed := fs.Uint64("seed", 1, "seed of the initial weights and of batch sampling")
 	evalEvery := fs.Int("eval-every", 200, "steps between held-out evaluations")
-	threads := fs.Int("threads", 0, "CPU threads (default: all)")
+	threads := fs.Int("threads", physicalCores(), "CPU threads (default: the physical cores this process may use)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -48,8 +48,8 @@ func runTrain(args []string, stdout, stderr io.Writer) error {
 		return usagef("--config, --tokenizer, --data and --out are required")
 	case len(pos) > 0:
 		return usagef("unexpected argument %q", pos[0])
-	case *steps < 1 || *batch < 1 || *seqLen < 2 || *warmup < 0 || *evalEvery < 0:
-		return usagef("--steps and --batch must be >= 1, --seq-len >= 2, --warmup and --eval-every >= 0")
+	case *steps < 1 || *batch < 1 || *seqLen < 2 || *warmup < 0 || *evalEvery < 0 || *threads < 1:
+		return usagef("--steps, --batch and --threads must be >= 1, --seq-len >= 2, --warmup and --eval-every >= 0")
 	case !(*lr > 0) || math.IsInf(*lr, 0):
 		return usagef("--lr %g, want > 0", *lr)
 	}

@@ -20,6 +20,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -72,6 +73,17 @@ type Request struct {
 	Sampler   llama.SamplerConfig // each request samples with its own random stream
 	Stop      []int32             // ids that end it (not emitted); nil: the model's eos ids
 	Steering  []Addition
+	// Logprobs asks for each generated token's log-probability under the model (log softmax of
+	// its logits row, before the sampler's temperature, penalties and filters) and for the
+	// TopLogprobs most likely tokens with theirs, on Stream.Logprobs.
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// Logprobs is what a request asking for log-probabilities gets with each generated token.
+type Logprobs struct {
+	Logprob float32
+	Top     []llama.TokenLogprob // most likely first
 }
 
 // Finish says why a request ended.
@@ -99,11 +111,14 @@ type Result struct {
 }
 
 // Stream is a submitted request: Tokens yields each generated token as it is chosen and is closed
-// when the request ends; Result then returns the outcome.
+// when the request ends; Result then returns the outcome. When the request asked for them,
+// Logprobs holds each token's log-probabilities, sent before the token itself, so a reader that
+// has a token can take its entry without waiting; it is closed with Tokens.
 type Stream struct {
-	Tokens <-chan int32
-	done   chan struct{}
-	res    Result
+	Tokens   <-chan int32
+	Logprobs <-chan Logprobs
+	done     chan struct{}
+	res      Result
 }
 
 // Result waits for the request to end and returns what it produced.
@@ -140,6 +155,10 @@ var ErrQueueFull = errors.New("engine: queue full")
 
 // ErrClosed is Submit's answer after Run has returned.
 var ErrClosed = errors.New("engine: closed")
+
+// ErrNonFinite ends a request whose chosen token's logit is not a finite number: its activations
+// overflowed float32, as steering additions far beyond the residual stream's scale make them.
+var ErrNonFinite = errors.New("engine: the logits are not finite numbers (activations overflowed float32)")
 
 // Engine runs requests on one runner. Submit and Stats are safe for concurrent use; Run drives the
 // model and must run on one goroutine.
@@ -180,6 +199,7 @@ type sequence struct {
 	prefill      int  // prompt positions whose keys and values are in the cache
 	steersDecode bool // some addition applies to its decode rows
 	tokens       chan int32
+	logprobs     chan Logprobs // nil unless the request asked for them
 	stream       *Stream
 	admitted     bool
 }
@@ -217,6 +237,8 @@ func (e *Engine) Check(r Request) error {
 		return fmt.Errorf("prompt: %d tokens leave no room to generate: the model takes %d positions", len(r.Prompt), c.MaxPositions)
 	case r.MaxTokens <= 0:
 		return fmt.Errorf("max_tokens: %d, want > 0", r.MaxTokens)
+	case r.TopLogprobs < 0 || r.TopLogprobs > c.Vocab || r.TopLogprobs > 0 && !r.Logprobs:
+		return fmt.Errorf("top_logprobs: %d, want 0 to the vocabulary size, with logprobs", r.TopLogprobs)
 	}
 	for i, t := range r.Prompt {
 		if t < 0 || int(t) >= c.Vocab {
@@ -268,6 +290,10 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*Stream, error) {
 		req: r, points: points, ctx: ctx, key: prefixKey(r.Steering), steersDecode: steersDecode(r.Steering), total: total, stop: stop, tokens: tokens,
 		context: append(make([]int32, 0, total), r.Prompt...),
 		stream:  &Stream{Tokens: tokens, done: make(chan struct{})},
+	}
+	if r.Logprobs {
+		s.logprobs = make(chan Logprobs, cap(tokens))
+		s.stream.Logprobs = s.logprobs
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -355,6 +381,9 @@ func (e *Engine) finish(s *sequence, f Finish, err error) {
 		e.stats.Completed++
 	}
 	close(s.tokens)
+	if s.logprobs != nil {
+		close(s.logprobs)
+	}
 	close(s.stream.done)
 }
 
@@ -515,13 +544,24 @@ func (e *Engine) step(sb *stepBatch, rows []row) {
 		return
 	}
 	vocab := e.runner.Model.Config.Vocab
-	var done []*sequence
+	var done, overflowed []*sequence
 	for k, r := range rows {
 		s := r.seq
 		if r.prefillEnd {
 			e.remember(s)
 		}
-		next := s.sampler.Sample(logits.F32()[k*vocab:(k+1)*vocab], s.context)
+		row := logits.F32()[k*vocab : (k+1)*vocab]
+		next := s.sampler.Sample(row, s.context)
+		if x := float64(row[next]); math.IsNaN(x) || math.IsInf(x, 0) {
+			// An overflowed row gives NaN everywhere, so the argmax and every sample land on
+			// a NaN: checking the chosen logit catches it at no cost.
+			overflowed = append(overflowed, s)
+			continue
+		}
+		if s.logprobs != nil {
+			lp, top := llama.Logprobs(row, next, s.req.TopLogprobs, nil)
+			s.logprobs <- Logprobs{Logprob: lp, Top: top}
+		}
 		if slices.Contains(s.stop, next) {
 			done = append(done, s)
 			s.stream.res.Finish = FinishStop
@@ -539,6 +579,10 @@ func (e *Engine) step(sb *stepBatch, rows []row) {
 	for _, s := range done {
 		e.running = slices.DeleteFunc(e.running, func(x *sequence) bool { return x == s })
 		e.finish(s, s.stream.res.Finish, nil)
+	}
+	for _, s := range overflowed {
+		e.running = slices.DeleteFunc(e.running, func(x *sequence) bool { return x == s })
+		e.finish(s, FinishError, fmt.Errorf("%w at generated token %d", ErrNonFinite, len(s.context)-len(s.req.Prompt)))
 	}
 	e.mu.Unlock()
 	if e.opts.OnStep != nil {

@@ -394,6 +394,9 @@ func TestCheck(t *testing.T) {
 		{func(q *Request) { q.Steering[0].Alpha = nan }, "strength NaN"},
 		{func(q *Request) { q.Steering[0].Vector[3] = nan }, "vector value 3 is NaN"},
 		{func(q *Request) { q.Steering[0].Span = 7 }, "span 7"},
+		{func(q *Request) { q.Steering[0].Alpha = 1e6; q.Steering[0].Vector[5] = -1e33 }, "strength 1e+06 × vector value 5 (-1e+33) overflows float32"},
+		{func(q *Request) { q.TopLogprobs = 3 }, "top_logprobs: 3, want 0 to the vocabulary size, with logprobs"},
+		{func(q *Request) { q.Logprobs, q.TopLogprobs = true, 98 }, "top_logprobs: 98"},
 	}
 	for _, c := range cases {
 		q := good()
@@ -424,5 +427,79 @@ func TestSteeringFollowsSequence(t *testing.T) {
 		if got, want := submit(t, e, q).Result(), alone(t, r, q); !slices.Equal(got.Tokens, want.Tokens) {
 			t.Errorf("request %d: %v, alone %v", i, got.Tokens, want.Tokens)
 		}
+	}
+}
+
+// Activations that overflow float32 end the request with ErrNonFinite instead of generating from
+// NaN logits, and the engine goes on serving.
+func TestNonFiniteLogits(t *testing.T) {
+	r := tinyRunner(t)
+	e := start(t, r, Options{})
+	huge := make([]float32, 48)
+	for i := range huge {
+		huge[i] = 3e38 // finite, and so is 1 × it; two of them at one point are not
+	}
+	add := Addition{Point: "blocks.1.hook_resid_post", Vector: huge, Alpha: 1}
+	res := submit(t, e, Request{Prompt: tokens(6, 21), MaxTokens: 5, Stop: []int32{}, Steering: []Addition{add, add}}).Result()
+	if res.Finish != FinishError || !errors.Is(res.Err, ErrNonFinite) || len(res.Tokens) != 0 {
+		t.Errorf("overflowing steering: %v, %v, tokens %v", res.Finish, res.Err, res.Tokens)
+	}
+	plain := Request{Prompt: tokens(6, 21), MaxTokens: 5, Stop: []int32{}}
+	if got := submit(t, e, plain).Result(); got.Finish != FinishLength || !slices.Equal(got.Tokens, alone(t, r, plain).Tokens) {
+		t.Errorf("the next request: %v %v", got.Finish, got.Tokens)
+	}
+	if st := e.Stats(); st.Failed != 1 || st.Running != 0 || st.FreeBlocks+st.PrefixBlocks != st.Blocks {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+// A request asking for log-probabilities gets, before each token, its log-probability under the
+// model and the k most likely tokens: for the first token, exactly log softmax of the prompt's
+// last logits row from a plain forward pass; under greedy decoding the token is the best of them.
+func TestLogprobs(t *testing.T) {
+	r := tinyRunner(t)
+	e := start(t, r, Options{})
+	prompt := tokens(9, 22)
+	cpu := tensor.NewCPU(1)
+	t.Cleanup(cpu.Close)
+	own := llama.NewRunner(r.Model, cpu) // the engine's runner reuses its logits buffer every step
+	kv := own.NewKVCache(16, 16)
+	if err := kv.Reserve(0, 16); err != nil {
+		t.Fatal(err)
+	}
+	b := llama.Batch{Tokens: prompt, Seq: make([]int32, len(prompt)), Pos: make([]int32, len(prompt))}
+	for i := range b.Pos {
+		b.Pos[i] = int32(i)
+	}
+	logits, err := own.Forward(b, kv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, temp := range []float32{0, 1.3} {
+		s := submit(t, e, Request{Prompt: prompt, MaxTokens: 6, Stop: []int32{}, Logprobs: true, TopLogprobs: 4, Sampler: llama.SamplerConfig{Temperature: temp, Seed: 3}})
+		var got []Logprobs
+		var toks []int32
+		for tok := range s.Tokens {
+			got = append(got, <-s.Logprobs)
+			toks = append(toks, tok)
+		}
+		if len(got) != 6 || len(toks) != 6 {
+			t.Fatalf("temperature %g: %d entries for %d tokens", temp, len(got), len(toks))
+		}
+		wantLP, wantTop := llama.Logprobs(logits.F32(), toks[0], 4, nil)
+		if got[0].Logprob != wantLP || !slices.Equal(got[0].Top, wantTop) {
+			t.Errorf("temperature %g, first token %d: %v %v, want %v %v", temp, toks[0], got[0].Logprob, got[0].Top, wantLP, wantTop)
+		}
+		for i, g := range got {
+			if len(g.Top) != 4 || !(g.Logprob <= 0) || g.Top[0].Logprob < g.Top[3].Logprob {
+				t.Errorf("temperature %g, token %d: %+v", temp, i, g)
+			}
+			if temp == 0 && (g.Top[0].ID != toks[i] || g.Top[0].Logprob != g.Logprob) {
+				t.Errorf("greedy token %d is %d, the best is %+v", i, toks[i], g.Top[0])
+			}
+		}
+	}
+	if s := submit(t, e, Request{Prompt: prompt, MaxTokens: 2}); s.Logprobs != nil {
+		t.Error("a request that did not ask has a Logprobs channel")
 	}
 }

@@ -61,6 +61,10 @@ func (a Addition) check(d hooks.Dims) (hooks.Point, error) {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return p, fmt.Errorf("%s: vector value %d is %g, not a finite number", a.Point, i, v)
 		}
+		// The addition is formed in float32: alpha·v must be a float32 too.
+		if math.Abs(float64(a.Alpha)*float64(v)) > math.MaxFloat32 {
+			return p, fmt.Errorf("%s: strength %g × vector value %d (%g) overflows float32", a.Point, a.Alpha, i, v)
+		}
 	}
 	if a.Span > Generated {
 		return p, fmt.Errorf("%s: span %d out of range", a.Point, a.Span)

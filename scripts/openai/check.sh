@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs client_check.py (the official openai Python client, from PyPI, in build/openai-venv)
-# against `tiller serve` on a tiny random model with a joy vector, on a loopback port.
+# against `tiller serve` on a tiny random model with a joy vector, on a loopback port, with an
+# API key from $TILLER_API_KEY.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 make tiller
@@ -12,7 +13,8 @@ if [ ! -x build/openai-venv/bin/python ]; then
 	python3 -m venv build/openai-venv
 	build/openai-venv/bin/pip install -q openai
 fi
-bin/tiller serve --model "$work/model" --vectors "$work/vectors" --addr 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
+key=check-$RANDOM$RANDOM
+TILLER_API_KEY=$key bin/tiller serve --model "$work/model" --vectors "$work/vectors" --addr 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -20,4 +22,4 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 url=$(grep -o 'http://[0-9.:]*' "$work/serve.out")
-build/openai-venv/bin/python scripts/openai/client_check.py --base-url "$url/v1" --vector joy --hidden-size 64
+build/openai-venv/bin/python scripts/openai/client_check.py --base-url "$url/v1" --vector joy --hidden-size 64 --api-key "$key"

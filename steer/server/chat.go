@@ -1,277 +1,84 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
-	"github.com/tillerlm/tiller/llama/chat"
-
-	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/engine"
 )
-
-// chatRequest is the body of POST /v1/chat/completions. Pointers tell a field left out from a
-// zero. The OpenAI fields tiller does not implement are refused when set to anything but their
-// neutral value, rather than silently ignored.
-type chatRequest struct {
-	Model               string          `json:"model"`
-	Messages            []chatMessage   `json:"messages"`
-	MaxTokens           *int            `json:"max_tokens"`
-	MaxCompletionTokens *int            `json:"max_completion_tokens"`
-	Temperature         *float64        `json:"temperature"`
-	TopP                *float64        `json:"top_p"`
-	Seed                *int64          `json:"seed"`
-	Stop                json.RawMessage `json:"stop"`
-	Stream              bool            `json:"stream"`
-	StreamOptions       *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-	N                *int           `json:"n"`
-	Steering         []steeringSpec `json:"steering"`
-	User             string         `json:"user"`
-	FrequencyPenalty *float64       `json:"frequency_penalty"`
-	PresencePenalty  *float64       `json:"presence_penalty"`
-	Logprobs         *bool          `json:"logprobs"`
-}
-
-type chatMessage struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"` // a string, or a list of {"type": "text", "text": …} parts
-	Name    string          `json:"name"`
-}
-
-// job is a validated chat request.
-type job struct {
-	prompt       []int32
-	base         engine.Request // per choice: the seed is offset by the choice's index
-	n            int
-	stops        []string
-	stream       bool
-	includeUsage bool
-}
-
-// decode reads a JSON body into v, refusing unknown fields and trailing data; errors are 400s
-// naming the field (or 413 for an oversized body).
-func decode(r *http.Request, v any) error {
-	d := json.NewDecoder(r.Body)
-	d.DisallowUnknownFields()
-	err := d.Decode(v)
-	if err == nil && d.More() {
-		err = bad("body", "data after the JSON object")
-	}
-	var tooBig *http.MaxBytesError
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &tooBig):
-		return err
-	case errors.As(err, new(*badRequest)):
-		return err
-	case errors.As(err, &typeErr):
-		field := typeErr.Field
-		if field == "" {
-			field = "body"
-		}
-		return bad(field, "got a JSON %s, want %s", typeErr.Value, typeErr.Type)
-	case errors.As(err, &syntaxErr):
-		return bad("body", "invalid JSON at byte %d: %v", syntaxErr.Offset, err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return bad("body", "empty or truncated JSON")
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return bad(field, "unknown field")
-	}
-	return bad("body", "%v", err)
-}
-
-// parse validates a chat request, field by field.
-func (s *Server) parse(req *chatRequest) (*job, error) {
-	c := s.cfg.Model.Config
-	j := &job{n: 1, stream: req.Stream}
-	if req.Model != "" && req.Model != s.cfg.Name {
-		return nil, bad("model", "%q is not served here; this server has %q", req.Model, s.cfg.Name)
-	}
-	msgs, err := messages(req.Messages)
-	if err != nil {
-		return nil, err
-	}
-	if j.prompt, err = s.cfg.Tokenizer.EncodeChat(msgs, true); err != nil {
-		return nil, bad("messages", "%v", err)
-	}
-	if len(j.prompt) >= c.MaxPositions {
-		return nil, bad("messages", "the prompt is %d tokens; the model takes %d positions in all", len(j.prompt), c.MaxPositions)
-	}
-	maxTokens := s.cfg.DefaultMaxTokens
-	switch {
-	case req.MaxTokens != nil && req.MaxCompletionTokens != nil:
-		return nil, bad("max_tokens", "give max_tokens or max_completion_tokens, not both")
-	case req.MaxTokens != nil:
-		maxTokens = *req.MaxTokens
-	case req.MaxCompletionTokens != nil:
-		maxTokens = *req.MaxCompletionTokens
-	}
-	if maxTokens < 1 {
-		return nil, bad("max_tokens", "%d, want >= 1", maxTokens)
-	}
-	if req.MaxTokens == nil && req.MaxCompletionTokens == nil {
-		maxTokens = min(maxTokens, c.MaxPositions-len(j.prompt)) // a default never makes a request too big
-	}
-	sc := llama.SamplerConfig{Temperature: 1, TopP: 1}
-	if t := req.Temperature; t != nil {
-		if !(*t >= 0 && *t <= 2) {
-			return nil, bad("temperature", "%g, want 0 to 2 (0 is greedy)", *t)
-		}
-		sc.Temperature = float32(*t)
-	}
-	if p := req.TopP; p != nil {
-		if !(*p > 0 && *p <= 1) {
-			return nil, bad("top_p", "%g, want above 0, up to 1", *p)
-		}
-		sc.TopP = float32(*p)
-	}
-	if req.Seed != nil {
-		sc.Seed = uint64(*req.Seed)
-	} else {
-		var b [8]byte
-		rand.Read(b[:])
-		sc.Seed = binary.LittleEndian.Uint64(b[:])
-	}
-	if req.N != nil {
-		if *req.N < 1 || *req.N > s.cfg.MaxChoices {
-			return nil, bad("n", "%d, want 1 to %d", *req.N, s.cfg.MaxChoices)
-		}
-		j.n = *req.N
-	}
-	if j.stops, err = s.stops(req.Stop); err != nil {
-		return nil, err
-	}
-	if req.StreamOptions != nil {
-		if !req.Stream {
-			return nil, bad("stream_options", "only with stream: true")
-		}
-		j.includeUsage = req.StreamOptions.IncludeUsage
-	}
-	for _, f := range []struct {
-		name string
-		v    *float64
-	}{{"frequency_penalty", req.FrequencyPenalty}, {"presence_penalty", req.PresencePenalty}} {
-		if f.v != nil && *f.v != 0 {
-			return nil, bad(f.name, "not supported; leave it out or 0")
-		}
-	}
-	if req.Logprobs != nil && *req.Logprobs {
-		return nil, bad("logprobs", "not supported")
-	}
-	adds, err := s.resolve(req.Steering)
-	if err != nil {
-		return nil, err
-	}
-	j.base = engine.Request{Prompt: j.prompt, MaxTokens: maxTokens, Sampler: sc, Steering: adds}
-	if err := s.cfg.Engine.Check(j.base); err != nil {
-		param, _, _ := strings.Cut(err.Error(), ":")
-		switch {
-		case param == "prompt":
-			param = "messages"
-		case strings.HasPrefix(param, "steering"):
-			param = "steering"
-		case param == "sampler":
-			param = "temperature"
-		}
-		return nil, bad(param, "%v", err)
-	}
-	return j, nil
-}
-
-// messages checks the chat messages and flattens their content to text.
-func messages(in []chatMessage) ([]chat.Message, error) {
-	if len(in) == 0 {
-		return nil, bad("messages", "at least one message is required")
-	}
-	out := make([]chat.Message, len(in))
-	for i, m := range in {
-		param := func(f string) string { return fmt.Sprintf("messages[%d].%s", i, f) }
-		role := m.Role
-		switch role {
-		case "system", "user", "assistant":
-		case "developer": // OpenAI's newer name for the system role
-			role = "system"
-		case "":
-			return nil, bad(param("role"), "required")
-		default:
-			return nil, bad(param("role"), "%q: want system, user or assistant", m.Role)
-		}
-		var text string
-		if err := json.Unmarshal(m.Content, &text); err != nil {
-			var parts []struct {
-				Type string `json:"type"`
-				Text string `json:"text"`
-			}
-			if err := json.Unmarshal(m.Content, &parts); err != nil || len(m.Content) == 0 || bytes.Equal(m.Content, []byte("null")) {
-				return nil, bad(param("content"), "want a string or a list of text parts")
-			}
-			var b strings.Builder
-			for k, p := range parts {
-				if p.Type != "text" {
-					return nil, bad(fmt.Sprintf("messages[%d].content[%d].type", i, k), "%q: only text parts are supported", p.Type)
-				}
-				b.WriteString(p.Text)
-			}
-			text = b.String()
-		}
-		out[i] = chat.Message{Role: role, Content: text}
-	}
-	return out, nil
-}
-
-// stops reads "stop": a string or a list of non-empty strings.
-func (s *Server) stops(raw json.RawMessage) ([]string, error) {
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil, nil
-	}
-	var one string
-	var list []string
-	if err := json.Unmarshal(raw, &one); err == nil {
-		list = []string{one}
-	} else if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, bad("stop", "want a string or a list of strings")
-	}
-	if len(list) > s.cfg.MaxStops {
-		return nil, bad("stop", "%d strings, at most %d", len(list), s.cfg.MaxStops)
-	}
-	for i, st := range list {
-		if st == "" || len(st) > 256 {
-			return nil, bad("stop", "string %d is empty or over 256 bytes", i)
-		}
-	}
-	return list, nil
-}
 
 // choice is one of a request's n generations.
 type choice struct {
 	index  int
 	stream *engine.Stream
 	cancel context.CancelFunc
+	start  time.Time // when the request arrived, for the time to its first token
 }
 
 // event is one token's text of one choice (often "", inside a multi-byte character), or its end.
 type event struct {
-	choice int
-	text   string
-	final  bool
-	finish string // "stop" or "length", with final
-	res    engine.Result
+	choice   int
+	text     string
+	logprobs *logprobEntry // the token's, when the request asked
+	final    bool
+	finish   string // "stop" or "length", with final
+	res      engine.Result
+	// interrupted: the generation was cancelled before its end, not by a stop string: by the
+	// client going away, or by the engine shutting down.
+	interrupted bool
+}
+
+// logprobEntry is one token's entry in OpenAI's logprobs.content: its text, its UTF-8 bytes,
+// its log-probability and the most likely alternatives.
+type logprobEntry struct {
+	Token       string       `json:"token"`
+	Logprob     float32      `json:"logprob"`
+	Bytes       []int        `json:"bytes"` // null for a token that holds part of a character
+	TopLogprobs []topLogprob `json:"top_logprobs"`
+}
+
+type topLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float32 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// choiceLogprobs is a choice's (or a chunk's) logprobs object.
+type choiceLogprobs struct {
+	Content []logprobEntry `json:"content"`
+	Refusal *string        `json:"refusal"`
+}
+
+// tokenText is a token id's text as the token decodes on its own (a special token as its name),
+// and the text's UTF-8 bytes. A token that holds part of a character decodes to U+FFFD, whose
+// bytes are not the token's: its bytes are nil (the tokenizer does not give a token's raw bytes).
+func (s *Server) tokenText(id int32) (string, []int) {
+	t := s.cfg.Tokenizer.Decode([]int32{id}, false)
+	if strings.ContainsRune(t, utf8.RuneError) {
+		return t, nil
+	}
+	b := make([]int, len(t))
+	for i := range len(t) {
+		b[i] = int(t[i])
+	}
+	return t, b
+}
+
+func (s *Server) logprobEntry(tok int32, lp engine.Logprobs) *logprobEntry {
+	e := &logprobEntry{Logprob: lp.Logprob, TopLogprobs: make([]topLogprob, len(lp.Top))}
+	e.Token, e.Bytes = s.tokenText(tok)
+	for i, t := range lp.Top {
+		text, b := s.tokenText(t.ID)
+		e.TopLogprobs[i] = topLogprob{Token: text, Logprob: t.Logprob, Bytes: b}
+	}
+	return e
 }
 
 func newID() string {
@@ -280,18 +87,35 @@ func newID() string {
 	return "chatcmpl-" + hex.EncodeToString(b[:])
 }
 
+// chat is POST /v1/chat/completions. The body is read first (bounded in size and time), then the
+// request takes one of MaxPending slots, or gets 429 at once: parsing and validating it, the
+// only work that grows with the body, happens only for admitted requests.
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
-	var req chatRequest
-	if err := decode(r, &req); err != nil {
-		s.writeFailure(w, err)
+	start := time.Now()
+	data, err := s.body(w, r)
+	if err != nil {
+		s.fail(w, err)
 		return
 	}
+	select {
+	case s.pending <- struct{}{}:
+		defer func() { <-s.pending }()
+	default:
+		s.fail(w, &failure{http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded", "",
+			fmt.Sprintf("%d requests are already in progress; retry later", s.cfg.MaxPending)})
+		return
+	}
+	var req chatRequest
+	if err := decode(data, &req); err != nil {
+		s.fail(w, err)
+		return
+	}
+	data = nil // a large body need not live as long as its generation
 	j, err := s.parse(&req)
 	if err != nil {
-		s.writeFailure(w, err)
+		s.fail(w, err)
 		return
 	}
-	start := time.Now()
 	// The client's context: when it goes away, every choice is cancelled.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -307,10 +131,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			for _, c := range choices[:i] {
 				c.stream.Result() // the engine lets go of them at its next step
 			}
-			s.writeFailure(w, err)
+			s.fail(w, err)
 			return
 		}
-		choices[i] = &choice{index: i, stream: st, cancel: ccancel}
+		choices[i] = &choice{index: i, stream: st, cancel: ccancel, start: start}
 	}
 	events := make(chan event)
 	for _, c := range choices {
@@ -323,10 +147,14 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	texts := make([]strings.Builder, j.n)
+	lps := make([][]logprobEntry, j.n)
 	finals := make([]event, j.n)
 	for left := j.n; left > 0; {
 		ev := <-events
 		texts[ev.choice].WriteString(ev.text)
+		if ev.logprobs != nil {
+			lps[ev.choice] = append(lps[ev.choice], *ev.logprobs)
+		}
 		if ev.final {
 			finals[ev.choice] = ev
 			left--
@@ -337,23 +165,35 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		return // the client is gone
 	}
 	type message struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
+		Role    string  `json:"role"`
+		Content string  `json:"content"`
+		Refusal *string `json:"refusal"`
 	}
 	type outChoice struct {
-		Index        int       `json:"index"`
-		Message      message   `json:"message"`
-		FinishReason string    `json:"finish_reason"`
-		Logprobs     *struct{} `json:"logprobs"`
+		Index        int             `json:"index"`
+		Message      message         `json:"message"`
+		FinishReason string          `json:"finish_reason"`
+		Logprobs     *choiceLogprobs `json:"logprobs"`
 	}
 	out := make([]outChoice, j.n)
 	for i, f := range finals {
-		if f.res.Finish == engine.FinishError {
-			s.writeFailure(w, f.res.Err)
+		switch {
+		case f.res.Finish == engine.FinishError:
+			s.fail(w, f.res.Err)
+			return
+		case f.interrupted: // the client is here: the engine is shutting down
+			s.fail(w, engine.ErrClosed)
 			return
 		}
 		out[i] = outChoice{Index: i, Message: message{Role: "assistant", Content: texts[i].String()}, FinishReason: f.finish}
+		if j.base.Logprobs {
+			out[i].Logprobs = &choiceLogprobs{Content: lps[i]}
+			if out[i].Logprobs.Content == nil {
+				out[i].Logprobs.Content = []logprobEntry{}
+			}
+		}
 	}
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": id, "object": "chat.completion", "created": created, "model": s.cfg.Name,
 		"choices": out, "usage": usage(j, finals),
@@ -386,12 +226,20 @@ func (s *Server) follow(c *choice, stops []string, out chan<- event) {
 	detok := s.cfg.Tokenizer.NewStream(true)
 	f := stopFilter{stops: stops}
 	stopped := false
+	last := c.start
 	for tok := range c.stream.Tokens {
+		var lp *logprobEntry
+		if c.stream.Logprobs != nil {
+			lp = s.logprobEntry(tok, <-c.stream.Logprobs) // sent before the token: never waits
+		}
 		if stopped {
 			continue // tokens chosen before the cancellation landed
 		}
+		now := time.Now()
+		s.metrics.token(now, now.Sub(last), last == c.start)
+		last = now
 		text, hit := f.add(detok.Add(tok))
-		out <- event{choice: c.index, text: text}
+		out <- event{choice: c.index, text: text, logprobs: lp}
 		if hit {
 			stopped = true
 			c.cancel()
@@ -399,7 +247,7 @@ func (s *Server) follow(c *choice, stops []string, out chan<- event) {
 	}
 	res := c.stream.Result()
 	c.cancel()
-	ev := event{choice: c.index, final: true, res: res, finish: "length"}
+	ev := event{choice: c.index, final: true, res: res, finish: "length", interrupted: res.Finish == engine.FinishCancelled && !stopped}
 	if !stopped {
 		text, hit := f.add(detok.Flush())
 		ev.text = text + f.flush()
@@ -469,7 +317,6 @@ func (s *Server) logChat(ctx context.Context, j *job, finals []event, start time
 // streamChat writes the events as server-sent events in OpenAI's chunk format, then [DONE], and
 // returns each choice's final event.
 func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel context.CancelFunc, j *job, id string, created int64, events <-chan event) []event {
-	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -479,10 +326,10 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 		Content *string `json:"content,omitempty"`
 	}
 	type chunkChoice struct {
-		Index        int       `json:"index"`
-		Delta        delta     `json:"delta"`
-		FinishReason *string   `json:"finish_reason"`
-		Logprobs     *struct{} `json:"logprobs"`
+		Index        int             `json:"index"`
+		Delta        delta           `json:"delta"`
+		FinishReason *string         `json:"finish_reason"`
+		Logprobs     *choiceLogprobs `json:"logprobs"`
 	}
 	type chunk struct {
 		ID      string        `json:"id"`
@@ -493,18 +340,23 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 		Usage   *usageCounts  `json:"usage,omitempty"`
 	}
 	failed := false // the client stopped reading; drain the events and write nothing more
+	rc := http.NewResponseController(w)
 	send := func(v any) {
 		if failed {
 			return
 		}
 		b, _ := json.Marshal(v)
+		// A client that takes no data for WriteTimeout is gone as far as the server is concerned:
+		// the write fails and the generation is cancelled.
+		rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
 			failed = true
 			cancel()
 			return
 		}
-		if flusher != nil {
-			flusher.Flush()
+		if err := rc.Flush(); err != nil {
+			failed = true
+			cancel()
 		}
 	}
 	empty := ""
@@ -521,20 +373,27 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 			// One chunk per token, even one that completes no text yet (part of a multi-byte
 			// character, a held-back stop prefix), so clients see every token's time.
 			c.Choices = []chunkChoice{{Index: ev.choice, Delta: delta{Content: &text}}}
+			if ev.logprobs != nil {
+				c.Choices[0].Logprobs = &choiceLogprobs{Content: []logprobEntry{*ev.logprobs}}
+			}
 			send(c)
 			continue
 		}
 		finals[ev.choice] = ev
 		left--
-		if ev.res.Finish == engine.FinishError {
-			var e apiError
-			e.Error.Message, e.Error.Type = ev.res.Err.Error(), "server_error"
-			send(e)
+		if ctx.Err() != nil {
+			continue
+		}
+		switch {
+		case ev.res.Finish == engine.FinishError:
+			send(s.failureOf(ev.res.Err).body())
 			failed = true
 			cancel()
 			continue
-		}
-		if ctx.Err() != nil {
+		case ev.interrupted: // the client is here: the engine is shutting down
+			send(s.failureOf(engine.ErrClosed).body())
+			failed = true
+			cancel()
 			continue
 		}
 		// The text held back to the end (an unfinished character) rides with the finish reason.
@@ -553,10 +412,9 @@ func (s *Server) streamChat(w http.ResponseWriter, ctx context.Context, cancel c
 		send(chunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.Name, Choices: []chunkChoice{}, Usage: &u})
 	}
 	if !failed {
+		rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		fmt.Fprint(w, "data: [DONE]\n\n")
-		if flusher != nil {
-			flusher.Flush()
-		}
+		rc.Flush()
 	}
 	return finals
 }

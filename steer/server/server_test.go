@@ -74,10 +74,11 @@ type options struct {
 	engine  engine.Options
 	apiKey  string
 	maxBody int64
-	noRun   bool // leave the engine stopped: requests queue up
+	noRun   bool          // leave the engine stopped: requests queue up
+	server  func(*Config) // changes the server's config
 }
 
-func newFixture(t *testing.T, o options) *fixture {
+func newFixture(t testing.TB, o options) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	cfg, err := llama.WriteRandom([]byte(tinyConfig), nil, dir, llama.InitOptions{Seed: 3, DType: tensor.BF16})
@@ -110,8 +111,12 @@ func newFixture(t *testing.T, o options) *fixture {
 	os.Mkdir(f.vectors, 0o755)
 	saveVector(t, filepath.Join(f.vectors, "joy.safetensors"), cfg, 64, 1)
 	saveVector(t, filepath.Join(f.vectors, "calm.safetensors"), cfg, 64, 0, 1)
-	f.srv, err = New(Config{Name: "tiny", Model: m, Tokenizer: tok, Engine: eng, VectorDir: f.vectors, APIKey: o.apiKey, MaxBodyBytes: o.maxBody,
-		Log: log.New(&f.log, "", 0)})
+	sc := Config{Name: "tiny", Model: m, Tokenizer: tok, Engine: eng, VectorDir: f.vectors, APIKey: o.apiKey, MaxBodyBytes: o.maxBody,
+		CheckHost: true, Log: log.New(&f.log, "", 0)}
+	if o.server != nil {
+		o.server(&sc)
+	}
+	f.srv, err = New(sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +126,10 @@ func newFixture(t *testing.T, o options) *fixture {
 	saveVector(t, filepath.Join(f.vectors, "other.safetensors"), cfg, 96, 1)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.srv.ServeHTTP(w, r)
-		f.done <- struct{}{}
+		select {
+		case f.done <- struct{}{}:
+		default: // nobody is counting: the buffer is full
+		}
 	}))
 	f.url = hs.URL
 	ctx, cancel := context.WithCancel(context.Background())
@@ -141,7 +149,7 @@ func (f *fixture) start(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // saveVector writes a random unit-ish vector of width dim at the given layers.
-func saveVector(t *testing.T, path string, cfg *llama.Config, dim int, layers ...int) {
+func saveVector(t testing.TB, path string, cfg *llama.Config, dim int, layers ...int) {
 	t.Helper()
 	v := &steer.Vector{Hook: "hook_resid_post", Info: steer.ModelInfo("tiny", cfg)}
 	if dim != cfg.Dim {
@@ -160,24 +168,42 @@ func saveVector(t *testing.T, path string, cfg *llama.Config, dim int, layers ..
 	}
 }
 
-// post sends a JSON body and returns the status and the decoded answer.
+// post sends a JSON body, with the header pairs given (a "Host" pair sets the Host), and returns
+// the status and the decoded answer.
 func (f *fixture) post(t *testing.T, path, body string, header ...string) (int, map[string]any) {
+	t.Helper()
+	code, out, _ := f.postHeader(t, path, body, header...)
+	return code, out
+}
+
+// postHeader is post that also returns the answer's header.
+func (f *fixture) postHeader(t *testing.T, path, body string, header ...string) (int, map[string]any, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, f.url+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
+	setHeader(req, header)
 	return do(t, req)
 }
 
-func (f *fixture) get(t *testing.T, path string) (int, map[string]any) {
+func (f *fixture) get(t *testing.T, path string, header ...string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, f.url+path, nil)
-	return do(t, req)
+	setHeader(req, header)
+	code, out, _ := do(t, req)
+	return code, out
 }
 
-func do(t *testing.T, req *http.Request) (int, map[string]any) {
+func setHeader(req *http.Request, pairs []string) {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i] == "Host" {
+			req.Host = pairs[i+1]
+			continue
+		}
+		req.Header.Set(pairs[i], pairs[i+1])
+	}
+}
+
+func do(t *testing.T, req *http.Request) (int, map[string]any, http.Header) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -188,7 +214,7 @@ func do(t *testing.T, req *http.Request) (int, map[string]any) {
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatalf("%s %s: %d, body not JSON: %v", req.Method, req.URL.Path, resp.StatusCode, err)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, resp.Header
 }
 
 // completion is a non-streamed chat completion.
@@ -463,6 +489,7 @@ func TestDisconnectCancels(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.url+"/v1/chat/completions",
 		strings.NewReader(`{`+hello+`, "max_tokens": 400, "temperature": 1, "seed": 1, "stream": true}`))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -491,6 +518,7 @@ func TestQueueFull(t *testing.T) {
 	queued := make(chan error, 1)
 	go func() {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.url+"/v1/chat/completions", strings.NewReader(`{`+hello+`, "max_tokens": 4}`))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
@@ -505,9 +533,9 @@ func TestQueueFull(t *testing.T) {
 		}
 		runtime.Gosched() // the handler goroutine queues the request
 	}
-	code, out := f.post(t, "/v1/chat/completions", `{`+hello+`, "max_tokens": 4}`)
-	if code != http.StatusTooManyRequests || errType(out) != "rate_limit_error" {
-		t.Errorf("second request: %d %v", code, out)
+	code, out, h := f.postHeader(t, "/v1/chat/completions", `{`+hello+`, "max_tokens": 4}`)
+	if code != http.StatusTooManyRequests || errType(out) != "rate_limit_error" || errCode(out) != "rate_limit_exceeded" || h.Get("Retry-After") != "1" {
+		t.Errorf("second request: %d %v, Retry-After %q", code, out, h.Get("Retry-After"))
 	}
 	cancel()
 	<-queued
@@ -522,6 +550,12 @@ func errType(out map[string]any) string {
 func errParam(out map[string]any) string {
 	e, _ := out["error"].(map[string]any)
 	s, _ := e["param"].(string)
+	return s
+}
+
+func errCode(out map[string]any) string {
+	e, _ := out["error"].(map[string]any)
+	s, _ := e["code"].(string)
 	return s
 }
 
@@ -540,7 +574,6 @@ func TestBadRequests(t *testing.T) {
 		{`{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}`, "messages[0].content[0].type"},
 		{`{"messages": [{"role": "user", "content": "a\u0000b"}]}`, "messages"},
 		{`{"messages": [{"role": "user", "content": "` + strings.Repeat("long ", 120) + `"}]}`, "messages"},
-		{`{` + hello + `, "model": "gpt-4"}`, "model"},
 		{`{` + hello + `, "max_tokens": 0}`, "max_tokens"},
 		{`{` + hello + `, "max_tokens": "ten"}`, "max_tokens"},
 		{`{` + hello + `, "max_tokens": 2000}`, "max_tokens"},
@@ -559,10 +592,24 @@ func TestBadRequests(t *testing.T) {
 		{`{` + hello + `, "stop": [""]}`, "stop"},
 		{`{` + hello + `, "stream": "yes"}`, "stream"},
 		{`{` + hello + `, "stream_options": {"include_usage": true}}`, "stream_options"},
-		{`{` + hello + `, "frequency_penalty": 0.5}`, "frequency_penalty"},
-		{`{` + hello + `, "presence_penalty": 1}`, "presence_penalty"},
-		{`{` + hello + `, "logprobs": true}`, "logprobs"},
-		{`{` + hello + `, "tools": []}`, "tools"},
+		{`{` + hello + `, "frequency_penalty": 2.5}`, "frequency_penalty"},
+		{`{` + hello + `, "presence_penalty": -3}`, "presence_penalty"},
+		{`{` + hello + `, "logprobs": 1}`, "logprobs"},
+		{`{` + hello + `, "top_logprobs": 21, "logprobs": true}`, "top_logprobs"},
+		{`{` + hello + `, "top_logprobs": 2}`, "top_logprobs"},
+		{`{` + hello + `, "logit_bias": {"x": 1}}`, "logit_bias"},
+		{`{` + hello + `, "logit_bias": {"512": 1}}`, "logit_bias"},
+		{`{` + hello + `, "logit_bias": {"5": 101}}`, "logit_bias"},
+		{`{` + hello + `, "tools": [{"type": "function", "function": {"name": "f"}}]}`, "tools"},
+		{`{` + hello + `, "tool_choice": "required"}`, "tool_choice"},
+		{`{` + hello + `, "response_format": {"type": "json_object"}}`, "response_format"},
+		{`{` + hello + `, "modalities": ["text", "audio"]}`, "modalities"},
+		{`{"messages": [{"role": "user", "content": null}]}`, "messages[0].content"},
+		{`{"messages": [{"role": "assistant", "content": null}]}`, "messages[0].content"},
+		{`{"messages": [{"role": "user", "content": "hi", "refusal": "no"}]}`, "messages[0].refusal"},
+		{`{"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]}`, "tool_call_id"},
+		{`{"messages": [{"role": "tool", "content": "42"}]}`, "messages[0].role"},
+		{`{"messages": [{"role": "assistant", "content": "x", "tool_calls": [{"id": "c1"}]}]}`, "messages[0].tool_calls"},
 		{`{` + hello + `, "steering": {}}`, "steering"},
 		{`{` + hello + `, "steering": [{"vector": "grief", "strength": 1}]}`, "steering[0].vector"},
 		{`{` + hello + `, "steering": [{"vector": "joy"}]}`, "steering[0].strength"},
@@ -587,8 +634,8 @@ func TestBadRequests(t *testing.T) {
 	}
 	for _, c := range cases {
 		code, out := f.post(t, "/v1/chat/completions", c.body)
-		if code != http.StatusBadRequest || errParam(out) != c.param || errType(out) != "invalid_request_error" {
-			t.Errorf("%.90s: %d, param %q (want 400, %q): %v", c.body, code, errParam(out), c.param, out["error"])
+		if code != http.StatusBadRequest || errParam(out) != c.param || errType(out) != "invalid_request_error" || errCode(out) == "" {
+			t.Errorf("%.90s: %d, param %q (want 400, %q), code %q: %v", c.body, code, errParam(out), c.param, errCode(out), out["error"])
 		}
 	}
 	if c := f.chat(t, `{`+hello+`, "max_tokens": 3}`); len(c.Choices) != 1 {

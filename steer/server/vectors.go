@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -21,13 +22,32 @@ import (
 // vectorName is what a vector may be called: it appears in request bodies and file names.
 var vectorName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+// namedVector is a vector the server holds.
+type namedVector struct {
+	vec    *steer.Vector
+	source string // its file, relative to the vectors folder, or "inline"
+	added  time.Time
+	bytes  int64 // of its values
+}
+
+func sizeOf(v *steer.Vector) int64 {
+	var n int64
+	for _, l := range v.Layers {
+		n += 4 * int64(len(l.Values))
+	}
+	return n
+}
+
 // LoadVectorDir loads every *.safetensors and *.gguf file of dir as a vector named by its file
-// name without the extension. A vector made for another model is an error naming its file.
+// name without the extension. A vector made for another model, a file that resolves outside the
+// folder (a symlink out of it), two files of one name, or more vectors than the server holds is
+// an error naming the file.
 func (s *Server) LoadVectorDir(dir string) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
 	}
+	from := map[string]string{}
 	n := 0
 	for _, e := range entries {
 		ext := filepath.Ext(e.Name())
@@ -35,33 +55,91 @@ func (s *Server) LoadVectorDir(dir string) (int, error) {
 			continue
 		}
 		name := strings.TrimSuffix(e.Name(), ext)
-		if err := s.loadFile(name, filepath.Join(dir, e.Name())); err != nil {
+		path := filepath.Join(dir, e.Name())
+		if !vectorName.MatchString(name) {
+			return n, fmt.Errorf("%s: %q is not a usable vector name (letters, digits, '_', '.', '-'; up to 64)", path, name)
+		}
+		if other, dup := from[name]; dup {
+			return n, fmt.Errorf("%s and %s are both vector %q: rename one", filepath.Join(dir, other), path, name)
+		}
+		from[name] = e.Name()
+		real, err := confine(dir, e.Name())
+		if err != nil {
+			return n, fmt.Errorf("%s: %v", path, err)
+		}
+		v, err := steer.Load(real)
+		if err != nil {
 			return n, err
+		}
+		if err := v.Check(path, s.cfg.Model.Config, false); err != nil {
+			return n, err
+		}
+		if err := s.put(name, v, e.Name(), true, "the vectors folder"); err != nil {
+			return n, fmt.Errorf("%s: %v (tiller serve --max-vectors and --max-vector-mb raise the limits)", path, err)
 		}
 		n++
 	}
 	return n, nil
 }
 
-func (s *Server) loadFile(name, path string) error {
-	if !vectorName.MatchString(name) {
-		return fmt.Errorf("%s: %q is not a usable vector name (letters, digits, '_', '.', '-'; up to 64)", path, name)
+// confine resolves rel, a path inside dir, to its real path, and refuses one whose real path lies
+// outside dir's (through ".." or a symlink) or that is not a regular file.
+func confine(dir, rel string) (string, error) {
+	if !filepath.IsLocal(rel) {
+		return "", errors.New("not a path inside the vectors folder")
 	}
-	v, err := steer.Load(path)
+	root, err := filepath.EvalSymlinks(dir)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if err := v.Check(path, s.cfg.Model.Config, false); err != nil {
-		return err
+	real, err := filepath.EvalSymlinks(filepath.Join(root, rel))
+	if err != nil {
+		return "", err
 	}
-	s.put(name, v, path)
-	return nil
+	if r, err := filepath.Rel(root, real); err != nil || !filepath.IsLocal(r) {
+		return "", fmt.Errorf("resolves to %s, outside the vectors folder %s", real, root)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", real)
+	}
+	return real, nil
 }
 
-func (s *Server) put(name string, v *steer.Vector, source string) {
+// errVectorExists is put's answer for a name in use without replace.
+var errVectorExists = errors.New("exists")
+
+// put stores a vector under name within the count and byte limits. A vector of that name is
+// replaced only when replace is set; who did what is logged.
+func (s *Server) put(name string, v *steer.Vector, source string, replace bool, who string) error {
+	size := sizeOf(v)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.vectors[name] = &namedVector{vec: v, source: source, added: time.Now()}
+	old, exists := s.vectors[name]
+	count, bytes := len(s.vectors)+1, s.vectorBytes+size
+	if exists {
+		if !replace {
+			return fmt.Errorf("%w: a vector named %q is loaded (from %s)", errVectorExists, name, old.source)
+		}
+		count, bytes = count-1, bytes-old.bytes
+	}
+	switch {
+	case count > s.cfg.MaxVectors:
+		return fmt.Errorf("the server holds %d vectors, its limit", s.cfg.MaxVectors)
+	case bytes > s.cfg.MaxVectorBytes:
+		return fmt.Errorf("%d bytes more would take the vectors past the limit of %d bytes", size, s.cfg.MaxVectorBytes)
+	}
+	s.vectors[name] = &namedVector{vec: v, source: source, added: time.Now(), bytes: size}
+	s.vectorBytes = bytes
+	if exists {
+		s.logf("vector %s replaced by %s: was from %s, now from %s", name, who, old.source, source)
+	} else {
+		s.logf("vector %s added by %s, from %s", name, who, source)
+	}
+	return nil
 }
 
 func (s *Server) vector(name string) (*namedVector, bool) {
@@ -84,10 +162,16 @@ type vectorInfo struct {
 	Created    int64  `json:"created"`
 }
 
+// info describes a vector to clients: the model it was derived on by name alone, never the
+// folder it was recorded with.
 func info(name string, nv *namedVector) vectorInfo {
 	v := nv.vec
+	model := v.Info.Model
+	if filepath.IsAbs(model) {
+		model = filepath.Base(model)
+	}
 	return vectorInfo{Name: name, Object: "steering_vector", Hook: v.Hook, Layers: v.LayerIndices(), HiddenSize: len(v.Layers[0].Values),
-		Model: v.Info.Model, Method: v.Info.Method, Source: nv.source, Created: nv.added.Unix()}
+		Model: model, Method: v.Info.Method, Source: nv.source, Created: nv.added.Unix()}
 }
 
 func (s *Server) listVectors(w http.ResponseWriter, r *http.Request) {
@@ -103,29 +187,45 @@ func (s *Server) listVectors(w http.ResponseWriter, r *http.Request) {
 
 // addVectorRequest is POST /v1/vectors: a file of the vectors folder, or the directions inline.
 type addVectorRequest struct {
-	Name   string               `json:"name"`
-	File   string               `json:"file"`   // relative to the vectors folder
-	Hook   string               `json:"hook"`   // inline: the point in each layer (hook_resid_post)
-	Layers map[string][]float64 `json:"layers"` // inline: layer index → direction (hidden_size values)
+	Name    string               `json:"name"`
+	File    string               `json:"file"`    // relative to the vectors folder
+	Hook    string               `json:"hook"`    // inline: the point in each layer (hook_resid_post)
+	Layers  map[string][]float64 `json:"layers"`  // inline: layer index → direction (hidden_size values)
+	Replace bool                 `json:"replace"` // replace a vector of this name, which other clients may be using
 }
 
 func (s *Server) addVector(w http.ResponseWriter, r *http.Request) {
+	data, err := s.body(w, r)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	var req addVectorRequest
-	if err := decode(r, &req); err != nil {
-		s.writeFailure(w, err)
+	if err := decode(data, &req); err != nil {
+		s.fail(w, err)
 		return
 	}
 	v, source, err := s.newVector(req)
 	if err != nil {
-		s.writeFailure(w, err)
+		s.fail(w, err)
 		return
 	}
-	s.put(req.Name, v, source)
+	if err := s.put(req.Name, v, source, req.Replace, "client "+r.RemoteAddr); err != nil {
+		code := "vector_store_full"
+		if errors.Is(err, errVectorExists) {
+			code = "vector_exists"
+			err = fmt.Errorf("%v; send \"replace\": true to replace it", err)
+		}
+		s.fail(w, &failure{http.StatusConflict, "invalid_request_error", code, "name", err.Error()})
+		return
+	}
 	nv, _ := s.vector(req.Name)
-	s.logf("vector %s loaded from %s", req.Name, source)
 	writeJSON(w, http.StatusOK, info(req.Name, nv))
 }
 
+// newVector reads a POST /v1/vectors request's vector. A file's errors say nothing of what lies
+// outside the vectors folder, whether it exists, or what a file that is not a vector holds: the
+// reason goes to the log.
 func (s *Server) newVector(req addVectorRequest) (*steer.Vector, string, error) {
 	c := s.cfg.Model.Config
 	if !vectorName.MatchString(req.Name) {
@@ -141,15 +241,24 @@ func (s *Server) newVector(req addVectorRequest) (*steer.Vector, string, error) 
 		if !filepath.IsLocal(req.File) {
 			return nil, "", bad("file", "%q must be a path inside the vectors folder", req.File)
 		}
-		path := filepath.Join(s.cfg.VectorDir, req.File)
-		v, err := steer.Load(path)
+		real, err := confine(s.cfg.VectorDir, req.File)
 		if err != nil {
-			return nil, "", bad("file", "%v", err)
+			s.logf("POST /v1/vectors file %q: %v", req.File, err)
+			return nil, "", bad("file", "%q: no vector file of that name inside the vectors folder", req.File)
+		}
+		v, err := steer.Load(real)
+		if err != nil {
+			s.logf("POST /v1/vectors file %q: %v", req.File, err)
+			return nil, "", bad("file", "%q is not a steering vector file tiller reads (the server log says why)", req.File)
+		}
+		if err := v.Check(req.File, c, true); err != nil {
+			return nil, "", bad("file", "%v", err) // its shape against the model's: numbers only
 		}
 		if err := v.Check(req.File, c, false); err != nil {
-			return nil, "", bad("file", "%v", err)
+			s.logf("POST /v1/vectors file %q: %v", req.File, err)
+			return nil, "", bad("file", "%q was made for a model of another shape or type (the server log says which)", req.File)
 		}
-		return v, path, nil
+		return v, filepath.ToSlash(filepath.Clean(req.File)), nil
 	case len(req.Layers) == 0:
 		return nil, "", bad("layers", "give a file or at least one layer's direction")
 	}
@@ -164,7 +273,7 @@ func (s *Server) newVector(req addVectorRequest) (*steer.Vector, string, error) 
 	v.Info.Source = "inline"
 	for key, values := range req.Layers {
 		l, err := strconv.Atoi(key)
-		if err != nil || l < 0 || l >= c.Layers {
+		if err != nil || l < 0 || l >= c.Layers || key != strconv.Itoa(l) {
 			return nil, "", bad("layers", "%q: want a layer index 0 to %d", key, c.Layers-1)
 		}
 		dir, err := direction(fmt.Sprintf("layers.%s", key), values, c.Dim)
@@ -202,10 +311,20 @@ type steeringSpec struct {
 	Relative  bool            `json:"relative"`  // strength is a multiple of the layer's mean residual norm
 }
 
-// maxSteering bounds the additions one request may ask for: each costs a pass over its rows.
+// maxSteering bounds a request's steering entries.
 const maxSteering = 16
 
-// resolve turns a request's steering list into the engine's additions.
+// maxAdditions bounds the additions (entry × layer) of one request: each is a pass over its rows
+// at every step. Four per layer of the model, and at least maxSteering.
+func (s *Server) maxAdditions() int { return max(maxSteering, 4*s.cfg.Model.Config.Layers) }
+
+// maxLayersBytes bounds the JSON of a steering entry's layers: room for every layer of the model
+// listed once with spaces, and more.
+func maxLayersBytes(layers int) int { return 8*layers + 64 }
+
+// resolve turns a request's steering list into the engine's additions. A layer named twice in
+// one entry counts once, and a layers text longer than any list of distinct layers is refused
+// before it is parsed; the additions of all entries together are capped.
 func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 	c := s.cfg.Model.Config
 	if len(specs) > maxSteering {
@@ -215,7 +334,7 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 	for i, sp := range specs {
 		param := func(f string) string { return fmt.Sprintf("steering[%d].%s", i, f) }
 		if sp.Strength == nil {
-			return nil, bad(param("strength"), "required")
+			return nil, bad(param("strength"), "required").as("missing_required_parameter")
 		}
 		alpha := *sp.Strength
 		if math.IsNaN(alpha) || math.IsInf(alpha, 0) || math.Abs(alpha) > 1e6 {
@@ -230,6 +349,10 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 			return nil, bad(param("positions"), "%q: want all, prompt or generated", positions)
 		}
 		var layers []int
+		if len(sp.Layers) > maxLayersBytes(c.Layers) {
+			// Every layer named once fits with room to spare; a longer text only repeats itself.
+			return nil, bad(param("layers"), "%d bytes for a model of %d layers (at most %d): name each layer or range once", len(sp.Layers), c.Layers, maxLayersBytes(c.Layers))
+		}
 		if len(sp.Layers) > 0 && string(sp.Layers) != "null" {
 			if layers, err = parseLayers(sp.Layers, c.Layers); err != nil {
 				return nil, bad(param("layers"), "%v", err)
@@ -241,6 +364,9 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 		}
 		if layers == nil {
 			layers = v.LayerIndices()
+		}
+		if len(out)+len(layers) > s.maxAdditions() {
+			return nil, bad("steering", "more than %d layer additions in all (4 per layer of the model)", s.maxAdditions())
 		}
 		for _, l := range layers {
 			dir, ok := v.Layer(l)
@@ -257,10 +383,21 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 				}
 				a *= dir.MeanNorm
 			}
+			if big := maxAbs(dir.Values); !finiteProduct(a, big) {
+				return nil, bad(param("strength"), "%g × the vector's largest value %g at layer %d overflows float32", a, big, l)
+			}
 			out = append(out, engine.Addition{Point: v.PointName(l), Vector: dir.Values, Alpha: float32(a), Span: span})
 		}
 	}
 	return out, nil
+}
+
+func maxAbs(x []float32) float32 {
+	var m float32
+	for _, v := range x {
+		m = max(m, float32(math.Abs(float64(v))))
+	}
+	return m
 }
 
 // specVector is the vector a steering entry names or gives inline.
@@ -298,7 +435,9 @@ func (s *Server) specVector(sp steeringSpec, param func(string) string, layers [
 	return &steer.Vector{Hook: hook, Layers: []steer.Layer{{Index: layers[0], Values: dir}}}, nil
 }
 
-// parseLayers reads "A-B", "L", "A,B-C", a number or an array of numbers, each layer in range.
+// parseLayers reads "A-B", "L", "A,B-C", a number or an array of numbers, each layer in range,
+// and returns the layers named, each once, in ascending order. Its work is linear in the text
+// and its result at most n long, however often the text repeats a layer.
 func parseLayers(raw json.RawMessage, n int) ([]int, error) {
 	var str string
 	var one int
@@ -314,6 +453,16 @@ func parseLayers(raw json.RawMessage, n int) ([]int, error) {
 	default:
 		return nil, fmt.Errorf("want a layer, a range such as \"12-16\", or a list")
 	}
+	// A difference array: +1 where a range starts, −1 after it ends, so each part costs O(1).
+	starts := make([]int, n+1)
+	mark := func(a, b int) error { // layers a to b
+		if a < 0 || b >= n {
+			return fmt.Errorf("layer %d is out of range: the model has layers 0 to %d", max(b, a), n-1)
+		}
+		starts[a]++
+		starts[b+1]--
+		return nil
+	}
 	if list == nil {
 		for _, part := range strings.Split(str, ",") {
 			lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
@@ -322,18 +471,25 @@ func parseLayers(raw json.RawMessage, n int) ([]int, error) {
 			if isRange {
 				b, err2 = strconv.Atoi(hi)
 			}
-			if err1 != nil || err2 != nil || a > b || b-a >= n {
+			if err1 != nil || err2 != nil || a > b {
 				return nil, fmt.Errorf("%q: want a layer, a range A-B or a comma-separated list", str)
 			}
-			for l := a; l <= b; l++ {
-				list = append(list, l)
+			if err := mark(a, b); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		for _, l := range list {
+			if err := mark(l, l); err != nil {
+				return nil, err
 			}
 		}
 	}
-	for _, l := range list {
-		if l < 0 || l >= n {
-			return nil, fmt.Errorf("layer %d is out of range: the model has layers 0 to %d", l, n-1)
+	var out []int
+	for l, depth := 0, 0; l < n; l++ {
+		if depth += starts[l]; depth > 0 {
+			out = append(out, l)
 		}
 	}
-	return list, nil
+	return out, nil
 }
