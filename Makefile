@@ -15,7 +15,7 @@ export GOTOOLCHAIN := go1.27.3
 export CGO_LDFLAGS := -L$(CURDIR)/$(BUILD)/tokenizers
 export CGO_ENABLED := 1
 
-.PHONY: all tiller test vet demo fixtures chat-fixtures bench clean
+.PHONY: all tiller test vet demo workbench fixtures chat-fixtures bench clean screenshots
 
 all: tiller
 
@@ -52,6 +52,16 @@ demo: tiller
 	bin/tiller eval --vector $(DEMO_OUT)/joy.safetensors $(DEMO_EVAL_FLAGS) --prompts $(DEMO_DATA)/prompts.jsonl --seed $(DEMO_SEED) --out $(DEMO_OUT)/eval
 	@echo
 	@echo "every artifact (scores, heatmaps, locus.json, the vector, generations, metrics, plot) is in $(DEMO_OUT)"
+
+# The workbench on the embedded model: the demo's attribution and joy vector in the browser, at
+# http://127.0.0.1:8080/ui/ (loopback only).
+workbench: demo
+	bin/tiller serve --ui --vectors $(DEMO_OUT) --attributions $(DEMO_OUT)
+
+# The README's pictures of the workbench (`tiller serve --ui`), taken by its browser test on the
+# embedded model (needs Chromium: apt-get install -y chromium).
+screenshots: $(TOKLIB)
+	TILLER_UI_SCREENSHOTS=$(CURDIR)/docs $(GO) test ./cmd/tiller -run 'TestWorkbench$$' -count=1 -v
 
 # CPU benchmarks: matmul at the Llama-3.1-8B layer shapes, decode at the Llama-3.2-1B shape, and
 # the machine's memory bandwidth in the same run. Results go into bench/RESULTS.md by hand.

@@ -6,6 +6,8 @@
 //	GET  /v1/models            the one model served
 //	GET  /v1/vectors           the steering vectors by name
 //	POST /v1/vectors           load a vector at run time: inline, or a file in the vectors folder
+//	POST /v1/scores            VADER, emotion-word and first-person rates of texts (scores.go)
+//	GET  /v1/attributions[/NAME]  attribution results of the attributions folder, read-only (attributions.go)
 //
 // Every field is validated; a bad one is a 400 whose error names it in "param", as OpenAI's
 // errors do. A full queue is a 429, an oversized body a 413, a missing or wrong API key a 401.
@@ -39,12 +41,22 @@ type Config struct {
 	// VectorDir is the folder POST /v1/vectors may load files from; "" allows inline vectors only.
 	VectorDir string
 	APIKey    string // when set, every request must carry "Authorization: Bearer APIKey"
+	// AttributionDir is the folder whose `tiller attribute` results GET /v1/attributions offers
+	// read-only; "" offers none.
+	AttributionDir string
+	// Lexicon is what POST /v1/scores counts emotion words with (nil: the shipped starter lexicon),
+	// LexiconName its file.
+	Lexicon     *steer.Lexicon
+	LexiconName string
 
 	MaxBodyBytes     int64 // request body limit (1 MiB: room for inline vectors of 8B models)
 	DefaultMaxTokens int   // max_tokens when a request gives none (256)
 	MaxChoices       int   // the largest n (8)
 	MaxStops         int   // stop strings per request (4, as OpenAI)
 	Log              *log.Logger
+
+	// MaxAttributionBytes bounds the scores.json GET /v1/attributions/NAME sends (128 MiB).
+	MaxAttributionBytes int64
 }
 
 // Server handles the API. Its vectors may be added to while it serves.
@@ -86,6 +98,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("/v1/chat/completions", only(http.MethodPost, s.chat))
 	s.mux.Handle("/v1/models", only(http.MethodGet, s.models))
 	s.mux.Handle("/v1/vectors", methods{http.MethodGet: s.listVectors, http.MethodPost: s.addVector})
+	s.mux.Handle("/v1/scores", only(http.MethodPost, s.scoreTexts))
+	s.mux.Handle("/v1/attributions", only(http.MethodGet, s.listAttributions))
+	s.mux.Handle("/v1/attributions/", only(http.MethodGet, s.readAttribution))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found_error", "", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
