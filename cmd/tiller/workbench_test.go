@@ -325,6 +325,26 @@ func TestWorkbench(t *testing.T) {
 		if s0 != u0 || u0 != u1 {
 			t.Errorf("strength 0: steered %q, unsteered %q (first %q)", s0, u0, u1)
 		}
+		// The vector was derived at the attribution's locus, so the page offers to steer only there.
+		wantLocus := make([]string, len(scores.Locus.FromEnd))
+		for i, k := range scores.Locus.FromEnd {
+			wantLocus[i] = fmt.Sprintf("−%d", k)
+		}
+		if got := eval[string](t, ctx, `document.querySelector('#positions [value="locus"]').textContent`); got != "locus ("+strings.Join(wantLocus, ", ")+" from the end)" {
+			t.Errorf("the locus option reads %q, want the positions %v", got, wantLocus)
+		}
+		positions := func(p string) {
+			eval[bool](t, ctx, fmt.Sprintf(`(() => { const s = document.getElementById("positions"); s.value = %q; return s.dispatchEvent(new Event("change")); })()`, p))
+		}
+		positions("locus")
+		do(t, ctx, chromedp.Focus("#strength"), chromedp.KeyEvent(strings.Repeat(kb.ArrowRight, 8)))
+		if ul, _ := settled("at 0.4 "); ul != u1 {
+			t.Errorf("steering at the locus changed the unsteered reply: %q", ul)
+		}
+		positions("all")
+		if _, s := settled("at 0.4 "); s != s1 {
+			t.Errorf("back at all positions, 0.4 gives %q, before %q", s, s1)
+		}
 		do(t, ctx, chromedp.Click("#sweep")) // 0 to 1 in 6 points, 4 replies each
 		waitFor(t, ctx, `document.getElementById("dose").dataset.state === "done"`)
 		got := eval[[]float64](t, ctx, `[...document.querySelectorAll("#dose-svg circle.pt")].map((c) => Number(c.dataset.strength))`)
@@ -334,7 +354,7 @@ func TestWorkbench(t *testing.T) {
 		if rows := eval[int](t, ctx, `document.querySelectorAll("#sweep-table tbody tr").length`); rows != 6 {
 			t.Errorf("sweep table: %d rows", rows)
 		}
-		do(t, ctx, chromedp.Focus("#strength"), chromedp.KeyEvent(strings.Repeat(kb.ArrowRight, 12)))
+		do(t, ctx, chromedp.Focus("#strength"), chromedp.KeyEvent(strings.Repeat(kb.ArrowRight, 4)))
 		settled("at 0.6 ")
 		screenshot(t, ctx, "workbench-steering.png")
 	})

@@ -82,12 +82,14 @@ type vectorInfo struct {
 	Method     string `json:"method,omitempty"`
 	Source     string `json:"source"`
 	Created    int64  `json:"created"`
+	// FromEnd are the locus positions of a vector derived at one: what "positions": "locus" steers.
+	FromEnd []int `json:"positions_from_end,omitempty"`
 }
 
 func info(name string, nv *namedVector) vectorInfo {
 	v := nv.vec
 	return vectorInfo{Name: name, Object: "steering_vector", Hook: v.Hook, Layers: v.LayerIndices(), HiddenSize: len(v.Layers[0].Values),
-		Model: v.Info.Model, Method: v.Info.Method, Source: nv.source, Created: nv.added.Unix()}
+		Model: v.Info.Model, Method: v.Info.Method, Source: nv.source, Created: nv.added.Unix(), FromEnd: v.Info.FromEnd}
 }
 
 func (s *Server) listVectors(w http.ResponseWriter, r *http.Request) {
@@ -197,9 +199,13 @@ type steeringSpec struct {
 	Vector    json.RawMessage `json:"vector"`    // a loaded vector's name, or hidden_size numbers
 	Strength  *float64        `json:"strength"`  // alpha in h += alpha·v (required)
 	Layers    json.RawMessage `json:"layers"`    // "12-16", "3,5", 4 or [3, 5]; default: the vector's own
-	Positions string          `json:"positions"` // all (default), prompt or generated
+	Positions string          `json:"positions"` // all (default), prompt, generated or locus
 	Hook      string          `json:"hook"`      // for an inline vector: the point in each layer (hook_resid_post)
 	Relative  bool            `json:"relative"`  // strength is a multiple of the layer's mean residual norm
+
+	// FromEnd, with positions "locus", are the prompt positions to steer counted from its end (0 =
+	// its last token); default: those of the locus the vector was derived at.
+	FromEnd []int `json:"positions_from_end"`
 }
 
 // maxSteering bounds the additions one request may ask for: each costs a pass over its rows.
@@ -226,8 +232,13 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 			positions = "all"
 		}
 		span, err := engine.ParseSpan(positions)
+		if positions == "locus" {
+			span, err = engine.Prompt, nil
+		} else if sp.FromEnd != nil {
+			return nil, bad(param("positions_from_end"), "only with positions \"locus\"")
+		}
 		if err != nil {
-			return nil, bad(param("positions"), "%q: want all, prompt or generated", positions)
+			return nil, bad(param("positions"), "%q: want all, prompt, generated or locus", positions)
 		}
 		var layers []int
 		if len(sp.Layers) > 0 && string(sp.Layers) != "null" {
@@ -241,6 +252,12 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 		}
 		if layers == nil {
 			layers = v.LayerIndices()
+		}
+		var fromEnd []int
+		if positions == "locus" {
+			if fromEnd, err = locusPositions(sp.FromEnd, v, c.MaxPositions); err != nil {
+				return nil, bad(param("positions_from_end"), "%v", err)
+			}
 		}
 		for _, l := range layers {
 			dir, ok := v.Layer(l)
@@ -257,10 +274,36 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 				}
 				a *= dir.MeanNorm
 			}
-			out = append(out, engine.Addition{Point: v.PointName(l), Vector: dir.Values, Alpha: float32(a), Span: span})
+			out = append(out, engine.Addition{Point: v.PointName(l), Vector: dir.Values, Alpha: float32(a), Span: span, FromEnd: fromEnd})
 		}
 	}
 	return out, nil
+}
+
+// maxLocusPositions bounds the positions of a locus: attribution names at most 8.
+const maxLocusPositions = 64
+
+// locusPositions are the positions "locus" steers: those given, else those the vector was derived
+// at; sorted, each once, each inside the model's context.
+func locusPositions(given []int, v *steer.Vector, maxPositions int) ([]int, error) {
+	ps := given
+	if ps == nil {
+		ps = v.Info.FromEnd
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("positions \"locus\" needs positions_from_end, or a vector derived at a locus")
+	}
+	if len(ps) > maxLocusPositions {
+		return nil, fmt.Errorf("%d positions, at most %d", len(ps), maxLocusPositions)
+	}
+	for _, k := range ps {
+		if k < 0 || k >= maxPositions {
+			return nil, fmt.Errorf("position %d from the end: want 0 to %d", k, maxPositions-1)
+		}
+	}
+	out := slices.Clone(ps)
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // specVector is the vector a steering entry names or gives inline.

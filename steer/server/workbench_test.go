@@ -16,8 +16,11 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama"
+	"github.com/tillerlm/tiller/llama/chat"
 	"github.com/tillerlm/tiller/steer"
 	"github.com/tillerlm/tiller/steer/data"
+	"github.com/tillerlm/tiller/tensor"
 )
 
 // withConfig serves a second server on the fixture's model and engine, with cfg's extra settings.
@@ -337,5 +340,71 @@ func TestUIFilesSelfContained(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// "positions": "locus" steers only the prompt positions counted from its end, exactly as steer's
+// own locus plan does (STAR's localized injection); a vector derived at a locus brings its own.
+func TestLocusPositions(t *testing.T) {
+	f := newFixture(t, options{})
+	calm, err := steer.Load(filepath.Join(f.vectors, "calm.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []chat.Message{{Role: "user", Content: "Hello there, how are you today?"}}
+	ids, err := f.tok.EncodeChat(msgs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := tensor.NewCPU(1)
+	t.Cleanup(b.Close)
+	plan := &steer.Plan{Vectors: []steer.Applied{{Name: "calm", Vector: calm, Strength: 60}}, Layers: []int{0}, Positions: "locus", FromEnd: []int{0, 3}}
+	gen, _, err := steer.Generate(llama.NewRunner(f.model, b), plan, [][]int32{ids}, []float64{1}, steer.GenOptions{MaxTokens: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := f.tok.Decode(gen[0][0].Tokens, true)
+	req := `{"messages": [{"role": "user", "content": "Hello there, how are you today?"}], "max_tokens": 12, "temperature": 0, "steering": [%s]}`
+	content := func(steering string) string {
+		return f.chat(t, fmt.Sprintf(req, steering)).Choices[0].Message.Content
+	}
+	if got := content(`{"vector": "calm", "strength": 60, "layers": "0", "positions": "locus", "positions_from_end": [3, 0, 3]}`); got != want {
+		t.Errorf("locus steering: %q, steer's locus plan %q", got, want)
+	}
+	if plain := content(`{"vector": "calm", "strength": 0}`); plain == want {
+		t.Errorf("locus steering changed nothing: %q", plain)
+	}
+	if prompt := content(`{"vector": "calm", "strength": 60, "layers": "0", "positions": "prompt"}`); prompt == want {
+		t.Errorf("locus steering is prompt steering: %q", prompt)
+	}
+	// A vector derived at a locus steers there by default, and /v1/vectors says where.
+	calm.Info.FromEnd = []int{0, 3}
+	if err := calm.Save(filepath.Join(f.vectors, "calmlocus.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := f.post(t, "/v1/vectors", `{"name": "calmlocus", "file": "calmlocus.safetensors"}`); code != 200 || fmt.Sprint(out["positions_from_end"]) != "[0 3]" {
+		t.Errorf("loading a locus vector: %d %v", code, out)
+	}
+	if got := content(`{"vector": "calmlocus", "strength": 60, "layers": "0", "positions": "locus"}`); got != want {
+		t.Errorf("the vector's own locus: %q, want %q", got, want)
+	}
+	for _, c := range []struct{ steering, param string }{
+		{`{"vector": "joy", "strength": 6, "positions": "locus"}`, "steering[0].positions_from_end"},
+		{`{"vector": "joy", "strength": 6, "positions": "all", "positions_from_end": [0]}`, "steering[0].positions_from_end"},
+		{`{"vector": "joy", "strength": 6, "positions": "locus", "positions_from_end": [-1]}`, "steering[0].positions_from_end"},
+		{`{"vector": "joy", "strength": 6, "positions": "locus", "positions_from_end": [512]}`, "steering[0].positions_from_end"},
+		{`{"vector": "joy", "strength": 6, "positions": "locus", "positions_from_end": "x"}`, "steering.0.positions_from_end"},
+		{`{"vector": "joy", "strength": 6, "positions": "somewhere"}`, "steering[0].positions"},
+	} {
+		if code, out := f.post(t, "/v1/chat/completions", fmt.Sprintf(req, c.steering)); code != http.StatusBadRequest || errParam(out) != c.param {
+			t.Errorf("%s: %d, param %q, want %q", c.steering, code, errParam(out), c.param)
+		}
+	}
+	many := make([]string, maxLocusPositions+1)
+	for i := range many {
+		many[i] = fmt.Sprint(i)
+	}
+	if code, out := f.post(t, "/v1/chat/completions", fmt.Sprintf(req, `{"vector": "joy", "strength": 6, "positions": "locus", "positions_from_end": [`+strings.Join(many, ",")+`]}`)); code != http.StatusBadRequest || !strings.Contains(errParam(out), "positions_from_end") {
+		t.Errorf("%d positions: %d %v", len(many), code, out)
 	}
 }

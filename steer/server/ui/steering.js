@@ -23,22 +23,29 @@ async function loadVectors() {
   try {
     const list = await apiJSON("/v1/vectors");
     const sel = $("vector");
-    sel.replaceChildren(...list.data.map((v) => html("option", { value: v.name, title: `${v.hook} of layers ${v.layers.join(",")}`, "data-layers": v.layers.join(",") },
+    sel.replaceChildren(...list.data.map((v) => html("option", {
+      value: v.name, title: `${v.hook} of layers ${v.layers.join(",")}`, "data-layers": v.layers.join(","), "data-locus": (v.positions_from_end || []).join(","),
+    },
       `${v.name} (layer${v.layers.length > 1 ? "s" : ""} ${v.layers.join(",")})`)));
     if (list.data.length === 0) {
       showError("The server holds no steering vectors: start tiller serve with --vectors DIR (vectors from tiller derive), or POST /v1/vectors.");
       return;
     }
-    syncLayers();
+    syncVector();
     await generate();
   } catch (e) {
     showError(e.message);
   }
 }
 
-function syncLayers() {
+// syncVector shows the chosen vector's layers, and offers "locus" when it was derived at one.
+function syncVector() {
   const opt = $("vector").selectedOptions[0];
   $("layers").placeholder = opt ? "its own: " + opt.dataset.layers : "";
+  const locus = $("positions").querySelector('[value="locus"]'), at = opt ? opt.dataset.locus : "";
+  locus.disabled = !at;
+  locus.textContent = at ? `locus (${at.split(",").map((k) => "−" + k).join(", ")} from the end)` : "locus (the vector was not derived at one)";
+  if (locus.disabled && $("positions").value === "locus") $("positions").value = "all";
 }
 
 // ---- the request of the controls ----
@@ -79,7 +86,8 @@ $("relative").addEventListener("change", () => {
   $("strength").value = $("relative").checked ? 0.4 : 4;
   showStrength();
 });
-$("vector").addEventListener("change", () => { syncLayers(); generate(); });
+$("vector").addEventListener("change", () => { syncVector(); generate(); });
+for (const id of ["positions", "layers"]) $(id).addEventListener("change", () => generate());
 
 function showStrength() {
   $("strength-value").value = Number($("strength").value);
@@ -157,7 +165,8 @@ async function generate() {
   document.body.dataset.run = id;
   clearError();
   const strength = Number($("strength").value);
-  $("steered").querySelector(".label").textContent = `(${$("vector").value} at ${strength}${$("relative").checked ? " × norm" : ""})`;
+  const where = $("positions").value === "all" ? "" : `, ${$("positions").value} positions`;
+  $("steered").querySelector(".label").textContent = `(${$("vector").value} at ${strength}${$("relative").checked ? " × norm" : ""}${where})`;
   $("steer-status").textContent = "generating…";
   const t0 = performance.now();
   const body = chatBody();
