@@ -284,6 +284,20 @@ func TestWorkbench(t *testing.T) {
 				t.Errorf("%s heatmap: %d cells, want %d", kind, got, want)
 			}
 		}
+		// A scores.json opened from disk is read in the page; a file that is not one is an error
+		// the page shows, not one it throws.
+		notScores := filepath.Join(work, "notes.json")
+		os.WriteFile(notScores, []byte(`{"layers": 2}`), 0o644)
+		do(t, ctx, chromedp.SetUploadFiles("#attr-file", []string{notScores}))
+		waitFor(t, ctx, `!document.getElementById("error").hidden`)
+		if msg := eval[string](t, ctx, `document.getElementById("error").textContent`); !strings.Contains(msg, "notes.json") || !strings.Contains(msg, "not a scores.json") {
+			t.Errorf("opening a file that is not a scores.json: %q", msg)
+		}
+		do(t, ctx, chromedp.SetUploadFiles("#attr-file", []string{filepath.Join(result, "scores.json")}))
+		waitFor(t, ctx, `document.getElementById("error").hidden && document.getElementById("attr-summary").textContent.startsWith("scores.json: 40 pairs")`)
+		if got, want := cells(), scores.Layers*scores.Positions; got != want {
+			t.Errorf("the opened file's heatmap: %d cells, want %d", got, want)
+		}
 		eval[bool](t, ctx, `(() => { for (const [id, v] of [["attr-kind", "resid_pre"], ["attr-pair", "0"]]) { const s = document.getElementById(id); s.value = v; s.dispatchEvent(new Event("change")); } return true; })()`)
 		if got, want := cells(), scores.Layers*len(scores.PerPair[0].Tokens); got != want {
 			t.Errorf("pair 1's heatmap: %d cells, want %d layers × its %d tokens", got, scores.Layers, len(scores.PerPair[0].Tokens))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -18,19 +19,25 @@ import (
 
 // The attribution results a server offers read-only: every folder below Config.AttributionDir
 // that holds the scores.json of `tiller attribute --out`. Nothing outside that folder is ever
-// read: every file is opened through an os.Root, which resolves each path component inside the
-// folder and refuses "..", absolute paths and symbolic links that lead out of it (a link that stays
-// inside is followed). The work of one request is bounded: a listing reads at most attribListDirs
-// folders, attribListEntries directory entries and attribHeadBytes of each result, to a depth of
-// attribListDepth; a read streams one scores.json of at most Config.MaxAttributionBytes.
+// read: a name is resolved to its real path with every link followed and refused unless that path
+// lies inside the folder's real path (a link that stays inside is followed, one that leads out is
+// not), and the file is then opened through an os.Root of the folder, which refuses any escape
+// should a link change in between; only regular files are read. The work of one request is
+// bounded: a listing reads at most attribListDirs folders, attribListEntries directory entries
+// and attribHeadBytes of each result's files, to a depth of attribListDepth; a read streams one
+// scores.json of at most Config.MaxAttributionBytes.
 //
 //	GET /v1/attributions         the results, each with its run's description and locus ("folder":
 //	                             null and no results when the server has no attributions folder)
 //	GET /v1/attributions/NAME    one result's scores.json, as tiller attribute wrote it
-const (
-	attribListDepth   = 4
+var (
+	// The folders and directory entries one listing reads at most (variables for the tests).
 	attribListDirs    = 256
 	attribListEntries = 8192
+)
+
+const (
+	attribListDepth   = 4
 	attribListResults = 256
 	attribHeadBytes   = 64 << 10
 	// defaultMaxAttributionBytes bounds one scores.json: a Llama-3.1-8B run over 40 pairs of 60
@@ -153,19 +160,21 @@ func (s *Server) listAttributions(w http.ResponseWriter, r *http.Request) {
 		if info, ok := s.describeResult(root, d.rel, d.real); ok {
 			out = append(out, info)
 		}
+		if entries == attribListEntries {
+			truncated = true
+			break
+		}
 		f, err := root.Open(d.real)
 		if err != nil {
 			continue
 		}
-		list, err := f.ReadDir(attribListEntries - entries + 1)
+		list, err := f.ReadDir(attribListEntries - entries) // n > 0: at most n entries
 		f.Close()
 		if err != nil && !errors.Is(err, io.EOF) {
 			continue
 		}
-		if entries += len(list); entries > attribListEntries {
-			truncated = true
-			list = list[:len(list)-(entries-attribListEntries)]
-		}
+		entries += len(list)
+		slices.SortFunc(list, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 		for _, e := range list {
 			if strings.HasPrefix(e.Name(), ".") || d.depth+1 > attribListDepth {
 				continue

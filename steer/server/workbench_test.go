@@ -408,3 +408,22 @@ func TestLocusPositions(t *testing.T) {
 		t.Errorf("%d positions: %d %v", len(many), code, out)
 	}
 }
+
+// A folder of more entries than one listing reads stops the listing there, and says so.
+func TestAttributionsEntriesBounded(t *testing.T) {
+	defer func(n int) { attribListEntries = n }(attribListEntries)
+	attribListEntries = 40
+	f := newFixture(t, options{})
+	root := t.TempDir()
+	writeResult(t, filepath.Join(root, "a"), "logprob")
+	for i := range attribListEntries {
+		if err := os.WriteFile(filepath.Join(root, fmt.Sprintf("f%05d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeResult(t, filepath.Join(root, "z"), "logprob")
+	l := list(t, f.withConfig(t, Config{AttributionDir: root}, nil))
+	if !l.Truncated || len(l.Data) > 2 {
+		t.Errorf("%d results, truncated %v; want the root's entries cut at %d", len(l.Data), l.Truncated, attribListEntries)
+	}
+}
