@@ -15,7 +15,7 @@ export GOTOOLCHAIN := go1.27.3
 export CGO_LDFLAGS := -L$(CURDIR)/$(BUILD)/tokenizers
 export CGO_ENABLED := 1
 
-.PHONY: all tiller test vet demo demo-real fixtures chat-fixtures real-model bench clean
+.PHONY: all tiller test vet demo demo-real workbench fixtures chat-fixtures real-model bench clean screenshots
 
 all: tiller
 
@@ -73,6 +73,16 @@ demo-real: tiller
 	bin/tiller eval --model $(REAL_MODEL) --vector $(REAL_OUT)/joy.safetensors $(REAL_EVAL_FLAGS) --prompts prompts --seed $(DEMO_SEED) --out $(REAL_OUT)/eval
 	@echo
 	@echo "every artifact is in $(REAL_OUT)"
+
+# The workbench on the embedded model: the demo's attribution and joy vector in the browser, at
+# http://127.0.0.1:8080/ui/ (loopback only).
+workbench: demo
+	bin/tiller serve --ui --vectors $(DEMO_OUT) --attributions $(DEMO_OUT)
+
+# The README's pictures of the workbench (`tiller serve --ui`), taken by its browser test on the
+# embedded model (needs Chromium: apt-get install -y chromium).
+screenshots: $(TOKLIB)
+	TILLER_UI_SCREENSHOTS=$(CURDIR)/docs $(GO) test ./cmd/tiller -run 'TestWorkbench$$' -count=1 -v
 
 # CPU benchmarks: matmul at the Llama-3.1-8B layer shapes, decode at the Llama-3.2-1B shape, and
 # the machine's memory bandwidth in the same run. Results go into bench/RESULTS.md by hand.

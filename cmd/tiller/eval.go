@@ -55,11 +55,7 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	if *limit > 0 && *limit < len(prompts) {
 		prompts = prompts[:*limit]
 	}
-	lexBytes, lexFile, err := shippedData(*lexicon, "lexicon")
-	if err != nil {
-		return err
-	}
-	lx, err := steer.ParseLexicon(lexFile, lexBytes)
+	lx, lexFile, err := readLexicon(*lexicon)
 	if err != nil {
 		return err
 	}

@@ -15,11 +15,12 @@ import (
 	"time"
 
 	"github.com/tillerlm/tiller/llama/engine"
+	"github.com/tillerlm/tiller/steer/data"
 	"github.com/tillerlm/tiller/steer/server"
 )
 
 func runServe(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "--model DIR [--addr 127.0.0.1:8080] [--vectors DIR] [--api-key-file FILE] [flags]", stderr)
+	fs := newFlags("serve", "--model DIR [--addr 127.0.0.1:8080] [--vectors DIR] [--api-key-file FILE] [--ui] [--attributions DIR] [flags]", stderr)
 	var mf modelFlags
 	mf.register(fs)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on; anything but loopback needs --api-key")
@@ -40,6 +41,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	maxQueue := fs.Int("max-queue", 64, "requests waiting for a place before new ones get 429")
 	maxTokens := fs.Int("max-tokens", 256, "max_tokens of a request that gives none")
 	device := deviceFlag(fs)
+	ui := fs.Bool("ui", false, "serve the workbench page at /ui/: the attribution explorer and the steering playground")
+	attributions := fs.String("attributions", "", "folder of `tiller attribute --out` results that GET /v1/attributions offers read-only (and the page's explorer)")
+	lexicon := fs.String("lexicon", data.Lexicon, "emotion lexicon of POST /v1/scores: a file in NRC EmoLex's word-level format, or \"lexicon\" for the shipped starter")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -66,6 +70,15 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err := checkListen(*addr, key); err != nil {
 		return err
 	}
+	if *attributions != "" {
+		if st, err := os.Stat(*attributions); err != nil || !st.IsDir() {
+			return usagef("--attributions %q: not a folder", *attributions)
+		}
+	}
+	lx, lexFile, err := readLexicon(*lexicon)
+	if err != nil {
+		return err
+	}
 	l, err := openOn(mf, *device, stderr)
 	if err != nil {
 		return err
@@ -85,7 +98,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	srv, err := server.New(server.Config{Name: *name, Model: l.model, Tokenizer: l.tok, Engine: eng, VectorDir: *vectors,
 		APIKey: key, DefaultMaxTokens: *maxTokens, Log: logger, MaxPending: *maxRunning + *maxQueue,
 		CheckHost: loopback(host) || len(allowHosts) > 0, AllowHosts: allowHosts, AllowOrigins: allowOrigins,
-		MaxVectors: *maxVectors, MaxVectorBytes: int64(*maxVectorMB) << 20})
+		MaxVectors: *maxVectors, MaxVectorBytes: int64(*maxVectorMB) << 20,
+		AttributionDir: *attributions, Lexicon: lx, LexiconName: lexFile})
 	if err != nil {
 		return err
 	}
@@ -106,10 +120,17 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	engCtx, stopEngine := context.WithCancel(context.Background())
 	engDone := make(chan struct{})
 	go func() { defer close(engDone); eng.Run(engCtx) }()
-	hs := server.HTTPServer(srv, logger)
+	var handler http.Handler = srv
+	if *ui {
+		handler = server.WithUI(srv)
+	}
+	hs := server.HTTPServer(handler, logger)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	fmt.Fprintf(stdout, "serving %s on http://%s (POST /v1/chat/completions, GET /v1/models, GET|POST /v1/vectors, GET /metrics)\n", *name, ln.Addr())
+	if *ui {
+		fmt.Fprintf(stdout, "workbench: http://%s/ui/\n", ln.Addr())
+	}
 	select {
 	case err = <-served:
 	case <-ctx.Done():

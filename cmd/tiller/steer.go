@@ -121,6 +121,16 @@ func shippedData(arg, what string) ([]byte, string, error) {
 	return shipped(arg, what, data.File, append(slices.Clone(data.PairSets), data.Prompts, data.Lexicon))
 }
 
+// readLexicon reads --lexicon: a file in NRC EmoLex's word-level format, or the shipped starter.
+func readLexicon(arg string) (*steer.Lexicon, string, error) {
+	b, file, err := shippedData(arg, "lexicon")
+	if err != nil {
+		return nil, "", err
+	}
+	lx, err := steer.ParseLexicon(file, b)
+	return lx, file, err
+}
+
 // steerFlags are the flags steer and eval share: which vectors, where, how strong, which prompts.
 type steerFlags struct {
 	vectors    vectorList

@@ -287,7 +287,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*Stream, error) {
 	total := e.total(r)
 	tokens := make(chan int32, total-len(r.Prompt)) // never blocks the engine
 	s := &sequence{
-		req: r, points: points, ctx: ctx, key: prefixKey(r.Steering), steersDecode: steersDecode(r.Steering), total: total, stop: stop, tokens: tokens,
+		req: r, points: points, ctx: ctx, key: prefixKey(r.Steering, len(r.Prompt)), steersDecode: steersDecode(r.Steering), total: total, stop: stop, tokens: tokens,
 		context: append(make([]int32, 0, total), r.Prompt...),
 		stream:  &Stream{Tokens: tokens, done: make(chan struct{})},
 	}

@@ -277,6 +277,10 @@ func TestPrefixCache(t *testing.T) {
 		{"prompt steering", Request{Prompt: base, MaxTokens: 8, Stop: []int32{}, Steering: []Addition{{Point: "blocks.1.hook_resid_post", Vector: v, Alpha: 5, Span: Prompt}}}, 0},
 		{"prompt steering again", Request{Prompt: base, MaxTokens: 8, Stop: []int32{}, Steering: []Addition{{Point: "blocks.1.hook_resid_post", Vector: v, Alpha: 5, Span: Prompt}}}, 32},
 		{"other strength", Request{Prompt: base, MaxTokens: 8, Stop: []int32{}, Steering: []Addition{{Point: "blocks.1.hook_resid_post", Vector: v, Alpha: 4, Span: All}}}, 0},
+		{"locus steering", Request{Prompt: base, MaxTokens: 8, Stop: []int32{}, Steering: []Addition{{Point: "blocks.1.hook_resid_post", Vector: v, Alpha: 5, Span: Prompt, FromEnd: []int{0, 9, 30}}}}, 0},
+		{"locus steering again", Request{Prompt: base, MaxTokens: 8, Stop: []int32{}, Steering: []Addition{{Point: "blocks.1.hook_resid_post", Vector: v, Alpha: 5, Span: Prompt, FromEnd: []int{0, 9, 30}}}}, 32},
+		// The same offsets name other positions of a longer prompt: no entry of the shorter one applies.
+		{"locus steering, longer prompt", Request{Prompt: append(slices.Clone(base), tokens(20, 13)...), MaxTokens: 8, Stop: []int32{}, Steering: []Addition{{Point: "blocks.1.hook_resid_post", Vector: v, Alpha: 5, Span: Prompt, FromEnd: []int{0, 9, 30}}}}, 0},
 	}
 	for _, c := range cases {
 		got := submit(t, e, c.req).Result()
@@ -285,8 +289,41 @@ func TestPrefixCache(t *testing.T) {
 			t.Errorf("%s: %d cached tokens (want %d), tokens %v, without the cache %v", c.name, got.CachedTokens, c.cached, got.Tokens, want.Tokens)
 		}
 	}
-	if st := e.Stats(); st.CachedTokens != 32*4+16 || st.PrefixEntries == 0 || st.FreeBlocks+st.PrefixBlocks != st.Blocks {
+	if st := e.Stats(); st.CachedTokens != 32*5+16 || st.PrefixEntries == 0 || st.FreeBlocks+st.PrefixBlocks != st.Blocks {
 		t.Errorf("stats: %+v", st)
+	}
+}
+
+// Steering prompt positions counted from the end (a locus) adds at exactly those positions: every
+// offset at once is prompt steering, offsets past the prompt's start are none, and one offset
+// changes the reply that no steering gives.
+func TestLocusSteering(t *testing.T) {
+	r := tinyRunner(t)
+	e := start(t, r, Options{})
+	prompt := tokens(12, 30)
+	v := direction(7)
+	req := func(span Span, fromEnd ...int) Request {
+		return Request{Prompt: prompt, MaxTokens: 10, Stop: []int32{},
+			Steering: []Addition{{Point: "blocks.1.hook_resid_pre", Vector: v, Alpha: 8, Span: span, FromEnd: fromEnd}}}
+	}
+	plain := submit(t, e, Request{Prompt: prompt, MaxTokens: 10, Stop: []int32{}}).Result().Tokens
+	every := make([]int, len(prompt))
+	for i := range every {
+		every[i] = len(prompt) - 1 - i
+	}
+	if got, want := submit(t, e, req(Prompt, every...)).Result().Tokens, submit(t, e, req(Prompt)).Result().Tokens; !slices.Equal(got, want) {
+		t.Errorf("every offset %v, prompt steering %v", got, want)
+	}
+	if got := submit(t, e, req(Prompt, 12, 40)).Result().Tokens; !slices.Equal(got, plain) {
+		t.Errorf("offsets before the prompt: %v, unsteered %v", got, plain)
+	}
+	if got := submit(t, e, req(Prompt, 0)).Result().Tokens; slices.Equal(got, plain) {
+		t.Errorf("steering the last prompt token changed nothing: %v", got)
+	}
+	for _, bad := range []Request{req(All, 0), req(Generated, 1), req(Prompt, -1), req(Prompt, make([]int, maxFromEnd+1)...)} {
+		if err := e.Check(bad); err == nil {
+			t.Errorf("%+v was accepted", bad.Steering[0])
+		}
 	}
 }
 

@@ -40,7 +40,14 @@ type Addition struct {
 	Vector []float32 // one value per element of the point's row (d_model at the residual stream)
 	Alpha  float32
 	Span   Span
+	// FromEnd, with Span Prompt, narrows it to these prompt positions, counted from the prompt's
+	// end (0 = its last token; an offset past its start names none): a locus, STAR's localized
+	// injection. nil: every prompt position.
+	FromEnd []int
 }
+
+// maxFromEnd bounds the positions one addition may name.
+const maxFromEnd = 256
 
 // check validates an addition against the model's hook points and returns its point.
 func (a Addition) check(d hooks.Dims) (hooks.Point, error) {
@@ -69,14 +76,25 @@ func (a Addition) check(d hooks.Dims) (hooks.Point, error) {
 	if a.Span > Generated {
 		return p, fmt.Errorf("%s: span %d out of range", a.Point, a.Span)
 	}
+	if a.FromEnd != nil {
+		if a.Span != Prompt || len(a.FromEnd) == 0 || len(a.FromEnd) > maxFromEnd {
+			return p, fmt.Errorf("%s: positions from the end need span prompt and 1 to %d of them", a.Point, maxFromEnd)
+		}
+		for _, k := range a.FromEnd {
+			if k < 0 {
+				return p, fmt.Errorf("%s: position %d from the end, want >= 0", a.Point, k)
+			}
+		}
+	}
 	return p, nil
 }
 
 // prefixKey fingerprints what shapes the keys and values of a prompt's positions before its last:
 // the additions that steer prompt positions. A Generated addition touches only the last prompt
 // token, which the prefix cache never holds, so decode-only steering leaves the key unchanged and
-// shares cached prompts with unsteered requests.
-func prefixKey(adds []Addition) [sha256.Size]byte {
+// shares cached prompts with unsteered requests. Positions counted from the end name other
+// positions in prompts of other lengths, so such an addition keys on the prompt's length too.
+func prefixKey(adds []Addition, promptLen int) [sha256.Size]byte {
 	h := sha256.New()
 	var buf [4]byte
 	for _, a := range adds {
@@ -87,6 +105,12 @@ func prefixKey(adds []Addition) [sha256.Size]byte {
 		h.Write([]byte{0})
 		binary.LittleEndian.PutUint32(buf[:], math.Float32bits(a.Alpha))
 		h.Write(buf[:])
+		if a.FromEnd != nil {
+			for _, k := range append([]int{promptLen, len(a.FromEnd)}, a.FromEnd...) {
+				binary.LittleEndian.PutUint32(buf[:], uint32(k))
+				h.Write(buf[:])
+			}
+		}
 		binary.LittleEndian.PutUint32(buf[:], uint32(len(a.Vector)))
 		h.Write(buf[:])
 		for _, v := range a.Vector {
@@ -125,6 +149,15 @@ func steerRows(set **hooks.Set, d hooks.Dims, seq int32, adds []Addition, points
 			if last := promptLen - 1; last >= lo && last < hi {
 				where = []int32{int32(last)}
 			} else {
+				continue
+			}
+		case !decode && a.FromEnd != nil:
+			for _, k := range a.FromEnd {
+				if p := promptLen - 1 - k; p >= lo && p < hi {
+					where = append(where, int32(p))
+				}
+			}
+			if where == nil {
 				continue
 			}
 		}

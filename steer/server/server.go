@@ -8,6 +8,8 @@
 //	GET  /v1/vectors           the steering vectors by name
 //	POST /v1/vectors           load a vector at run time: inline, or a file in the vectors folder
 //	GET  /metrics              Prometheus text: queue, batch, tokens, latency histograms
+//	POST /v1/scores            VADER, emotion-word and first-person rates of texts (scores.go)
+//	GET  /v1/attributions[/NAME]  attribution results of the attributions folder, read-only (attributions.go)
 //
 // Clients are assumed hostile (guard.go): every field is validated and a bad one is a 400 whose
 // error names it in "param", as OpenAI's errors do; the work one request can cause is bounded
@@ -28,6 +30,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tillerlm/tiller/steer"
+
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/engine"
 	"github.com/tillerlm/tiller/llama/tokenizer"
@@ -42,6 +46,13 @@ type Config struct {
 	// VectorDir is the folder POST /v1/vectors may load files from; "" allows inline vectors only.
 	VectorDir string
 	APIKey    string // when set, every request must carry "Authorization: Bearer APIKey"
+	// AttributionDir is the folder whose `tiller attribute` results GET /v1/attributions offers
+	// read-only; "" offers none.
+	AttributionDir string
+	// Lexicon is what POST /v1/scores counts emotion words with (nil: the shipped starter lexicon),
+	// LexiconName its file.
+	Lexicon     *steer.Lexicon
+	LexiconName string
 
 	// CheckHost refuses requests whose Host header is not a loopback name or one of AllowHosts:
 	// a server on loopback is then out of reach of DNS rebinding.
@@ -63,6 +74,9 @@ type Config struct {
 	BodyTimeout    time.Duration // to receive one request body (30 s)
 	WriteTimeout   time.Duration // for a client to take one write of the answer (30 s)
 	Log            *log.Logger
+
+	// MaxAttributionBytes bounds the scores.json GET /v1/attributions/NAME sends (128 MiB).
+	MaxAttributionBytes int64
 }
 
 // Server handles the API. Its vectors may be added to while it serves.
@@ -125,6 +139,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle("/v1/models/", only(http.MethodGet, s.model))
 	s.mux.Handle("/v1/vectors", methods{http.MethodGet: s.listVectors, http.MethodPost: s.addVector})
 	s.mux.Handle("/metrics", only(http.MethodGet, s.serveMetrics))
+	s.mux.Handle("/v1/scores", only(http.MethodPost, s.scoreTexts))
+	s.mux.Handle("/v1/attributions", only(http.MethodGet, s.listAttributions))
+	s.mux.Handle("/v1/attributions/", only(http.MethodGet, s.readAttribution))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, &failure{http.StatusNotFound, "not_found_error", "not_found", "", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
 	})

@@ -63,7 +63,7 @@ func (s *Server) LoadVectorDir(dir string) (int, error) {
 			return n, fmt.Errorf("%s and %s are both vector %q: rename one", filepath.Join(dir, other), path, name)
 		}
 		from[name] = e.Name()
-		real, err := confine(dir, e.Name())
+		real, err := vectorFile(dir, e.Name())
 		if err != nil {
 			return n, fmt.Errorf("%s: %v", path, err)
 		}
@@ -82,22 +82,15 @@ func (s *Server) LoadVectorDir(dir string) (int, error) {
 	return n, nil
 }
 
-// confine resolves rel, a path inside dir, to its real path, and refuses one whose real path lies
-// outside dir's (through ".." or a symlink) or that is not a regular file.
-func confine(dir, rel string) (string, error) {
+// vectorFile resolves rel, a path inside the vectors folder dir, to the real path of a regular
+// file there (see confine).
+func vectorFile(dir, rel string) (string, error) {
 	if !filepath.IsLocal(rel) {
 		return "", errors.New("not a path inside the vectors folder")
 	}
-	root, err := filepath.EvalSymlinks(dir)
+	real, _, err := confine(dir, filepath.ToSlash(rel), "vectors folder")
 	if err != nil {
 		return "", err
-	}
-	real, err := filepath.EvalSymlinks(filepath.Join(root, rel))
-	if err != nil {
-		return "", err
-	}
-	if r, err := filepath.Rel(root, real); err != nil || !filepath.IsLocal(r) {
-		return "", fmt.Errorf("resolves to %s, outside the vectors folder %s", real, root)
 	}
 	fi, err := os.Stat(real)
 	if err != nil {
@@ -160,6 +153,8 @@ type vectorInfo struct {
 	Method     string `json:"method,omitempty"`
 	Source     string `json:"source"`
 	Created    int64  `json:"created"`
+	// FromEnd are the locus positions of a vector derived at one: what "positions": "locus" steers.
+	FromEnd []int `json:"positions_from_end,omitempty"`
 }
 
 // info describes a vector to clients: the model it was derived on by name alone, never the
@@ -171,7 +166,7 @@ func info(name string, nv *namedVector) vectorInfo {
 		model = filepath.Base(model)
 	}
 	return vectorInfo{Name: name, Object: "steering_vector", Hook: v.Hook, Layers: v.LayerIndices(), HiddenSize: len(v.Layers[0].Values),
-		Model: model, Method: v.Info.Method, Source: nv.source, Created: nv.added.Unix()}
+		Model: model, Method: v.Info.Method, Source: nv.source, Created: nv.added.Unix(), FromEnd: v.Info.FromEnd}
 }
 
 func (s *Server) listVectors(w http.ResponseWriter, r *http.Request) {
@@ -241,7 +236,7 @@ func (s *Server) newVector(req addVectorRequest) (*steer.Vector, string, error) 
 		if !filepath.IsLocal(req.File) {
 			return nil, "", bad("file", "%q must be a path inside the vectors folder", req.File)
 		}
-		real, err := confine(s.cfg.VectorDir, req.File)
+		real, err := vectorFile(s.cfg.VectorDir, req.File)
 		if err != nil {
 			s.logf("POST /v1/vectors file %q: %v", req.File, err)
 			return nil, "", bad("file", "%q: no vector file of that name inside the vectors folder", req.File)
@@ -306,9 +301,13 @@ type steeringSpec struct {
 	Vector    json.RawMessage `json:"vector"`    // a loaded vector's name, or hidden_size numbers
 	Strength  *float64        `json:"strength"`  // alpha in h += alpha·v (required)
 	Layers    json.RawMessage `json:"layers"`    // "12-16", "3,5", 4 or [3, 5]; default: the vector's own
-	Positions string          `json:"positions"` // all (default), prompt or generated
+	Positions string          `json:"positions"` // all (default), prompt, generated or locus
 	Hook      string          `json:"hook"`      // for an inline vector: the point in each layer (hook_resid_post)
 	Relative  bool            `json:"relative"`  // strength is a multiple of the layer's mean residual norm
+
+	// FromEnd, with positions "locus", are the prompt positions to steer counted from its end (0 =
+	// its last token); default: those of the locus the vector was derived at.
+	FromEnd []int `json:"positions_from_end"`
 }
 
 // maxSteering bounds a request's steering entries.
@@ -345,8 +344,13 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 			positions = "all"
 		}
 		span, err := engine.ParseSpan(positions)
+		if positions == "locus" {
+			span, err = engine.Prompt, nil
+		} else if sp.FromEnd != nil {
+			return nil, bad(param("positions_from_end"), "only with positions \"locus\"")
+		}
 		if err != nil {
-			return nil, bad(param("positions"), "%q: want all, prompt or generated", positions)
+			return nil, bad(param("positions"), "%q: want all, prompt, generated or locus", positions)
 		}
 		var layers []int
 		if len(sp.Layers) > maxLayersBytes(c.Layers) {
@@ -368,6 +372,12 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 		if len(out)+len(layers) > s.maxAdditions() {
 			return nil, bad("steering", "more than %d layer additions in all (4 per layer of the model)", s.maxAdditions())
 		}
+		var fromEnd []int
+		if positions == "locus" {
+			if fromEnd, err = locusPositions(sp.FromEnd, v, c.MaxPositions); err != nil {
+				return nil, bad(param("positions_from_end"), "%v", err)
+			}
+		}
 		for _, l := range layers {
 			dir, ok := v.Layer(l)
 			if !ok {
@@ -386,7 +396,7 @@ func (s *Server) resolve(specs []steeringSpec) ([]engine.Addition, error) {
 			if big := maxAbs(dir.Values); !finiteProduct(a, big) {
 				return nil, bad(param("strength"), "%g × the vector's largest value %g at layer %d overflows float32", a, big, l)
 			}
-			out = append(out, engine.Addition{Point: v.PointName(l), Vector: dir.Values, Alpha: float32(a), Span: span})
+			out = append(out, engine.Addition{Point: v.PointName(l), Vector: dir.Values, Alpha: float32(a), Span: span, FromEnd: fromEnd})
 		}
 	}
 	return out, nil
@@ -398,6 +408,32 @@ func maxAbs(x []float32) float32 {
 		m = max(m, float32(math.Abs(float64(v))))
 	}
 	return m
+}
+
+// maxLocusPositions bounds the positions of a locus: attribution names at most 8.
+const maxLocusPositions = 64
+
+// locusPositions are the positions "locus" steers: those given, else those the vector was derived
+// at; sorted, each once, each inside the model's context.
+func locusPositions(given []int, v *steer.Vector, maxPositions int) ([]int, error) {
+	ps := given
+	if ps == nil {
+		ps = v.Info.FromEnd
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("positions \"locus\" needs positions_from_end, or a vector derived at a locus")
+	}
+	if len(ps) > maxLocusPositions {
+		return nil, fmt.Errorf("%d positions, at most %d", len(ps), maxLocusPositions)
+	}
+	for _, k := range ps {
+		if k < 0 || k >= maxPositions {
+			return nil, fmt.Errorf("position %d from the end: want 0 to %d", k, maxPositions-1)
+		}
+	}
+	out := slices.Clone(ps)
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // specVector is the vector a steering entry names or gives inline.
