@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tillerlm/tiller/llama/gguf"
 )
 
 // ggufFile builds GGUF bytes piece by piece, so tests can make every kind of bad file.
@@ -21,6 +23,14 @@ type ggufFile struct {
 	truncate int    // bytes to cut off the end
 	tail     []byte // replaces the data section when set
 }
+
+// The metadata value types the tests write.
+const (
+	gU32    = uint32(gguf.TypeUint32)
+	gI32    = uint32(gguf.TypeInt32)
+	gF32    = uint32(gguf.TypeFloat32)
+	gString = uint32(gguf.TypeString)
+)
 
 type ggufKV struct {
 	key string
@@ -194,34 +204,34 @@ func TestGGUFValidator(t *testing.T) {
 		want string
 	}{
 		{"magic", []byte("GGML\x03\x00\x00\x00"), "not a GGUF file"},
-		{"empty", nil, "not a GGUF file"},
+		{"empty", nil, "magic: needs 4 bytes at offset 0, the file has 0"},
 		{"version", edit(func(g *ggufFile) { g.version = 1 }), "GGUF version 1"},
-		{"architecture", edit(func(g *ggufFile) { g.kv[0].val = "llama" }), `general.architecture is string llama, want the string "controlvector"`},
+		{"architecture", edit(func(g *ggufFile) { g.kv[0].val = "llama" }), `general.architecture is string "llama", want the string "controlvector"`},
 		{"no architecture", edit(func(g *ggufFile) { g.kv = g.kv[1:] }), "general.architecture is missing"},
 		{"no hint", edit(func(g *ggufFile) { g.kv = append(g.kv[:1], g.kv[2]) }), "controlvector.model_hint is missing"},
 		{"hint type", edit(func(g *ggufFile) { g.kv[1] = ggufKV{"controlvector.model_hint", gU32, uint32(7)} }), "controlvector.model_hint is u32 7"},
 		{"layer_count f32", edit(func(g *ggufFile) { g.kv[2] = ggufKV{"controlvector.layer_count", gF32, float32(2)} }), "controlvector.layer_count is f32 2, want an i32 or u32"},
 		{"layer_count wrong", edit(func(g *ggufFile) { g.kv[2].val = int32(31) }), "layer_count is 31, but the file holds 2 direction tensors"},
-		{"duplicate key", edit(func(g *ggufFile) { g.kv = append(g.kv, g.kv[1]) }), "controlvector.model_hint appears twice"},
+		{"duplicate key", edit(func(g *ggufFile) { g.kv = append(g.kv, g.kv[1]) }), `metadata key "controlvector.model_hint" appears twice`},
 		{"bad value type", edit(func(g *ggufFile) { g.kv = append(g.kv, ggufKV{"x", 99, uint32(0)}) }), "unknown value type 99"},
-		{"bad alignment", edit(func(g *ggufFile) { g.kv = append(g.kv, ggufKV{"general.alignment", gU32, uint32(24)}) }), "general.alignment is u32 24"},
+		{"bad alignment", edit(func(g *ggufFile) { g.kv = append(g.kv, ggufKV{"general.alignment", gU32, uint32(24)}) }), "general.alignment 24 (u32): want a power of two"},
 		{"layer 0", edit(func(g *ggufFile) { g.tensors[0].name = "direction.0" }), "layer 0; N must be >= 1 (llama.cpp's block indexing"},
 		{"layer -1", edit(func(g *ggufFile) { g.tensors[0].name = "direction.-1" }), "layer -1; N must be >= 1"},
 		{"leading zero", edit(func(g *ggufFile) { g.tensors[0].name = "direction.01" }), "only tensors named direction.N"},
 		{"other tensor", edit(func(g *ggufFile) { g.tensors[1].name = "token_embd.weight" }), "only tensors named direction.N"},
-		{"repeated layer", edit(func(g *ggufFile) { g.tensors[1].name = "direction.1" }), "direction.1 appears twice"},
-		{"f16", edit(func(g *ggufFile) { g.tensors[0].typ = 1 }), "type 1, want 0 (F32)"},
+		{"repeated layer", edit(func(g *ggufFile) { g.tensors[1].name = "direction.1" }), `tensor "direction.1" appears twice`},
+		{"f16", edit(func(g *ggufFile) { g.tensors[0].typ = 1 }), "has type F16, want F32"},
 		{"2-D", edit(func(g *ggufFile) { g.tensors[0].dims = []uint64{4, 2} }), "2 dimensions, want 1"},
 		{"lengths", edit(func(g *ggufFile) { g.tensors[1].dims = []uint64{4}; g.tensors[1].values = g.tensors[1].values[:4] }), "directions must share one length"},
-		{"misaligned", edit(func(g *ggufFile) { g.tensors[1].offset = 36 }), "data offset 36 is not aligned to 32 bytes"},
+		{"misaligned", edit(func(g *ggufFile) { g.tensors[1].offset = 36 }), "offset 36 is not a multiple of the alignment 32"},
 		{"overlap", edit(func(g *ggufFile) { g.tensors[1].offset = 0 }), "overlap"},
-		{"truncated data", edit(func(g *ggufFile) { g.truncate = 4 }), "runs past the end of the file"},
-		{"offset wraps", edit(func(g *ggufFile) { g.tensors[1].offset = -32 }), "at data offset 18446744073709551584) runs past the end"},
-		{"offset 2^63", edit(func(g *ggufFile) { g.tensors[0].offset = math.MinInt64 }), "runs past the end of the file"},
-		{"truncated header", controlVector(8, 1).bytes()[:40], "runs past the end of the file"},
-		{"truncated count", controlVector(8, 1).bytes()[:20], "truncated at byte 16"},
-		{"huge string", append([]byte("GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00"), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f), "runs past the end of the file"},
-		{"huge counts", append([]byte("GGUF\x03\x00\x00\x00"), bytes.Repeat([]byte{0xff}, 16)...), "corrupt header"},
+		{"truncated data", edit(func(g *ggufFile) { g.truncate = 4 }), "bytes 32 to 64 of the data section lie past the end of the file"},
+		{"offset wraps", edit(func(g *ggufFile) { g.tensors[1].offset = -32 }), "offset 18446744073709551584 and size 32 lie past the end of the file"},
+		{"offset 2^63", edit(func(g *ggufFile) { g.tensors[0].offset = math.MinInt64 }), "offset 9223372036854775808 and size 32 lie past the end of the file"},
+		{"truncated header", controlVector(8, 1).bytes()[:40], "needs 20 bytes at offset 32, the file has 40"},
+		{"truncated count", controlVector(8, 1).bytes()[:20], "metadata count: needs 8 bytes at offset 16"},
+		{"huge string", append([]byte("GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00"), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f), "a string of 9223372036854775807 bytes"},
+		{"huge counts", append([]byte("GGUF\x03\x00\x00\x00"), bytes.Repeat([]byte{0xff}, 16)...), "more than 24 bytes can hold"},
 		{"no tensors", edit(func(g *ggufFile) { g.tensors = nil; g.kv[2].val = int32(0) }), "no direction tensors"},
 	}
 	for _, c := range cases {
