@@ -209,7 +209,7 @@ func TestSteerBadInput(t *testing.T) {
 		{2, []string{"steer", "--model", model, "--vector", vec}, []string{"no prompts given"}},
 		{1, []string{"steer", "--model", model, "--vector", vec, "--positions", "locus", "hi"}, []string{"--positions locus needs the positions of a locus.json"}},
 		{1, []string{"eval", "--model", model, "--vector", vec, "--lexicon", badLex, "--out", filepath.Join(dir, "ev")}, []string{"lex.tsv:2: 2 tab-separated fields, want 3"}},
-		{1, []string{"steer", "--model", model, "--vector", notGGUF, "hi"}, []string{"weird.gguf", "truncated"}},
+		{1, []string{"steer", "--model", model, "--vector", notGGUF, "hi"}, []string{"weird.gguf", "needs 8 bytes at offset 8, the file has 8"}},
 		{2, []string{"derive", "--model", model, "--pairs", "joy", "--out", filepath.Join(dir, "x.safetensors")}, []string{"give the layer"}},
 		{2, []string{"derive", "--model", model, "--pairs", "joy", "--layer", "1", "--layers", "0-1", "--out", "x"}, []string{"one of --layer, --layers and --locus"}},
 		{2, []string{"derive", "--model", model, "--pairs", "joy", "--layer", "1", "--hook", "attn.hook_z", "--out", "x"}, []string{"cannot carry a steering vector"}},
