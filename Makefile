@@ -106,9 +106,11 @@ $(NVCC):
 ptx-report: $(PTX)
 	@scripts/ptx-report.sh $(PTX)
 
-# The fused decode step's kernels (matvec.cu, decode.cu) and the tensor-core kernels (gemm.cu,
-# the prefill attention of attention.cu) on the CPU, against f64 references: a host simulation
-# for changes made without a GPU (kernels/sim/harness.cpp, mma_harness.cpp; takes minutes).
+# The fused decode step's kernels (matvec.cu, decode.cu), the tensor-core kernels (gemm.cu, the
+# prefill attention of attention.cu) and the backward and attribution kernels (gemm_exact.cu,
+# attention_backward.cu, attribution.cu and the backward ops of rmsnorm, elementwise, rope,
+# embedding) on the CPU, against f64 references: a host simulation for changes made without a GPU
+# (kernels/sim/harness.cpp, mma_harness.cpp, backward_harness.cpp; takes minutes).
 kernel-sim:
 	mkdir -p $(BUILD)/sim
 	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu $(BUILD)/sim/
@@ -116,6 +118,9 @@ kernel-sim:
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ harness.cpp -o harness && ./harness
 	cp kernels/sim/mma.cuh kernels/sim/mma_harness.cpp kernels/gemm.cu kernels/attention.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ mma_harness.cpp -o mma_harness && ./mma_harness
+	cp kernels/sim/backward_harness.cpp kernels/rmsnorm.cu kernels/elementwise.cu kernels/rope.cu kernels/embedding.cu \
+		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu $(BUILD)/sim/
+	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ backward_harness.cpp -o backward_harness && ./backward_harness
 
 vet-cuda: $(PTX) $(TOKLIB)
 	$(CUDA_CGO) $(GO) vet -tags cuda ./gpu/... ./kernels/... ./bench/gpubench/...
