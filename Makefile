@@ -134,12 +134,17 @@ tiller-cuda: $(PTX) $(TOKLIB)
 	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -o bin/tiller-cuda ./cmd/tiller
 
 # The binaries the one-call device check runs (scripts/device-check.sh): the cuda test binary of
-# gpu/, the GPU benchmark and the cuda tiller (stripped: the carry limit is 64 MiB), plus the
-# Llama-3.1-8B config for the HF comparison, in build/device/.
+# gpu/, the GPU benchmark and the cuda tiller (stripped), the Llama-3.1-8B and Llama-3.2-1B configs
+# for the HF and PyTorch comparisons, and BUILD_INFO (the commit, uncommitted changes, the time),
+# in build/device/, packed as build/devpack.txz: xz, since the three binaries each link the
+# tokenizers library (through attrib) and with gzip the pack and the tree would come near the
+# 64 MiB a device call carries.
 device-check-build: $(PTX) $(TOKLIB)
 	mkdir -p $(BUILD)/device
-	$(CUDA_CGO) $(GO) test -c -tags cuda -ldflags=-s -o $(BUILD)/device/gpu.test ./gpu
-	$(CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/gpubench ./bench/gpubench
+	$(TILLER_CUDA_CGO) $(GO) test -c -tags cuda -ldflags=-s -o $(BUILD)/device/gpu.test ./gpu
+	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/gpubench ./bench/gpubench
 	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/tiller ./cmd/tiller
 	install -m 644 llama/testdata/configs/llama-3.1-8b-instruct/config.json $(BUILD)/device/llama-3.1-8b-config.json
-	tar -czf $(BUILD)/devpack.tgz -C $(BUILD) device
+	install -m 644 llama/testdata/configs/llama-3.2-1b-instruct/config.json $(BUILD)/device/llama-3.2-1b-config.json
+	{ git rev-parse HEAD; git status --short | sed 's/^/changed: /'; date -u +%FT%TZ; } >$(BUILD)/device/BUILD_INFO
+	tar -cf - -C $(BUILD) device | xz -T0 -6 >$(BUILD)/devpack.txz
