@@ -22,9 +22,18 @@ func TestExactMatMul(t *testing.T) {
 	tensortest.Run(t, b, tensortest.F32)
 }
 
-// analysisModel is a random bf16 checkpoint at head_dim 128 with GQA groups of 4, as Llama-3.1-8B,
-// small enough for the CPU reference.
-func analysisModel(t *testing.T) *llama.Model { return randomModelOf(t, 512, 1024, 4, 1, 3, 2048, 9) }
+// analysisRunners opens the device at analysis precision and gives a random bf16 checkpoint at
+// head_dim 128 with GQA groups of 4, as Llama-3.1-8B, small enough for the CPU reference, with a
+// runner on the CPU and one on the device.
+func analysisRunners(t *testing.T) (b *Backend, m *llama.Model, cpu, device *llama.Runner) {
+	b = newBackend(t)
+	b.SyncEachOp = false // whole-model runs: faults show at the next download anyway
+	b.SetAnalysis()
+	m = randomModelOf(t, 512, 1024, 4, 1, 3, 2048, 9)
+	c := tensor.NewCPU(2)
+	t.Cleanup(c.Close)
+	return b, m, llama.NewRunner(m, c), llama.NewRunner(m, b)
+}
 
 // A prompt batch of two sequences (64 and 40 tokens, interleaved in blocks as attribution lays
 // pairs out), asking for logits at rows of both.
@@ -46,13 +55,7 @@ func analysisBatch(vocab int) llama.Batch {
 // products; they differ in summation order (GEMM blocking, the online softmax), ~1e-6 per op: the
 // bound is 1e-4 of each point's largest gradient. The device gives back every byte it took.
 func TestGradientsOnDevice(t *testing.T) {
-	b := newBackend(t)
-	b.SyncEachOp = false
-	b.SetAnalysis()
-	m := analysisModel(t)
-	cpu := tensor.NewCPU(2)
-	defer cpu.Close()
-	rc, rg := llama.NewRunner(m, cpu), llama.NewRunner(m, b)
+	b, m, rc, rg := analysisRunners(t)
 	bt := analysisBatch(m.Config.Vocab)
 	var points []hooks.Point
 	for l := 0; l < m.Config.Layers; l++ {
@@ -163,12 +166,7 @@ func closeGrads(t *testing.T, what string, got, want *hooks.Cache) {
 // a read, a patch and an addition at one point, against the same hooks on the CPU (f32 bound:
 // analysis precision on both sides).
 func TestHooksOnGPU(t *testing.T) {
-	b := newBackend(t)
-	b.SetAnalysis()
-	m := analysisModel(t)
-	cpu := tensor.NewCPU(2)
-	defer cpu.Close()
-	rc, rg := llama.NewRunner(m, cpu), llama.NewRunner(m, b)
+	b, m, rc, rg := analysisRunners(t)
 	dims := m.Config.HookDims()
 	prompt := make([]int32, 40)
 	for i := range prompt {
@@ -242,13 +240,7 @@ func TestHooksOnGPU(t *testing.T) {
 // rounding, and the AtP* QK fix's RoPE in f32 on the device against f64 on the CPU path), and the
 // device memory the run takes given back.
 func TestAttributionOnGPU(t *testing.T) {
-	b := newBackend(t)
-	b.SyncEachOp = false
-	b.SetAnalysis()
-	m := analysisModel(t)
-	cpu := tensor.NewCPU(2)
-	defer cpu.Close()
-	rc, rg := llama.NewRunner(m, cpu), llama.NewRunner(m, b)
+	b, m, rc, rg := analysisRunners(t)
 	var ins []*attrib.Input
 	for i, n := range []int{24, 31, 24} {
 		clean := make([]int32, n)
@@ -271,7 +263,7 @@ func TestAttributionOnGPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := attrib.Run(rg, ins[:1], attrib.Options{Batch: 1}); err != nil { // the runner's state, once
+	if _, err := attrib.Run(rg, ins, opt); err != nil { // the runner's state at its largest, once
 		t.Fatal(err)
 	}
 	inUse := b.pool.inUse

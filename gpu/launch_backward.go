@@ -36,9 +36,18 @@ func (b *Backend) embeddingBackward(dtable, dy, ids uint64, n, d, per int) {
 	b.launch(b.kernel("embedding", "embedding_backward_f32"), (d+255)/256, (n+per-1)/per, 1, 256, 0)
 }
 
-// exactShared is gemm_exact_*'s dynamic shared memory: 4 stages of a 64 × 40 f32 A tile and a
-// 128 × 40 bf16 B tile (kernels/gemm_exact.cu).
+// exactShared is gemm_exact_*'s dynamic shared memory: 4 stages of a 64 × 40 f32 A tile (the
+// 32-row tile uses half of it) and a 128 × 40 bf16 B tile (kernels/gemm_exact.cu).
 const exactShared = 4 * (64*40*4 + 128*40*2)
+
+// exactRowTile is the row tile of an f32-precision product of m rows: 32 up to 32 rows (a pair's
+// rows after its first difference), else 64.
+func exactRowTile(m int) int {
+	if m <= 32 {
+		return 32
+	}
+	return 64
+}
 
 // exactParts divides K (kdim) among the blocks of an f32-precision product of m rows and n
 // outputs on sms multiprocessors: splits ranges of kchunk k each. The aim is a full wave of two
@@ -46,7 +55,8 @@ const exactShared = 4 * (64*40*4 + 128*40*2)
 // pipeline's depth), and splits ≤ kdim / (8m) keeps the partial sums (splits·m·n f32, written and
 // read back) within a fraction of W's bytes.
 func exactParts(m, n, kdim, sms int) (splits, kchunk int) {
-	blocks := ((n + 127) / 128) * ((m + 63) / 64)
+	bm := exactRowTile(m)
+	blocks := ((n + 127) / 128) * ((m + bm - 1) / bm)
 	tiles := (kdim + 31) / 32
 	splits = max(1, min((2*sms+blocks/2)/blocks, tiles/4, kdim/(8*m)))
 	per := (tiles + splits - 1) / splits
@@ -61,8 +71,8 @@ func exactOK(w *tensor.Tensor, a uint64, kdim, rowLen int) bool {
 }
 
 // gemmExact is the forward product y (m, n) = x (m, k)·wᵀ + bias at f32 precision: bf16 weights on
-// tensor cores with x cut into three bf16 pieces (gemm_exact_bf16, K split for few rows), other
-// weights or shapes with the f32 FMA tiles (gemm_tiled_*), which are exact already.
+// tensor cores with x cut into three bf16 pieces (gemm_exact_m{32,64}_bf16, K split for few rows),
+// other weights or shapes with the f32 FMA tiles (gemm_tiled_*), which are exact already.
 func (b *Backend) gemmExact(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	if bias != nil && bias.DType != w.DType {
 		panic(fmt.Sprintf("gpu: matmul with %s weights and a %s bias", w.DType, bias.DType))
@@ -76,24 +86,26 @@ func (b *Backend) gemmExact(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int)
 }
 
 // gemmExactDx is the backward product dx (m, n) += dy (m, k)·w with w (k, n) as stored, at f32
-// precision: bf16 weights on tensor cores (gemm_exact_dx_bf16), others with f32 FMA tiles.
+// precision: bf16 weights on tensor cores (gemm_exact_dx_m{32,64}_bf16), others with f32 FMA tiles
+// (gemm.cu's gemm_tiled_dx_*).
 func (b *Backend) gemmExactDx(dx, dy uint64, w *tensor.Tensor, m, n, kdim int) {
 	if !exactOK(w, dy, n, n) || kdim%4 != 0 {
 		b.args.reset().p(dx).p(dy).p(dev(w)).i(m).i(n).i(kdim)
-		b.launch(b.kernel("gemm_exact", "gemm_exact_dx_tiled_"+suffix(w.DType)), (n+63)/64, (m+63)/64, 1, 256, 0)
+		b.launch(b.kernel("gemm", "gemm_tiled_dx_"+suffix(w.DType)), (n+63)/64, (m+63)/64, 1, 256, 0)
 		return
 	}
 	b.exactSplit(false, dx, dy, w, nil, m, n, kdim)
 }
 
-// exactSplit launches gemm_exact_bf16 (forward: y = a·wᵀ + bias) or gemm_exact_dx_bf16 (y += a·w)
+// exactSplit launches gemm_exact_m*_bf16 (forward: y = a·wᵀ + bias) or gemm_exact_dx_m*_bf16 (y += a·w)
 // with K split as exactParts says: one split writes (or adds into) y itself; several write partial
 // sums that gemm_exact_reduce_f32 adds in split order.
 func (b *Backend) exactSplit(forward bool, y, a uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	splits, kchunk := exactParts(m, n, kdim, b.sms)
-	name, acc := "gemm_exact_bf16", 0
+	bm := exactRowTile(m)
+	name, acc := fmt.Sprintf("gemm_exact_m%d_bf16", bm), 0
 	if !forward {
-		name, acc = "gemm_exact_dx_bf16", 1
+		name, acc = fmt.Sprintf("gemm_exact_dx_m%d_bf16", bm), 1
 	}
 	dst, direct := y, acc
 	var part *tensor.Tensor
@@ -106,7 +118,7 @@ func (b *Backend) exactSplit(forward bool, y, a uint64, w, bias *tensor.Tensor, 
 		b.args.p(dev(bias))
 	}
 	b.args.i(m).i(n).i(kdim).i(kchunk).i(direct)
-	b.launch(b.kernel("gemm_exact", name), (n+127)/128, (m+63)/64, splits, 256, exactShared)
+	b.launch(b.kernel("gemm_exact", name), (n+127)/128, (m+bm-1)/bm, splits, 256, exactShared)
 	if part != nil {
 		b.args.reset().p(y).p(dst).u64(uint64(m * n)).i(splits).i(acc)
 		b.launch(b.kernel("gemm_exact", "gemm_exact_reduce_f32"), b.elementwiseGrid(m*n), 1, 1, 256, 0)

@@ -113,6 +113,27 @@ __device__ __forceinline__ void stage_rows(float* sh, const float* x, const int*
     }
 }
 
+// Walks the keys 0 … kend − 1 of a query tile (kv head g of k and v staged through shared memory,
+// KT rows at a time) and calls f(krow, s, dp) for every key t ≤ p of this thread's query: krow the
+// key's staged row, s = qv·k_t (qv already scaled), dp = dov·v_t.
+template <int DP, int TPK, int KT, typename F>
+__device__ __forceinline__ void walk_keys(float* Ks, float* Vs, const float4 (&qv)[4], const float4 (&dov)[4], const float* k,
+                                          const float* v, const int* rows, int base, int kend, int p, int kv_heads, int g,
+                                          int dim, int sl, F f) {
+    for (int t0 = 0; t0 < kend; t0 += KT) {
+        int n = min(KT, kend - t0);
+        stage_rows<DP>(Ks, k, rows, base, t0, n, kend, kv_heads, g, dim);
+        stage_rows<DP>(Vs, v, rows, base, t0, n, kend, kv_heads, g, dim);
+        __syncthreads();
+        for (int j = 0; j < n; j++) {
+            float s = row_sum<TPK>(dot16<TPK>(qv, Ks + j * DP, sl));
+            float dp = row_sum<TPK>(dot16<TPK>(dov, Vs + j * DP, sl));
+            if (t0 + j <= p) f(Ks + j * DP, s, dp);  // keys past this query are skipped after the shuffles
+        }
+        __syncthreads();  // the tile is consumed before the next one overwrites it
+    }
+}
+
 // ---- kernels ----
 
 template <int DP>
@@ -134,24 +155,14 @@ __device__ void attention_backward_rows(float* dq, float* lse, float* delta, con
     load16<TPK>(dov, dout + ((size_t)i * heads + h) * dim, dim, sl, 1.f);
     int kend = p0 + count;  // keys 0 … the tile's last query
 
-    // Pass 1: L and δ.
+    // Pass 1: L and δ, online (key 0 comes first, so m is finite after it).
     float m = -INFINITY, l = 0.f, dsum = 0.f;
-    for (int t0 = 0; t0 < kend; t0 += KT) {
-        int n = min(KT, kend - t0);
-        stage_rows<DP>(Ks, k, rows, base, t0, n, kend, kv_heads, g, dim);
-        stage_rows<DP>(Vs, v, rows, base, t0, n, kend, kv_heads, g, dim);
-        __syncthreads();
-        for (int j = 0; j < n; j++) {
-            float s = row_sum<TPK>(dot16<TPK>(qv, Ks + j * DP, sl));
-            float dp = row_sum<TPK>(dot16<TPK>(dov, Vs + j * DP, sl));
-            if (t0 + j > p) continue;  // past this query (key 0 comes first, so m is finite below)
-            float mn = fmaxf(m, s), c = expf(m - mn), e = expf(s - mn);
-            l = l * c + e;
-            dsum = dsum * c + e * dp;
-            m = mn;
-        }
-        __syncthreads();  // the tile is consumed before the next one overwrites it
-    }
+    walk_keys<DP, TPK, KT>(Ks, Vs, qv, dov, k, v, rows, base, kend, p, kv_heads, g, dim, sl, [&](const float*, float s, float dp) {
+        float mn = fmaxf(m, s), c = expf(m - mn), e = expf(s - mn);
+        l = l * c + e;
+        dsum = dsum * c + e * dp;
+        m = mn;
+    });
     float L = m + logf(l), dl = dsum / l;
     if (valid && sl == 0) lse[(size_t)i * heads + h] = L, delta[(size_t)i * heads + h] = dl;
     if (dq == nullptr) return;
@@ -159,19 +170,9 @@ __device__ void attention_backward_rows(float* dq, float* lse, float* delta, con
     // Pass 2: dq = Σ_t P_t·(dP_t − δ)·k_t·scale with P_t = e^{s_t − L}.
 #pragma unroll
     for (int c = 0; c < 4; c++) dqv[c] = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int t0 = 0; t0 < kend; t0 += KT) {
-        int n = min(KT, kend - t0);
-        stage_rows<DP>(Ks, k, rows, base, t0, n, kend, kv_heads, g, dim);
-        stage_rows<DP>(Vs, v, rows, base, t0, n, kend, kv_heads, g, dim);
-        __syncthreads();
-        for (int j = 0; j < n; j++) {
-            float s = row_sum<TPK>(dot16<TPK>(qv, Ks + j * DP, sl));
-            float dp = row_sum<TPK>(dot16<TPK>(dov, Vs + j * DP, sl));
-            if (t0 + j > p) continue;
-            axpy16<TPK>(dqv, expf(s - L) * (dp - dl) * scale, Ks + j * DP, sl);
-        }
-        __syncthreads();
-    }
+    walk_keys<DP, TPK, KT>(Ks, Vs, qv, dov, k, v, rows, base, kend, p, kv_heads, g, dim, sl, [&](const float* krow, float s, float dp) {
+        axpy16<TPK>(dqv, expf(s - L) * (dp - dl) * scale, krow, sl);
+    });
     if (valid) add16<TPK>(dq + ((size_t)i * heads + h) * dim, dqv, dim, sl);
 }
 

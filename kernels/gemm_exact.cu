@@ -6,7 +6,7 @@
 // Backward: a = dy (M, K = out) f32, w (K, N = in) read as it is stored (B[k][n] = w[k·N + n]: W
 // transposed relative to the forward), y = dx (M, N) f32, added into.
 //
-// gemm_exact_bf16, gemm_exact_dx_bf16 — tensor cores. mma.sync multiplies 16-bit operands into an
+// gemm_exact_m{32,64}_bf16, gemm_exact_dx_m{32,64}_bf16 — tensor cores. mma.sync multiplies 16-bit operands into an
 // f32 sum. W is exact in bf16; the activation is not, and rounding it to bf16 (as gemm_pipe does
 // for inference) costs up to 2⁻⁸ of each product. Here each activation is cut into three bf16
 // pieces, a = a₀ + a₁ + a₂ with a₀ = bf16(a), a₁ = bf16(a − a₀), a₂ = bf16(a − a₀ − a₁): each
@@ -16,8 +16,8 @@
 // nothing is rounded to bf16, as the gradients of attribution need — for 3 tensor-core products
 // where the inference GEMM does 1. The pieces are made in registers from the f32 tile as the A
 // fragments are built (the smallest piece's product first).
-// Block tile 64 (rows) × 128 (outputs) × 32 (k), 8 warps as 2 × 4, each warp 32 × 32 (2 × 4 mma
-// tiles). A arrives by cp.async as f32 (rows padded from 32 to 40 floats, 160 bytes, so that the
+// Block tile BM (rows: 64, or 32 for at most 32 rows) × 128 (outputs) × 32 (k), 8 warps, each
+// warp 32 rows × 32 outputs (2 × 4 mma tiles; BM = 32: 32 × 16). A arrives by cp.async as f32 (rows padded from 32 to 40 floats, 160 bytes, so that the
 // 64-bit fragment loads of a half-warp fall in 32 distinct banks); B as bf16, in the forward as
 // gemm_pipe stages it (outputs as rows, k contiguous, padded to 40 elements, ldmatrix), in the
 // backward as W is stored (k as rows, outputs contiguous, padded to 136 elements = 272 bytes so
@@ -27,27 +27,22 @@
 // split s writes its partial sums to y + s·M·N (the bias in split 0 only) and
 // gemm_exact_reduce_f32 adds them in split order into y — deterministic, no atomics. Needs K % 4
 // == 0 (16-byte pieces of A), K % 8 == 0 in the forward and N % 8 == 0 in the backward (16-byte
-// pieces of W), 16-byte aligned bases; the launcher uses gemm_tiled_* (forward) and
-// gemm_exact_dx_tiled_* otherwise, and for f32 and f16 weights (f16 pieces would underflow: a
-// gradient of 1e-7 is below f16's normal range).
-// FLOPs: 3 × 2·M·N·K on tensor cores. Bytes: W once per 64-row tile (N·K·2), A once per 128-column
+// pieces of W), 16-byte aligned bases; the launcher uses gemm.cu's gemm_tiled_* (forward) and
+// gemm_tiled_dx_* (backward) otherwise, and for f32 and f16 weights (f16 pieces would underflow:
+// a gradient of 1e-7 is below f16's normal range).
+// FLOPs: 3 × 2·M·N·K on tensor cores. Bytes: W once per row tile (N·K·2), A once per 128-column
 // tile (M·K·4), y once (M·N·4, twice when added into). At 64 rows (one attribution pair) the
 // backward is bound by W's bytes (96 tensor-core FLOP per W byte, under mma.sync's ridge of ~140
 // on an H200); at 512 rows by the tensor cores.
-//
-// gemm_exact_dx_tiled_{f32,bf16,f16} — dx += dy·W with plain f32 FMA, any shape and alignment:
-// 64 × 64 tiles, k steps of 16, each of 256 threads computes 4 × 4 outputs; W's tile is read along
-// its rows (outputs contiguous), so both loads are coalesced.
 #include "mma.cuh"
 
-#define EX_BM 64
 #define EX_BN 128
 #define EX_BK 32
 #define EX_STAGES 4
 #define EX_LDA 40    // f32 elements per A row in shared memory
 #define EX_LDB 40    // bf16 elements per forward B row (an output's 32 k)
 #define EX_LDBT 136  // bf16 elements per backward B row (a k's 128 outputs)
-#define EX_A_BYTES (EX_BM * EX_LDA * 4)                // 10240
+#define EX_A_BYTES (64 * EX_LDA * 4)                   // 10240: the larger row tile's
 #define EX_B_BYTES (EX_BN * EX_LDB * 2)                // 10240, ≥ EX_BK × EX_LDBT × 2 = 8704
 #define EX_STAGE_BYTES (EX_A_BYTES + EX_B_BYTES)        // 20480; 4 stages = 80 KiB
 
@@ -65,17 +60,17 @@ __device__ __forceinline__ void split3(float x, float y, uint32_t (&p)[3]) {
     }
 }
 
-// One stage's cp.async. A: 64 rows × 32 k f32 = 512 pieces of 16 bytes (4 k), 2 per thread:
+// One stage's cp.async. A: BM rows × 32 k f32 = BM·8 pieces of 16 bytes (4 k), BM/32 per thread:
 // piece c is row c / 8, k (c % 8)·4. B forward: 128 outputs × 32 k = 512 pieces (8 k), row c / 4,
 // k (c % 4)·8. B backward: 32 k × 128 outputs = 512 pieces (8 outputs), k c / 16, outputs
 // (c % 16)·8. Pieces past M, N or the split's k_end are zero-filled.
-template <bool TRANS>
+template <bool TRANS, int BM>
 __device__ __forceinline__ void exact_load(unsigned char* stage, const float* a, const bf16* w, int M, int N, int K,
                                            int m0, int n0, int k0, int k_end) {
     float* As = (float*)stage;
     bf16* Bs = (bf16*)(stage + EX_A_BYTES);
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < BM / 32; i++) {
         int c = threadIdx.x + 256 * i, row = c / 8, k = (c % 8) * 4;
         bool ok = m0 + row < M && k0 + k < k_end;
         cp_async16(As + row * EX_LDA + k, ok ? a + (size_t)(m0 + row) * K + k0 + k : a, ok ? 16 : 0);
@@ -97,22 +92,25 @@ __device__ __forceinline__ void exact_load(unsigned char* stage, const float* a,
 
 // ---- kernels ----
 
-// Block (bx, by, z): outputs 128·bx…, rows 64·by…, k in [z·kchunk, (z+1)·kchunk) ∩ [0, K), into
+// Block (bx, by, z): outputs 128·bx…, rows BM·by…, k in [z·kchunk, (z+1)·kchunk) ∩ [0, K), into
 // y + z·M·N. TRANS: the backward's B (W as stored, k rows). accumulate: add into y (one split only).
-template <bool TRANS>
+// BM = 64: 8 warps as 2 × 4, each 32 rows × 32 outputs; BM = 32 (a pair's rows after its first
+// difference, where a 64-row tile would multiply as many zeros as rows): 1 × 8, each 32 × 16.
+template <bool TRANS, int BM>
 __device__ void gemm_exact(float* __restrict__ y, const float* __restrict__ a, const bf16* __restrict__ w,
                            const bf16* __restrict__ bias, int M, int N, int K, int kchunk, int accumulate) {
+    constexpr int WARPS_N = 8 / (BM / 32), WN = EX_BN / WARPS_N, NT = WN / 8;  // NT n-tiles of 8 per warp
     DYNAMIC_SMEM(exact_smem);
-    int m0 = blockIdx.y * EX_BM, n0 = blockIdx.x * EX_BN;
+    int m0 = blockIdx.y * BM, n0 = blockIdx.x * EX_BN;
     int k_begin = blockIdx.z * kchunk, k_end = min(K, k_begin + kchunk);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    int wm = (warp / 4) * 32, wn = (warp % 4) * 32;  // the warp's 32 × 32 corner of the tile
+    int wm = (warp / WARPS_N) * 32, wn = (warp % WARPS_N) * WN;  // the warp's 32 × WN corner of the tile
 
-    float acc[2][4][4];
+    float acc[2][NT][4];
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
 
@@ -120,7 +118,7 @@ __device__ void gemm_exact(float* __restrict__ y, const float* __restrict__ a, c
     int tiles = (k_end - k_begin + EX_BK - 1) / EX_BK;
 #pragma unroll
     for (int s = 0; s < EX_STAGES - 1; s++) {
-        if (s < tiles) exact_load<TRANS>(exact_smem + s * EX_STAGE_BYTES, a, w, M, N, K, m0, n0, k_begin + s * EX_BK, k_end);
+        if (s < tiles) exact_load<TRANS, BM>(exact_smem + s * EX_STAGE_BYTES, a, w, M, N, K, m0, n0, k_begin + s * EX_BK, k_end);
         cp_async_commit();
     }
 
@@ -137,16 +135,16 @@ __device__ void gemm_exact(float* __restrict__ y, const float* __restrict__ a, c
         cp_async_wait<EX_STAGES - 2>();
         __syncthreads();
         int next = kt + EX_STAGES - 1;
-        if (next < tiles) exact_load<TRANS>(exact_smem + (next % EX_STAGES) * EX_STAGE_BYTES, a, w, M, N, K, m0, n0, k_begin + next * EX_BK, k_end);
+        if (next < tiles) exact_load<TRANS, BM>(exact_smem + (next % EX_STAGES) * EX_STAGE_BYTES, a, w, M, N, K, m0, n0, k_begin + next * EX_BK, k_end);
         cp_async_commit();
 
         const float* As = (const float*)(exact_smem + (kt % EX_STAGES) * EX_STAGE_BYTES);
         const bf16* Bs = (const bf16*)((const unsigned char*)As + EX_A_BYTES);
 #pragma unroll
         for (int ks = 0; ks < EX_BK; ks += 16) {
-            uint32_t b[4][2];
+            uint32_t b[NT][2];
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
+            for (int j = 0; j < NT / 2; j++) {
                 uint32_t r[4];
                 if (!TRANS) ldmatrix_x4(r, Bs + (wn + j * 16 + b_row) * EX_LDB + ks + b_k);
                 else ldmatrix_x4_trans(r, Bs + (ks + bt_row) * EX_LDBT + wn + j * 16 + bt_col);
@@ -167,7 +165,7 @@ __device__ void gemm_exact(float* __restrict__ y, const float* __restrict__ a, c
 #pragma unroll
                     for (int r = 0; r < 4; r++) piece[r] = p[r][q];
 #pragma unroll
-                    for (int j = 0; j < 4; j++) mma16816<bf16>(acc[i][j], piece, b[j][0], b[j][1]);
+                    for (int j = 0; j < NT; j++) mma16816<bf16>(acc[i][j], piece, b[j][0], b[j][1]);
                 }
             }
         }
@@ -179,7 +177,7 @@ __device__ void gemm_exact(float* __restrict__ y, const float* __restrict__ a, c
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 int row = m0 + wm + i * 16 + g + h * 8, col = n0 + wn + j * 8 + 2 * t;
@@ -194,14 +192,19 @@ __device__ void gemm_exact(float* __restrict__ y, const float* __restrict__ a, c
             }
 }
 
-extern "C" __global__ void __launch_bounds__(256, 2) gemm_exact_bf16(float* y, const float* x, const bf16* w, const bf16* bias,
-                                                                      int M, int N, int K, int kchunk, int accumulate) {
-    gemm_exact<false>(y, x, w, bias, M, N, K, kchunk, accumulate);
-}
-extern "C" __global__ void __launch_bounds__(256, 2) gemm_exact_dx_bf16(float* dx, const float* dy, const bf16* w,
-                                                                         int M, int N, int K, int kchunk, int accumulate) {
-    gemm_exact<true>(dx, dy, w, nullptr, M, N, K, kchunk, accumulate);
-}
+#define EXACT_ENTRIES(BM)                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemm_exact_m##BM##_bf16(float* y, const float* x, const bf16* w,     \
+                                                                                  const bf16* bias, int M, int N, int K,     \
+                                                                                  int kchunk, int accumulate) {              \
+        gemm_exact<false, BM>(y, x, w, bias, M, N, K, kchunk, accumulate);                                                   \
+    }                                                                                                                        \
+    extern "C" __global__ void __launch_bounds__(256, 2) gemm_exact_dx_m##BM##_bf16(float* dx, const float* dy, const bf16* w, \
+                                                                                     int M, int N, int K, int kchunk,          \
+                                                                                     int accumulate) {                         \
+        gemm_exact<true, BM>(dx, dy, w, nullptr, M, N, K, kchunk, accumulate);                                               \
+    }
+EXACT_ENTRIES(32)
+EXACT_ENTRIES(64)
 
 // y[i] = (accumulate ? y[i] : 0) + Σ_s part[s·n + i], s = 0 … splits−1 in that order: the end of
 // a split product (the bias is already in split 0).
@@ -211,56 +214,4 @@ extern "C" __global__ void gemm_exact_reduce_f32(float* y, const float* part, si
         for (int p = 1; p < splits; p++) s += part[(size_t)p * n + i];
         y[i] = accumulate ? y[i] + s : s;
     }
-}
-
-#define DX_TILE 64
-#define DX_TILE_K 16
-
-template <typename W>
-__device__ void gemm_exact_dx_tiled(float* __restrict__ dx, const float* __restrict__ dy, const W* __restrict__ w, int M, int N, int K) {
-    // As[k][m] and Bs[k][n]: the compute loop reads along m and n; the +1 keeps the transposing
-    // stores of dy (16 lanes at one m, consecutive k) out of one bank.
-    __shared__ float As[DX_TILE_K][DX_TILE + 1], Bs[DX_TILE_K][DX_TILE + 1];
-    int m0 = blockIdx.y * DX_TILE, n0 = blockIdx.x * DX_TILE;
-    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    float acc[4][4] = {};
-    for (int k0 = 0; k0 < K; k0 += DX_TILE_K) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int e = threadIdx.x + 256 * i;
-            int r = e / DX_TILE_K, k = e % DX_TILE_K;  // dy: row r, k contiguous
-            As[k][r] = m0 + r < M && k0 + k < K ? dy[(size_t)(m0 + r) * K + k0 + k] : 0.f;
-            int kb = e / DX_TILE, c = e % DX_TILE;  // w: k row kb, outputs contiguous
-            Bs[kb][c] = k0 + kb < K && n0 + c < N ? to_f32(w[(size_t)(k0 + kb) * N + n0 + c]) : 0.f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int k = 0; k < DX_TILE_K; k++) {
-            float av[4], bv[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) av[i] = As[k][ty + 16 * i], bv[i] = Bs[k][tx + 16 * i];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) acc[i][j] += av[i] * bv[j];
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int row = m0 + ty + 16 * i, col = n0 + tx + 16 * j;
-            if (row < M && col < N) dx[(size_t)row * N + col] += acc[i][j];
-        }
-}
-
-extern "C" __global__ void __launch_bounds__(256) gemm_exact_dx_tiled_f32(float* dx, const float* dy, const float* w, int M, int N, int K) {
-    gemm_exact_dx_tiled<float>(dx, dy, w, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(256) gemm_exact_dx_tiled_bf16(float* dx, const float* dy, const bf16* w, int M, int N, int K) {
-    gemm_exact_dx_tiled<bf16>(dx, dy, w, M, N, K);
-}
-extern "C" __global__ void __launch_bounds__(256) gemm_exact_dx_tiled_f16(float* dx, const float* dy, const f16* w, int M, int N, int K) {
-    gemm_exact_dx_tiled<f16>(dx, dy, w, M, N, K);
 }

@@ -369,7 +369,7 @@ func atpBench(b *gpu.Backend, c *llama.Config, pairs, n int) error {
 }
 
 // exactKernels times the f32-precision products (kernels/gemm_exact.cu) at the layer shapes of c
-// for a pair (64 rows) and a batch of 8 pairs (512): the forward y = x·Wᵀ (MatMul at analysis
+// for a pair's live rows and whole prompt (32, 64) and a batch of 8 pairs (512): the forward y = x·Wᵀ (MatMul at analysis
 // precision) and the backward dx += dy·W (MatMulBackward), each against the bf16 inference GEMM of
 // the same shape. TFLOP/s count the product's 2·M·N·K; the tensor cores do 3× that.
 func exactKernels(b *gpu.Backend, c *llama.Config) error {
@@ -380,7 +380,7 @@ func exactKernels(b *gpu.Backend, c *llama.Config) error {
 	defer func() { b.ExactMatMul, b.ExactAttention = false, false }()
 	for _, sh := range shapes {
 		w := randomT(b, 7, 0.02, tensor.BF16, sh.out, sh.in)
-		for _, rows := range []int{64, 512} {
+		for _, rows := range []int{32, 64, 512} {
 			x, dy := randomT(b, 8, 1, tensor.F32, rows, sh.in), randomT(b, 9, 1, tensor.F32, rows, sh.out)
 			y, dx := b.Alloc(tensor.F32, rows, sh.out), b.Alloc(tensor.F32, rows, sh.in)
 			flops := 2 * float64(rows) * float64(sh.out) * float64(sh.in)
@@ -391,8 +391,8 @@ func exactKernels(b *gpu.Backend, c *llama.Config) error {
 				fn    func()
 			}{
 				{"bf16 inference GEMM", false, func() { b.MatMul(y, x, w, nil) }},
-				{"gemm_exact_bf16 (forward)", true, func() { b.MatMul(y, x, w, nil) }},
-				{"gemm_exact_dx_bf16 (backward)", true, func() { b.MatMulBackward(dx, nil, nil, dy, x, w) }},
+				{"gemm_exact (forward)", true, func() { b.MatMul(y, x, w, nil) }},
+				{"gemm_exact_dx (backward)", true, func() { b.MatMulBackward(dx, nil, nil, dy, x, w) }},
 			} {
 				b.ExactMatMul = k.exact
 				ms, err := b.Time(2, 10, k.fn)

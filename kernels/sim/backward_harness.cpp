@@ -1,6 +1,6 @@
 // The kernels of the backward pass and of attribution on the device (rmsnorm_backward_*,
 // silu_mul_backward_f32, rope_backward_f32, embedding_backward_f32, gemm_exact*, the attention
-// backward and pattern kernels, atp_scores_f64, patch_rows_f32, metric_logits_f32) on the CPU
+// backward and pattern kernels, atp_scores_f64, atp_qk_*, patch_rows_f32, metric_logits_f32) on the CPU
 // through the host shims in common.cuh and mma.cuh, against f64 references written here. Gradients
 // are added into outputs that start from random values, outputs are poisoned with NaN where they
 // are written and a sentinel follows every buffer; batches interleave sequences in a shuffled
@@ -153,76 +153,60 @@ static void test_embedding_backward() {
     }
 }
 
-// The split rule of the launcher (gpu/launch_backward.go, exactParts) is the host's business; here
-// the splits are given.
+// The split rule and the row tile are the launcher's business (gpu/launch_backward.go,
+// exactParts, exactRowTile); here both are given, each row count run with every tile that holds it.
 static void test_gemm_exact() {
     struct C { int M, N, K, splits; bool bias, accumulate; };
     for (C c : std::vector<C>{{9, 136, 200, 1, true, false}, {64, 256, 264, 3, false, false}, {130, 72, 1032, 2, true, false},
-                              {45, 200, 96, 1, false, true}, {70, 264, 516, 4, false, true}, {1, 8, 40, 2, false, true}}) {
-        int M = c.M, N = c.N, K = c.K;
-        int tiles = (K + EX_BK - 1) / EX_BK, per = (tiles + c.splits - 1) / c.splits, splits = (tiles + per - 1) / per, kchunk = per * EX_BK;
-        auto a = randf((size_t)M * K);
-        std::string shape = " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + " splits=" + std::to_string(splits);
-        // Forward: y = x·Wᵀ + bias, W (N, K); it needs K % 8 == 0.
-        if (K % 8 == 0) {
-            Weights w = weights((size_t)N * K, 1, 1 / sqrt(K)), b = weights(N, 1, 1);
-            std::vector<double> want((size_t)M * N);
-            for (int m = 0; m < M; m++)
-                for (int n = 0; n < N; n++) {
-                    double s = c.bias ? b.val[n] : 0;
-                    for (int k = 0; k < K; k++) s += (double)a[(size_t)m * K + k] * w.val[(size_t)n * K + k];
-                    want[(size_t)m * N + n] = s;
-                }
-            std::vector<float> part((size_t)splits * M * N + 8, NaN), y((size_t)M * N + 8, NaN);
-            float* out = splits == 1 ? y.data() : part.data();
-            sim_launch((N + EX_BN - 1) / EX_BN, (M + EX_BM - 1) / EX_BM, splits, 256, [&] {
-                gemm_exact_bf16(out, a.data(), (const bf16*)w.h.data(), c.bias ? (const bf16*)b.h.data() : nullptr, M, N, K, kchunk, 0);
-            });
-            if (splits > 1) sim_launch(3, 1, 1, 256, [&] { gemm_exact_reduce_f32(y.data(), part.data(), (size_t)M * N, splits, 0); });
-            compare(std::string("gemm_exact_bf16") + shape + (c.bias ? " bias" : ""), y, want, 2e-6, 2e-6);
-        }
-        // Backward: dx += dy·W, W (K, N) as stored.
-        {
+                              {45, 200, 96, 1, false, true}, {70, 264, 516, 4, false, true}, {1, 8, 40, 2, false, true},
+                              {32, 264, 776, 3, true, true}, {20, 136, 520, 2, false, true}})
+        for (int bm : {32, 64}) {
+            int M = c.M, N = c.N, K = c.K;
+            if (bm == 32 && M > 64) continue;  // a 32-row tile takes any M, but the launcher gives it at most 32
+            int tiles = (K + EX_BK - 1) / EX_BK, per = (tiles + c.splits - 1) / c.splits, splits = (tiles + per - 1) / per, kchunk = per * EX_BK;
+            auto a = randf((size_t)M * K);
+            std::string shape = " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + " splits=" + std::to_string(splits);
+            std::string m = "_m" + std::to_string(bm);
+            // Forward: y = x·Wᵀ + bias, W (N, K); it needs K % 8 == 0.
+            if (K % 8 == 0) {
+                Weights w = weights((size_t)N * K, 1, 1 / sqrt(K)), b = weights(N, 1, 1);
+                std::vector<double> want((size_t)M * N);
+                for (int i = 0; i < M; i++)
+                    for (int n = 0; n < N; n++) {
+                        double s = c.bias ? b.val[n] : 0;
+                        for (int k = 0; k < K; k++) s += (double)a[(size_t)i * K + k] * w.val[(size_t)n * K + k];
+                        want[(size_t)i * N + n] = s;
+                    }
+                std::vector<float> part((size_t)splits * M * N + 8, NaN), y((size_t)M * N + 8, NaN);
+                float* out = splits == 1 ? y.data() : part.data();
+                sim_launch((N + EX_BN - 1) / EX_BN, (M + bm - 1) / bm, splits, 256, [&] {
+                    const bf16* bias = c.bias ? (const bf16*)b.h.data() : nullptr;
+                    if (bm == 32) gemm_exact_m32_bf16(out, a.data(), (const bf16*)w.h.data(), bias, M, N, K, kchunk, 0);
+                    else gemm_exact_m64_bf16(out, a.data(), (const bf16*)w.h.data(), bias, M, N, K, kchunk, 0);
+                });
+                if (splits > 1) sim_launch(3, 1, 1, 256, [&] { gemm_exact_reduce_f32(y.data(), part.data(), (size_t)M * N, splits, 0); });
+                compare("gemm_exact" + m + "_bf16" + shape + (c.bias ? " bias" : ""), y, want, 2e-6, 2e-6);
+            }
+            // Backward: dx += dy·W, W (K, N) as stored.
             Weights w = weights((size_t)K * N, 1, 1 / sqrt(K));
             auto dx = randf((size_t)M * N, 1, 8);
             std::vector<double> want((size_t)M * N);
-            for (int m = 0; m < M; m++)
+            for (int i = 0; i < M; i++)
                 for (int n = 0; n < N; n++) {
-                    double s = c.accumulate ? dx[(size_t)m * N + n] : 0;
-                    for (int k = 0; k < K; k++) s += (double)a[(size_t)m * K + k] * w.val[(size_t)k * N + n];
-                    want[(size_t)m * N + n] = s;
+                    double s = c.accumulate ? dx[(size_t)i * N + n] : 0;
+                    for (int k = 0; k < K; k++) s += (double)a[(size_t)i * K + k] * w.val[(size_t)k * N + n];
+                    want[(size_t)i * N + n] = s;
                 }
             if (!c.accumulate) std::fill(dx.begin(), dx.begin() + (size_t)M * N, NaN);
             std::vector<float> part((size_t)splits * M * N + 8, NaN);
             float* out = splits == 1 ? dx.data() : part.data();
             int acc = splits == 1 && c.accumulate;
-            sim_launch((N + EX_BN - 1) / EX_BN, (M + EX_BM - 1) / EX_BM, splits, 256, [&] {
-                gemm_exact_dx_bf16(out, a.data(), (const bf16*)w.h.data(), M, N, K, kchunk, acc);
+            sim_launch((N + EX_BN - 1) / EX_BN, (M + bm - 1) / bm, splits, 256, [&] {
+                if (bm == 32) gemm_exact_dx_m32_bf16(out, a.data(), (const bf16*)w.h.data(), M, N, K, kchunk, acc);
+                else gemm_exact_dx_m64_bf16(out, a.data(), (const bf16*)w.h.data(), M, N, K, kchunk, acc);
             });
             if (splits > 1) sim_launch(3, 1, 1, 256, [&] { gemm_exact_reduce_f32(dx.data(), part.data(), (size_t)M * N, splits, c.accumulate); });
-            compare(std::string("gemm_exact_dx_bf16") + shape + (c.accumulate ? " added into" : ""), dx, want, 2e-6, 2e-6);
-        }
-    }
-    // The FMA form, any shape, every weight dtype.
-    for (int dt = 0; dt < 3; dt++)
-        for (auto s : std::vector<std::array<int, 3>>{{45, 67, 33}, {3, 130, 70}, {70, 20, 17}}) {
-            int M = s[0], N = s[1], K = s[2];
-            Weights w = weights((size_t)K * N, dt, 1 / sqrt(K));
-            auto dy = randf((size_t)M * K), dx = randf((size_t)M * N, 1, 8);
-            std::vector<double> want((size_t)M * N);
-            for (int m = 0; m < M; m++)
-                for (int n = 0; n < N; n++) {
-                    double a = dx[(size_t)m * N + n];
-                    for (int k = 0; k < K; k++) a += (double)dy[(size_t)m * K + k] * w.val[(size_t)k * N + n];
-                    want[(size_t)m * N + n] = a;
-                }
-            sim_launch((N + DX_TILE - 1) / DX_TILE, (M + DX_TILE - 1) / DX_TILE, 1, 256, [&] {
-                if (dt == 0) gemm_exact_dx_tiled_f32(dx.data(), dy.data(), w.f.data(), M, N, K);
-                if (dt == 1) gemm_exact_dx_tiled_bf16(dx.data(), dy.data(), (const bf16*)w.h.data(), M, N, K);
-                if (dt == 2) gemm_exact_dx_tiled_f16(dx.data(), dy.data(), (const f16*)w.h.data(), M, N, K);
-            });
-            compare(std::string("gemm_exact_dx_tiled_") + dtName(dt) + " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K),
-                    dx, want, 2e-6, 2e-6);
+            compare("gemm_exact_dx" + m + "_bf16" + shape + (c.accumulate ? " added into" : ""), dx, want, 2e-6, 2e-6);
         }
 }
 
