@@ -237,6 +237,20 @@ func TestHooksOnDevice(t *testing.T) {
 	if d.Live != live-1 {
 		t.Errorf("releasing the set freed %d allocations, want its one capture", live-d.Live)
 	}
+	// A forward pass through the explicit attention (a pattern read) keeps nothing on the device.
+	live = d.Live
+	h := hooks.NewSet(dims)
+	if err := h.Read("blocks.*.attn.hook_pattern"); err != nil {
+		t.Fatal(err)
+	}
+	kv := rd.NewKVCache(len(prompt), 4)
+	if _, err := rd.Forward(Prompt(0, prompt, 0, true), kv, h); err != nil {
+		t.Fatal(err)
+	}
+	rd.FreeKVCache(kv)
+	if d.Live != live {
+		t.Errorf("a forward pass reading the pattern left %d allocations on the device", d.Live-live)
+	}
 }
 
 var _ DeviceMemory = (*tensortest.Device)(nil)

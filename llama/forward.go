@@ -406,4 +406,7 @@ func (r *Runner) explicitAttention(l int, b Batch, kv *tensor.KVCache, f *firing
 	pb.AttentionPattern(p, r.q, kv, l, b.Seq, b.Pos)
 	f.at(hooks.Point{Layer: l, Kind: hooks.Pattern}, p)
 	pb.AttentionApply(r.att, p, kv, l, b.Seq, b.Pos)
+	if d, ok := r.Backend.(DeviceMemory); ok && !p.OnHost() {
+		d.Free(p) // hooks copied what they keep
+	}
 }
