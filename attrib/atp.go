@@ -177,6 +177,11 @@ func (a *analysis) readSet() *hooks.Set {
 	for i, p := range a.reads {
 		names[i] = p.Name()
 	}
+	return a.readSetOf(names)
+}
+
+// readSetOf is readSet for the named points.
+func (a *analysis) readSetOf(names []string) *hooks.Set {
 	h := hooks.NewSet(a.dims)
 	read := h.Read
 	if a.dev != nil {

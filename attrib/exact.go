@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -137,7 +136,6 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 	for _, node := range nodes {
 		need[node.Kind.Point(node.Layer)] = true
 	}
-	read := hooks.NewSet(a.dims)
 	var names []string
 	for p := range need {
 		names = append(names, p.Name())
@@ -145,9 +143,8 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
-	if err := read.Read(strings.Join(names, ",")); err != nil {
-		return nil, err
-	}
+	read := a.readSetOf(names)
+	defer a.release(read)
 	toks := append(append([]int32(nil), in.Corrupt...), in.Cont...)
 	ckv := r.NewKVCache(len(toks), 16)
 	_, err := r.Forward(llama.Prompt(0, toks, 0, false), ckv, read)
@@ -163,21 +160,30 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 			mapped = append(mapped, int32(q))
 		}
 	}
+	// The patch values: the corrupt activations moved to the clean positions (rows without a
+	// counterpart are never patched). On a device they are gathered there from the capture, once
+	// per pair.
 	values := map[hooks.Point]*tensor.Tensor{}
 	for p := range need {
-		k := act(read.Cache, 0, p)
 		width := a.dims.Width(p)
+		if a.dev != nil {
+			src := make([]int32, n)
+			for _, q := range mapped {
+				src[q] = q - int32(in.Shift)
+			}
+			v := a.dev.Alloc(tensor.F32, a.dims.Shape(p, n)...)
+			defer a.dev.Free(v)
+			a.dev.Embedding(flat(v), flat(read.Captured[p][0].X), src)
+			values[p] = v
+			continue
+		}
+		k := act(read.Cache, 0, p)
 		v := make([]float64, n*width)
 		for _, q := range mapped {
 			src := int(q) - in.Shift
 			copy(v[int(q)*width:(int(q)+1)*width], k[src*width:(src+1)*width])
 		}
-		shape := a.dims.Shape(p, n)
-		values[p] = tensor.FromF64(v, shape...)
-		if a.dev != nil {
-			values[p] = a.dev.Upload(values[p].Convert(tensor.F32)) // once per pair, not per patched run
-			defer a.dev.Free(values[p])
-		}
+		values[p] = tensor.FromF64(v, a.dims.Shape(p, n)...)
 	}
 
 	// Every patched run starts from the clean run's keys and values before its first patched
