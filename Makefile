@@ -143,9 +143,11 @@ $(NVCC):
 ptx-report: $(PTX)
 	@scripts/ptx-report.sh $(PTX)
 
-# The fused decode step's kernels (matvec.cu, decode.cu) and the tensor-core kernels (gemm.cu,
-# the prefill attention of attention.cu) on the CPU, against f64 references: a host simulation
-# for changes made without a GPU (kernels/sim/harness.cpp, mma_harness.cpp; takes minutes).
+# The fused decode step's kernels (matvec.cu, decode.cu), the tensor-core kernels (gemm.cu, the
+# prefill attention of attention.cu) and the backward and attribution kernels (gemm_exact.cu,
+# attention_backward.cu, attribution.cu and the backward ops of rmsnorm, elementwise, rope,
+# embedding) on the CPU, against f64 references: a host simulation for changes made without a GPU
+# (kernels/sim/harness.cpp, mma_harness.cpp, backward_harness.cpp; takes minutes).
 kernel-sim:
 	mkdir -p $(BUILD)/sim
 	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu $(BUILD)/sim/
@@ -153,6 +155,9 @@ kernel-sim:
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ harness.cpp -o harness && ./harness
 	cp kernels/sim/mma.cuh kernels/sim/mma_harness.cpp kernels/gemm.cu kernels/attention.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ mma_harness.cpp -o mma_harness && ./mma_harness
+	cp kernels/sim/backward_harness.cpp kernels/rmsnorm.cu kernels/elementwise.cu kernels/rope.cu kernels/embedding.cu \
+		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu $(BUILD)/sim/
+	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ backward_harness.cpp -o backward_harness && ./backward_harness
 
 vet-cuda: $(PTX) $(TOKLIB)
 	$(CUDA_CGO) $(GO) vet -tags cuda ./gpu/... ./kernels/... ./bench/gpubench/...
@@ -166,12 +171,17 @@ tiller-cuda: $(PTX) $(TOKLIB)
 	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -o bin/tiller-cuda ./cmd/tiller
 
 # The binaries the one-call device check runs (scripts/device-check.sh): the cuda test binary of
-# gpu/, the GPU benchmark and the cuda tiller (stripped: the carry limit is 64 MiB), plus the
-# Llama-3.1-8B config for the HF comparison, in build/device/.
+# gpu/, the GPU benchmark and the cuda tiller (stripped), the Llama-3.1-8B and Llama-3.2-1B configs
+# for the HF and PyTorch comparisons, and BUILD_INFO (the commit, uncommitted changes, the time),
+# in build/device/, packed as build/devpack.txz: xz, since the three binaries each link the
+# tokenizers library (through attrib) and with gzip the pack and the tree would come near the
+# 64 MiB a device call carries.
 device-check-build: $(PTX) $(TOKLIB)
 	mkdir -p $(BUILD)/device
-	$(CUDA_CGO) $(GO) test -c -tags cuda -ldflags=-s -o $(BUILD)/device/gpu.test ./gpu
-	$(CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/gpubench ./bench/gpubench
+	$(TILLER_CUDA_CGO) $(GO) test -c -tags cuda -ldflags=-s -o $(BUILD)/device/gpu.test ./gpu
+	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/gpubench ./bench/gpubench
 	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -ldflags=-s -o $(BUILD)/device/tiller ./cmd/tiller
 	install -m 644 llama/testdata/configs/llama-3.1-8b-instruct/config.json $(BUILD)/device/llama-3.1-8b-config.json
-	tar -czf $(BUILD)/devpack.tgz -C $(BUILD) device
+	install -m 644 llama/testdata/configs/llama-3.2-1b-instruct/config.json $(BUILD)/device/llama-3.2-1b-config.json
+	{ git rev-parse HEAD; git status --short | sed 's/^/changed: /'; date -u +%FT%TZ; } >$(BUILD)/device/BUILD_INFO
+	tar -cf - -C $(BUILD) device | xz -T0 -6 >$(BUILD)/devpack.txz

@@ -83,17 +83,20 @@ type analysis struct {
 	res   *Result
 	// reads are the hook points both forward passes capture; grads those the backward returns.
 	reads, grads []hooks.Point
+	dev          device // the runner's backend when it keeps activations in its own memory, else nil
 }
 
 // Run scores every node of the chosen kinds on each pair with AtP (and AtP* when asked), averages
 // over pairs, and checks against exact activation patching when asked. The runner's backend must
-// have a backward pass (the CPU); its activation dtype (F32, or F64 for exact analysis) is used
-// throughout.
+// have a backward pass; its activation dtype (F32, or F64 for exact analysis on the CPU) is used
+// throughout. On a device (a GPU backend in analysis precision) activations, gradients and patched
+// runs stay in its memory, and only scores and metric values come back.
 func Run(r *llama.Runner, inputs []*Input, opt Options) (*Result, error) {
 	if len(inputs) == 0 {
 		return nil, fmt.Errorf("attrib: no pairs")
 	}
-	if opt.Batch <= 0 {
+	auto := opt.Batch <= 0
+	if auto {
 		opt.Batch = 8
 	}
 	if opt.ExactTokens <= 0 {
@@ -104,6 +107,13 @@ func Run(r *llama.Runner, inputs []*Input, opt Options) (*Result, error) {
 	}
 	cfg := r.Model.Config
 	a := &analysis{r: r, opt: opt, cfg: cfg, dims: cfg.HookDims(), kinds: opt.Kinds}
+	if r.OnDevice() {
+		d, ok := r.Backend.(device)
+		if !ok {
+			return nil, fmt.Errorf("attrib: this backend keeps activations in its own memory but cannot reduce attribution scores there")
+		}
+		a.dev = d
+	}
 	if a.kinds == nil {
 		a.kinds = append([]Kind(nil), DefaultKinds...)
 		if opt.Star {
@@ -127,9 +137,14 @@ func Run(r *llama.Runner, inputs []*Input, opt Options) (*Result, error) {
 		}
 	}
 
+	if a.dev != nil {
+		if err := a.checkDevice(inputs, auto); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
-	for lo := 0; lo < len(inputs); lo += opt.Batch {
-		hi := min(lo+opt.Batch, len(inputs))
+	for lo := 0; lo < len(inputs); lo += a.opt.Batch {
+		hi := min(lo+a.opt.Batch, len(inputs))
 		prs, err := a.batch(inputs[lo:hi])
 		if err != nil {
 			return nil, err
@@ -155,17 +170,34 @@ func (a *analysis) has(k Kind) bool {
 	return false
 }
 
-// readSet is a hook set that captures the activations at every point of a.reads.
+// readSet is a hook set that reads the activations at every point of a.reads: into its host
+// cache, or, on a device, captured there as whole batches.
 func (a *analysis) readSet() *hooks.Set {
 	names := make([]string, len(a.reads))
 	for i, p := range a.reads {
 		names[i] = p.Name()
 	}
+	return a.readSetOf(names)
+}
+
+// readSetOf is readSet for the named points.
+func (a *analysis) readSetOf(names []string) *hooks.Set {
 	h := hooks.NewSet(a.dims)
-	if err := h.Read(strings.Join(names, ",")); err != nil {
+	read := h.Read
+	if a.dev != nil {
+		read = h.Capture
+	}
+	if err := read(strings.Join(names, ",")); err != nil {
 		panic("attrib: " + err.Error()) // the names come from hooks.Point
 	}
 	return h
+}
+
+// release gives back the device memory a hook set holds (nothing on the CPU).
+func (a *analysis) release(h *hooks.Set) {
+	if a.dev != nil {
+		h.Release(a.dev)
+	}
 }
 
 // run is one prompt of a batch: its tokens, and which logit rows the metric reads.
@@ -309,10 +341,12 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 	t0 := time.Now()
 	cruns, cb := runs(ins, true)
 	clean := a.readSet()
+	defer a.release(clean)
 	rec, logits, err := r.Record(cb, clean)
 	if err != nil {
 		return nil, err
 	}
+	defer rec.Release()
 	dlogits := tensor.New(logits.DType, logits.Shape...)
 	for i, in := range ins {
 		if out[i].Clean, err = metric(in, cruns[i], logits, dlogits); err != nil {
@@ -324,12 +358,14 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 
 	kruns, kb := runs(ins, false)
 	corrupt := a.readSet()
+	defer a.release(corrupt)
 	size, shared := 0, map[int32]int32{}
 	for i, in := range ins {
 		size += len(in.Corrupt) + len(in.Cont) + 16
 		shared[int32(i)] = int32(prefix(in))
 	}
 	kv := r.NewKVCache(size, 16)
+	defer r.FreeKVCache(kv)
 	if err := r.PrefixKV(rec, kv, shared); err != nil {
 		return nil, err
 	}
@@ -343,28 +379,55 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 	t2 := time.Now()
 	a.res.Timing.Corrupt += t2.Sub(t1)
 
-	grads := llama.GradOptions{Points: a.grads, From: from, Resumable: a.opt.Star}
+	grads := llama.GradOptions{Points: a.grads, From: from, Resumable: a.opt.Star, Batched: a.dev != nil}
 	g, err := r.Backward(rec, dlogits, grads)
 	if err != nil {
 		return nil, err
 	}
+	defer g.Release()
 	t3 := time.Now()
 	a.res.Timing.Backward += t3.Sub(t2)
 
 	prs := make([]*pairRun, len(ins))
 	for i, in := range ins {
 		prs[i] = &pairRun{in: in, seq: int32(i), n: len(cruns[i].tokens), first: firstDiff(in), clean: clean.Cache, corrupt: corrupt.Cache, grads: g.Points}
-		out[i].Scores[AtP] = a.score(prs[i], g.Points)
+	}
+	// score gives every pair's AtP scores from the gradients of one backward pass; fix rescores
+	// the q and k nodes of base with AtP*'s QK fix.
+	score := func(g *llama.Grads) []Scores {
+		est := make([]Scores, len(prs))
+		for i, pr := range prs {
+			est[i] = a.score(pr, g.Points)
+		}
+		return est
+	}
+	fix := func(base []Scores, g *llama.Grads) []Scores {
+		est := make([]Scores, len(prs))
+		for i, pr := range prs {
+			est[i] = a.qkFixed(pr, base[i], g.Points)
+		}
+		return est
+	}
+	if a.dev != nil {
+		d := a.newDevBatch(prs, cb, kb, clean, corrupt)
+		defer d.release()
+		score = func(g *llama.Grads) []Scores { return d.scores(g.Batch) }
+		fix = func(base []Scores, g *llama.Grads) []Scores { return d.qkFixed(base, g.Batch) }
+	}
+	atp := score(g)
+	for i, s := range atp {
+		out[i].Scores[AtP] = s
 	}
 	t4 := time.Now()
 	a.res.Timing.Score += t4.Sub(t3)
 
 	if a.opt.Star {
-		for i := range ins {
-			out[i].Scores[AtPStar] = a.qkFixed(prs[i], out[i].Scores[AtP], g.Points)
+		for i, s := range fix(atp, g) {
+			out[i].Scores[AtPStar] = s
 		}
 		grads.Resumable, grads.Resume = false, g
-		if err := a.gradDrop(rec, dlogits, grads, prs, out); err != nil {
+		estimate := func(g *llama.Grads) []Scores { return fix(score(g), g) }
+		if err := a.gradDrop(rec, dlogits, grads, estimate, out); err != nil {
 			return nil, err
 		}
 		a.res.Timing.Star += time.Since(t4)
@@ -403,9 +466,24 @@ func (pr *pairRun) delta(p hooks.Point, width int) []float64 {
 // score is plain AtP on one pair: for each node, Σ (a(corrupt) − a(clean)) · ∂M/∂a over the
 // node's elements, with gradients from grads.
 func (a *analysis) score(pr *pairRun, grads *hooks.Cache) Scores {
+	np := len(pr.in.Clean)
+	s := a.newScores(np)
+	for _, p := range a.reads {
+		set := func(q, h int, v float64) { setScore(s, p, q, h, v) }
+		ct, kt, gt := get(pr.clean, pr.seq, p), get(pr.corrupt, pr.seq, p), get(grads, pr.seq, p)
+		if ct.DType == tensor.F64 {
+			scorePoint(ct.F64(), kt.F64(), gt.F64(), a.dims.Width(p), a.chunk(p), pr.first, np, pr.in.Shift, len(pr.in.Corrupt), set)
+		} else {
+			scorePoint(ct.F32(), kt.F32(), gt.F32(), a.dims.Width(p), a.chunk(p), pr.first, np, pr.in.Shift, len(pr.in.Corrupt), set)
+		}
+	}
+	return s
+}
+
+// newScores makes zeroed grids of every scored kind for a prompt of np positions.
+func (a *analysis) newScores(np int) Scores {
 	var s Scores
 	c := a.cfg
-	np := len(pr.in.Clean)
 	for _, k := range a.kinds {
 		heads := c.Heads
 		if k == Key {
@@ -413,35 +491,45 @@ func (a *analysis) score(pr *pairRun, grads *hooks.Cache) Scores {
 		}
 		s[k] = NewGrid(k, c.Layers, heads, np)
 	}
-	whole := map[hooks.Kind]Kind{hooks.ResidPre: ResidPre, hooks.AttnOut: AttnOut, hooks.MLPOut: MLPOut}
-	perHead := map[hooks.Kind]Kind{hooks.Z: HeadPos, hooks.Q: Query, hooks.K: Key}
-	for _, p := range a.reads {
-		l := p.Layer
-		set := func(q, h int, v float64) {
-			if k, ok := whole[p.Kind]; ok {
-				s[k].Set(Node{Kind: k, Layer: l, Head: -1, Pos: q}, v)
-				return
-			}
-			if k := perHead[p.Kind]; s[k] != nil {
-				s[k].Set(Node{Kind: k, Layer: l, Head: h, Pos: q}, v)
-			}
-			if p.Kind == hooks.Z && s[Head] != nil {
-				n := Node{Kind: Head, Layer: l, Head: h, Pos: -1}
-				s[Head].Set(n, s[Head].At(n)+v)
-			}
-		}
-		chunk := a.dims.Width(p)
-		if p.PerHead() {
-			chunk = c.HeadDim
-		}
-		ct, kt, gt := get(pr.clean, pr.seq, p), get(pr.corrupt, pr.seq, p), get(grads, pr.seq, p)
-		if ct.DType == tensor.F64 {
-			scorePoint(ct.F64(), kt.F64(), gt.F64(), a.dims.Width(p), chunk, pr.first, np, pr.in.Shift, len(pr.in.Corrupt), set)
-		} else {
-			scorePoint(ct.F32(), kt.F32(), gt.F32(), a.dims.Width(p), chunk, pr.first, np, pr.in.Shift, len(pr.in.Corrupt), set)
-		}
-	}
 	return s
+}
+
+// chunk is the values of point p one node takes: a head's d_head, or the whole row.
+func (a *analysis) chunk(p hooks.Point) int {
+	if p.PerHead() {
+		return a.cfg.HeadDim
+	}
+	return a.dims.Width(p)
+}
+
+// setScore stores the product v of point p's node at position q and head h (0 for a whole row)
+// in the grid of its kind; z's products also add into the head's total over positions.
+func setScore(s Scores, p hooks.Point, q, h int, v float64) {
+	var k Kind
+	switch p.Kind {
+	case hooks.ResidPre:
+		k = ResidPre
+	case hooks.AttnOut:
+		k = AttnOut
+	case hooks.MLPOut:
+		k = MLPOut
+	case hooks.Z:
+		k = HeadPos
+	case hooks.Q:
+		k = Query
+	case hooks.K:
+		k = Key
+	}
+	if !k.perHead() {
+		h = -1
+	}
+	if s[k] != nil {
+		s[k].Set(Node{Kind: k, Layer: p.Layer, Head: h, Pos: q}, v)
+	}
+	if p.Kind == hooks.Z && s[Head] != nil {
+		n := Node{Kind: Head, Layer: p.Layer, Head: h, Pos: -1}
+		s[Head].Set(n, s[Head].At(n)+v)
+	}
 }
 
 // get is a run's tensor at a point.

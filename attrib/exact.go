@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -137,7 +136,6 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 	for _, node := range nodes {
 		need[node.Kind.Point(node.Layer)] = true
 	}
-	read := hooks.NewSet(a.dims)
 	var names []string
 	for p := range need {
 		names = append(names, p.Name())
@@ -145,11 +143,13 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
-	if err := read.Read(strings.Join(names, ",")); err != nil {
-		return nil, err
-	}
+	read := a.readSetOf(names)
+	defer a.release(read)
 	toks := append(append([]int32(nil), in.Corrupt...), in.Cont...)
-	if _, err := r.Forward(llama.Prompt(0, toks, 0, false), r.NewKVCache(len(toks), 16), read); err != nil {
+	ckv := r.NewKVCache(len(toks), 16)
+	_, err := r.Forward(llama.Prompt(0, toks, 0, false), ckv, read)
+	r.FreeKVCache(ckv)
+	if err != nil {
 		return nil, err
 	}
 	clean := append(append([]int32(nil), in.Clean...), in.Cont...)
@@ -160,17 +160,30 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 			mapped = append(mapped, int32(q))
 		}
 	}
+	// The patch values: the corrupt activations moved to the clean positions (rows without a
+	// counterpart are never patched). On a device they are gathered there from the capture, once
+	// per pair.
 	values := map[hooks.Point]*tensor.Tensor{}
 	for p := range need {
-		k := act(read.Cache, 0, p)
 		width := a.dims.Width(p)
+		if a.dev != nil {
+			src := make([]int32, n)
+			for _, q := range mapped {
+				src[q] = q - int32(in.Shift)
+			}
+			v := a.dev.Alloc(tensor.F32, a.dims.Shape(p, n)...)
+			defer a.dev.Free(v)
+			a.dev.Embedding(flat(v), flat(read.Captured[p][0].X), src)
+			values[p] = v
+			continue
+		}
+		k := act(read.Cache, 0, p)
 		v := make([]float64, n*width)
 		for _, q := range mapped {
 			src := int(q) - in.Shift
 			copy(v[int(q)*width:(int(q)+1)*width], k[src*width:(src+1)*width])
 		}
-		shape := a.dims.Shape(p, n)
-		values[p] = tensor.FromF64(v, shape...)
+		values[p] = tensor.FromF64(v, a.dims.Shape(p, n)...)
 	}
 
 	// Every patched run starts from the clean run's keys and values before its first patched
@@ -180,6 +193,7 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 	rounded := (n + block - 1) / block * block
 	per := max(a.opt.ExactTokens/max(n/2, 1), 2) // sequences per batch, the unpatched one included
 	kv := r.NewKVCache(rounded*(per+1), block)
+	defer r.FreeKVCache(kv)
 	if _, err := r.Forward(llama.Prompt(0, clean, 0, false), kv, nil); err != nil {
 		return nil, err
 	}
@@ -215,7 +229,7 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 		}
 		for j, st := range starts {
 			seq := int32(j + 1)
-			if err := forkPrefix(kv, seq, st, n); err != nil {
+			if err := a.forkPrefix(kv, seq, st, n); err != nil {
 				return nil, err
 			}
 			for k := st; k < n; k++ {
@@ -240,25 +254,10 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 				return nil, err
 			}
 		}
-		logits, err := r.Forward(b, kv, set)
+		vals, err := a.patchedValues(in, b, kv, set, len(chunk)+1, rows)
 		if err != nil {
 			return nil, err
 		}
-		// The metric's softmax over the vocabulary costs as much as a small model's forward
-		// pass: spread the copies over the CPUs.
-		vals := make([]float64, len(chunk)+1)
-		var wg sync.WaitGroup
-		workers := runtime.GOMAXPROCS(0)
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := w; j < len(vals); j += workers {
-					vals[j] = value(in, run{row: j * rows, nr: rows}, logits)
-				}
-			}()
-		}
-		wg.Wait()
 		for j, i := range chunk {
 			effects[i] = vals[j+1] - vals[0]
 		}
@@ -270,11 +269,84 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 	return effects, nil
 }
 
+// patchedValues runs a batch of copies of the clean prompt (each rows logit rows, in order) with
+// the set's patches and returns each copy's metric. On a device only the metric's values cross:
+// the logits it reads and, for a log-probability, each row's log-sum-exp.
+func (a *analysis) patchedValues(in *Input, b llama.Batch, kv *tensor.KVCache, set *hooks.Set, copies, rows int) ([]float64, error) {
+	vals := make([]float64, copies)
+	if a.dev != nil {
+		logits, err := a.r.ForwardDevice(b, kv, set)
+		if err != nil {
+			return nil, err
+		}
+		var cols []int32
+		for j := 0; j < copies; j++ {
+			if in.Cont == nil {
+				cols = append(cols, in.A, in.B)
+			} else {
+				cols = append(cols, in.Cont...)
+			}
+		}
+		// One column per row for a log-probability (its token), two in the one row of a logit
+		// difference.
+		x, lse := a.dev.MetricLogits(logits, cols, in.Cont != nil)
+		for j := range vals {
+			if in.Cont == nil {
+				vals[j] = float64(x[2*j]) - float64(x[2*j+1])
+				continue
+			}
+			for k := range in.Cont {
+				vals[j] += float64(x[j*rows+k]) - lse[j*rows+k]
+			}
+		}
+		return vals, nil
+	}
+	logits, err := a.r.Forward(b, kv, set)
+	if err != nil {
+		return nil, err
+	}
+	// The metric's softmax over the vocabulary costs as much as a small model's forward pass:
+	// spread the copies over the CPUs.
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := w; j < len(vals); j += workers {
+				vals[j] = value(in, run{row: j * rows, nr: rows}, logits)
+			}
+		}()
+	}
+	wg.Wait()
+	return vals, nil
+}
+
 // forkPrefix gives sequence seq room for n positions and copies sequence 0's keys and values at
-// positions [0, upto) into it, in every layer.
-func forkPrefix(kv *tensor.KVCache, seq int32, upto, n int) error {
+// positions [0, upto) into it, in every layer: on the host row by row, on a device as a gather of
+// the rows and a store (tensor.Backend's Embedding and StoreKV).
+func (a *analysis) forkPrefix(kv *tensor.KVCache, seq int32, upto, n int) error {
 	if err := kv.Reserve(int(seq), n); err != nil {
 		return err
+	}
+	if a.dev != nil {
+		if upto == 0 {
+			return nil
+		}
+		width := kv.KVHeads * kv.HeadDim
+		rows, seqs, pos := make([]int32, upto), make([]int32, upto), make([]int32, upto)
+		for p := range rows {
+			rows[p], seqs[p], pos[p] = int32(kv.Row(0, int32(p))), seq, int32(p)
+		}
+		k, v := a.dev.Alloc(tensor.F32, upto, width), a.dev.Alloc(tensor.F32, upto, width)
+		defer a.dev.Free(k)
+		defer a.dev.Free(v)
+		for l := 0; l < kv.Layers; l++ {
+			a.dev.Embedding(k, kv.K[l].Reshape(kv.Blocks()*kv.BlockSize, width), rows)
+			a.dev.Embedding(v, kv.V[l].Reshape(kv.Blocks()*kv.BlockSize, width), rows)
+			a.dev.StoreKV(kv, l, k, v, seqs, pos)
+		}
+		return nil
 	}
 	rb := kv.KVHeads * kv.HeadDim * kv.DType().Size()
 	for l := 0; l < kv.Layers; l++ {

@@ -115,6 +115,7 @@ type Meta struct {
 	PairsSHA256 string `json:"pairs_sha256"`
 	Align       string `json:"align"`
 	DType       string `json:"dtype"`
+	Device      string `json:"device,omitempty"` // cpu or cuda
 }
 
 // floats is a grid axis in JSON: NaN (no value) as null, values rounded to float32.

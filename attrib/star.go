@@ -167,8 +167,9 @@ func add(x, d []float64) []float64 {
 }
 
 // gradDrop reruns the backward pass once per layer with that layer dropped (grads resuming from
-// AtP's pass) and accumulates the GradDrop magnitude of every node of every pair of the batch.
-func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, grads llama.GradOptions, prs []*pairRun, out []*PairResult) error {
+// AtP's pass) and accumulates the GradDrop magnitude of every node of every pair of the batch, from
+// each pass's AtP* estimates.
+func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, grads llama.GradOptions, estimate func(*llama.Grads) []Scores, out []*PairResult) error {
 	L := a.cfg.Layers
 	for i := range out {
 		var s Scores
@@ -188,11 +189,7 @@ func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, grads lla
 		if L > 4 {
 			fmt.Fprintf(a.opt.Progress, "attribute: GradDrop: backward pass %d/%d of the batch\n", l+1, L)
 		}
-		for i, pr := range prs {
-			est := a.score(pr, g.Points)
-			if a.opt.Star {
-				est = a.qkFixed(pr, est, g.Points)
-			}
+		for i, est := range estimate(g) {
 			for k, gd := range out[i].Scores[GradDrop] {
 				if gd == nil {
 					continue
@@ -202,6 +199,7 @@ func (a *analysis) gradDrop(rec *llama.Record, dlogits *tensor.Tensor, grads lla
 				}
 			}
 		}
+		g.Release()
 	}
 	norm := float64(max(L-1, 1))
 	for i := range out {

@@ -66,6 +66,14 @@ type Backend struct {
 	// f32 precision set it, and the environment variable TILLER_GPU_ATTENTION=f32 sets it.
 	ExactAttention bool
 
+	// ExactMatMul keeps matrix products of more than 8 rows at f32 precision: bf16 weights on
+	// tensor cores with x cut into three exact bf16 pieces (kernels/gemm_exact.cu), other weights
+	// with f32 FMA tiles, where the inference GEMMs round x to 16 bits (products of ≤ 8 rows are
+	// f32 already). With ExactAttention it is the analysis precision that attribution and
+	// gradients run at (SetAnalysis); the backward pass is at f32 precision either way. False by
+	// default; the environment variable TILLER_GPU_MATMUL=exact sets it.
+	ExactMatMul bool
+
 	// SyncEachOp makes every op wait for the device and check its errors, so that a fault (an
 	// illegal address, say) is reported by the op that caused it rather than by a later one.
 	// Slow; tests set it. The environment variable TILLER_GPU_SYNC=1 sets it too.
@@ -112,6 +120,7 @@ func New() (*Backend, error) {
 	b.cc = 10*major + minor
 	b.SplitK = b.cc >= 90 && os.Getenv("TILLER_GPU_GEMV") != "rows"
 	b.ExactAttention = os.Getenv("TILLER_GPU_ATTENTION") == "f32"
+	b.ExactMatMul = os.Getenv("TILLER_GPU_MATMUL") == "exact"
 	b.PipeGEMM = os.Getenv("TILLER_GPU_GEMM") != "staged"
 	b.pool = newPool()
 	if err := b.stage.init(1 << 20); err != nil {
@@ -121,11 +130,27 @@ func New() (*Backend, error) {
 	return b, nil
 }
 
+// SetAnalysis puts the backend in analysis precision: every product and attention in f32
+// (ExactMatMul, ExactAttention), so that activations, patched runs and gradients match the CPU's
+// f32 results to f32 tolerance. Attribution, gradients and activation caches run this way.
+func (b *Backend) SetAnalysis() { b.ExactMatMul, b.ExactAttention = true, true }
+
 // Name is the device's name, e.g. "NVIDIA H100 80GB HBM3"; SMs its multiprocessor count;
 // ComputeCapability major·10 + minor (90 for Hopper).
 func (b *Backend) Name() string           { return b.name }
 func (b *Backend) SMs() int               { return b.sms }
 func (b *Backend) ComputeCapability() int { return b.cc }
+
+// FreeMemory is the device memory allocations can still get: what the driver reports free and the
+// blocks the pool keeps for reuse.
+func (b *Backend) FreeMemory() int64 {
+	defer b.enter()()
+	free, _, err := cu.MemInfo()
+	if err != nil {
+		panic(fmt.Sprintf("gpu: cuMemGetInfo: %v", err))
+	}
+	return free + b.pool.cached
+}
 
 // Close frees everything the backend holds. Tensors it allocated must not be used afterwards.
 func (b *Backend) Close() {

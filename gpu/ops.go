@@ -83,9 +83,12 @@ func (b *Backend) MatMul(dst, x, w, bias *tensor.Tensor) {
 	}
 	f32("matmul", dst, x)
 	defer b.enter()()
-	if n <= 8 {
+	switch {
+	case n <= 8:
 		b.product(dev(x), n, in, gemvSeg{w: w, bias: bias, y: dev(dst)})
-	} else {
+	case b.ExactMatMul:
+		b.gemmExact(dev(dst), dev(x), w, bias, n, out, in)
+	default:
 		b.gemm(dev(dst), dev(x), w, bias, n, out, in)
 	}
 	b.done("matmul " + w.DType.String())
@@ -103,9 +106,14 @@ func (b *Backend) MatMulQKV(yq, yk, yv, x, wq, bq, wk, bk, wv, bv *tensor.Tensor
 		}
 	}
 	defer b.enter()()
-	if n <= 8 {
+	switch {
+	case n <= 8:
 		b.product(dev(x), n, in, gemvSeg{w: wq, bias: bq, y: dev(yq)}, gemvSeg{w: wk, bias: bk, y: dev(yk)}, gemvSeg{w: wv, bias: bv, y: dev(yv)})
-	} else {
+	case b.ExactMatMul:
+		b.gemmExact(dev(yq), dev(x), wq, bq, n, wq.Rows(), in)
+		b.gemmExact(dev(yk), dev(x), wk, bk, n, wk.Rows(), in)
+		b.gemmExact(dev(yv), dev(x), wv, bv, n, wv.Rows(), in)
+	default:
 		b.gemmShared(dev(x), n, in, gemmOut{dev(yq), wq, bq}, gemmOut{dev(yk), wk, bk}, gemmOut{dev(yv), wv, bv})
 	}
 	b.done("matmul qkv")
@@ -120,9 +128,14 @@ func (b *Backend) MatMulSwiGLU(dst, tmp, x, gate, bg, up, bu *tensor.Tensor) {
 		panic(fmt.Sprintf("gpu: swiglu of x %v, gate %v, up %v into %v", x.Shape, gate.Shape, up.Shape, dst.Shape))
 	}
 	defer b.enter()()
-	if n <= 8 {
+	switch {
+	case n <= 8:
 		b.productSwiGLU(dev(dst), dev(x), n, in, gate, bg, up, bu)
-	} else {
+	case b.ExactMatMul:
+		b.gemmExact(dev(dst), dev(x), gate, bg, n, out, in)
+		b.gemmExact(dev(tmp), dev(x), up, bu, n, out, in)
+		b.siluMul(dev(dst), dev(dst), dev(tmp), n*out)
+	default:
 		b.gemmShared(dev(x), n, in, gemmOut{dev(dst), gate, bg}, gemmOut{dev(tmp), up, bu})
 		b.siluMul(dev(dst), dev(dst), dev(tmp), n*out)
 	}

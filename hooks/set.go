@@ -39,23 +39,27 @@ type action uint8
 
 const (
 	read action = iota
+	capture
 	replace
 	add
 )
 
 type entry struct {
-	act   action
-	where Where
-	value *tensor.Tensor // replace: one sequence's activation in the point's per-sequence shape
-	steer *Steer         // add
+	act      action
+	where    Where
+	value    *tensor.Tensor // replace: one sequence's activation in the point's per-sequence shape
+	dev      *tensor.Tensor // replace on a device: the value in the device's memory
+	uploaded bool           // dev is the set's own upload of value
+	steer    *Steer         // add
 }
 
 // Set is the interventions of one run, by hook point, applied in the order they were registered.
-// Reads go to Cache. A run with no Set (nil) pays nothing for hooks.
+// Reads go to Cache, captures to Captured. A run with no Set (nil) pays nothing for hooks.
 type Set struct {
-	Dims   Dims
-	Cache  *Cache
-	points [][]entry // by Point.Index
+	Dims     Dims
+	Cache    *Cache
+	Captured map[Point][]Batch // by point, one Batch per forward pass (Capture)
+	points   [][]entry         // by Point.Index
 }
 
 // NewSet makes an empty set for a model of the given sizes.
@@ -87,7 +91,8 @@ func (s *Set) Read(patterns string) error {
 
 // Replace patches the named point with value, one sequence's activation in the point's
 // per-sequence shape (positions along its first axis, or (head, pos_q, pos_k) for the pattern),
-// at the rows w selects; for a per-head point w.Heads may restrict it to some heads.
+// at the rows w selects; for a per-head point w.Heads may restrict it to some heads. The value may
+// be in a device's memory (F32) for runs on that device.
 func (s *Set) Replace(name string, value *tensor.Tensor, w Where) error {
 	p, err := Parse(name, s.Dims.Layers)
 	if err != nil {
@@ -182,7 +187,14 @@ func (s *Set) At(p Point, x *tensor.Tensor, seq, pos []int32) error {
 		switch e.act {
 		case read:
 			s.read(p, x, seq, pos)
+		case capture:
+			c := tensor.New(x.DType, x.Shape...)
+			copy(c.Data, x.Data)
+			s.keep(p, c, seq, pos)
 		case replace:
+			if !e.value.OnHost() {
+				return fmt.Errorf("%s: the patch value is in a device's memory, the run's activations on the host", p.Name())
+			}
 			err = s.patch(p, e, x, seq, pos)
 		case add:
 			s.steer(p, e, x, seq, pos)

@@ -57,6 +57,9 @@
 //
 // gemm_tiled_{f32,bf16,f16} — plain f32 FMA, any shape and alignment: 64 × 64 tiles, k steps of
 // 16, each of 256 threads computes 4 × 4 outputs. The f32-weight path and the fallback.
+// gemm_tiled_dx_{f32,bf16,f16} — the same tiles for the backward's dx += dy·W (CPU reference:
+// tensor.CPU.MatMulBackward), W read as stored (along its rows, so both loads are coalesced): the
+// fallback of gemm_exact_dx_m*_bf16 (kernels/gemm_exact.cu) for f32 and f16 weights and odd shapes.
 #include "mma.cuh"
 
 #define MMA_BM 128
@@ -449,7 +452,9 @@ extern "C" __global__ void round_f16(f16* y, const float* x, size_t n) { round16
 #define TILE 64
 #define TILE_K 16
 
-template <typename W>
+// DX is the backward's dx += dy·W: x is dy (M, K = out), W (K, N = in) is read as stored, along
+// its rows (outputs contiguous, coalesced), and the tile is added into y; no bias.
+template <typename W, bool DX>
 __device__ void gemm_tiled(float* __restrict__ y, const float* __restrict__ x, const W* __restrict__ w,
                            const W* __restrict__ bias, int M, int N, int K) {
     // As[k][m] and Bs[k][n]: transposed so that the compute loop reads along m and n; the +1
@@ -463,7 +468,12 @@ __device__ void gemm_tiled(float* __restrict__ y, const float* __restrict__ x, c
         for (int i = 0; i < 4; i++) {
             int e = threadIdx.x + 256 * i, r = e / TILE_K, k = e % TILE_K;
             As[k][r] = m0 + r < M && k0 + k < K ? x[(size_t)(m0 + r) * K + k0 + k] : 0.f;
-            Bs[k][r] = n0 + r < N && k0 + k < K ? to_f32(w[(size_t)(n0 + r) * K + k0 + k]) : 0.f;
+            if (!DX) {
+                Bs[k][r] = n0 + r < N && k0 + k < K ? to_f32(w[(size_t)(n0 + r) * K + k0 + k]) : 0.f;
+            } else {
+                int kb = e / TILE, c = e % TILE;
+                Bs[kb][c] = k0 + kb < K && n0 + c < N ? to_f32(w[(size_t)(k0 + kb) * N + n0 + c]) : 0.f;
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -483,16 +493,26 @@ __device__ void gemm_tiled(float* __restrict__ y, const float* __restrict__ x, c
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             int row = m0 + ty + 16 * i, col = n0 + tx + 16 * j;
-            if (row < M && col < N) y[(size_t)row * N + col] = acc[i][j] + (bias != nullptr ? to_f32(bias[col]) : 0.f);
+            if (DX && row < M && col < N) y[(size_t)row * N + col] += acc[i][j];
+            if (!DX && row < M && col < N) y[(size_t)row * N + col] = acc[i][j] + (bias != nullptr ? to_f32(bias[col]) : 0.f);
         }
 }
 
 extern "C" __global__ void __launch_bounds__(256) gemm_tiled_f32(float* y, const float* x, const float* w, const float* bias, int M, int N, int K) {
-    gemm_tiled<float>(y, x, w, bias, M, N, K);
+    gemm_tiled<float, false>(y, x, w, bias, M, N, K);
 }
 extern "C" __global__ void __launch_bounds__(256) gemm_tiled_bf16(float* y, const float* x, const bf16* w, const bf16* bias, int M, int N, int K) {
-    gemm_tiled<bf16>(y, x, w, bias, M, N, K);
+    gemm_tiled<bf16, false>(y, x, w, bias, M, N, K);
 }
 extern "C" __global__ void __launch_bounds__(256) gemm_tiled_f16(float* y, const float* x, const f16* w, const f16* bias, int M, int N, int K) {
-    gemm_tiled<f16>(y, x, w, bias, M, N, K);
+    gemm_tiled<f16, false>(y, x, w, bias, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(256) gemm_tiled_dx_f32(float* dx, const float* dy, const float* w, int M, int N, int K) {
+    gemm_tiled<float, true>(dx, dy, w, nullptr, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(256) gemm_tiled_dx_bf16(float* dx, const float* dy, const bf16* w, int M, int N, int K) {
+    gemm_tiled<bf16, true>(dx, dy, w, nullptr, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(256) gemm_tiled_dx_f16(float* dx, const float* dy, const f16* w, int M, int N, int K) {
+    gemm_tiled<f16, true>(dx, dy, w, nullptr, M, N, K);
 }

@@ -13,6 +13,12 @@
 //
 // Memory traffic: read n·d·4 (x) + d·(2 or 4) (w), write n·d·4; the fused form reads delta and
 // writes resid too. Latency-bound in decode (one row of 4096): a few µs, mostly launch.
+//
+// Backward (rmsnorm_backward_*), the activation gradient only (tensor.CPU.RMSNormBackward with
+// dw = nil), added into dx as every backward op does:
+//   r = rsqrt(mean(x²) + eps);   dx[i] += r·(w⊙dy[i]) − x[i]·r³·mean(x[i]⊙w⊙dy[i])
+// x, dy, dx (n, d) f32; one block per row, both sums in one pass over the row. Traffic: read x and
+// dy, read and write dx: 16·n·d bytes (2 MB for 64 tokens of 4096), bandwidth-bound.
 #include "common.cuh"
 
 // ---- kernels ----
@@ -57,3 +63,24 @@ __device__ void residual_rmsnorm(float* dst, float* resid, const float* delta, c
 extern "C" __global__ void residual_rmsnorm_f32(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const float* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
 extern "C" __global__ void residual_rmsnorm_bf16(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const bf16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
 extern "C" __global__ void residual_rmsnorm_f16(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const f16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
+
+template <typename W>
+__device__ void rmsnorm_backward(float* dx, const float* dy, const float* x, const W* w, int d, float eps) {
+    __shared__ float scratch[32];
+    size_t row = (size_t)blockIdx.x * d;
+    float ss = 0.f, xg = 0.f;  // Σ x², Σ x⊙w⊙dy
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+        float xv = x[row + k];
+        ss += xv * xv;
+        xg += xv * to_f32(w[k]) * dy[row + k];
+    }
+    ss = block_sum(ss, scratch);
+    xg = block_sum(xg, scratch);
+    float r = rsqrtf(ss / (float)d + eps);
+    float c = r * r * r * xg / (float)d;
+    for (int k = threadIdx.x; k < d; k += blockDim.x) dx[row + k] += r * to_f32(w[k]) * dy[row + k] - x[row + k] * c;
+}
+
+extern "C" __global__ void rmsnorm_backward_f32(float* dx, const float* dy, const float* x, const float* w, int d, float eps) { rmsnorm_backward(dx, dy, x, w, d, eps); }
+extern "C" __global__ void rmsnorm_backward_bf16(float* dx, const float* dy, const float* x, const bf16* w, int d, float eps) { rmsnorm_backward(dx, dy, x, w, d, eps); }
+extern "C" __global__ void rmsnorm_backward_f16(float* dx, const float* dy, const float* x, const f16* w, int d, float eps) { rmsnorm_backward(dx, dy, x, w, d, eps); }

@@ -17,11 +17,32 @@ import (
 //
 // values of the activation dtype: 47,104 × 32 + 4,096 floats ≈ 6.0 MB per token in F32 at the
 // Llama-3.1-8B shape (BytesPerToken computes it).
+//
+// On a device (Runner.OnDevice) the record stays in the device's memory, where the backward pass
+// reads it; Release gives it back.
 type Record struct {
 	batch  Batch
 	layers []layerRecord
 	final  *tensor.Tensor // (n, d_model) the residual stream after the last layer
 	rows   []int32        // the tokens whose logits the forward returned, in order
+	mem    *mem           // where the tensors above live
+}
+
+// Release gives the record's memory back to a device backend (on the CPU it is garbage like any
+// other). The record must not be used afterwards.
+func (rec *Record) Release() {
+	if rec == nil || !rec.mem.onDevice() {
+		return
+	}
+	for _, lr := range rec.layers {
+		for _, t := range []*tensor.Tensor{lr.x, lr.mid, lr.q, lr.k, lr.v, lr.z, lr.gate, lr.up} {
+			rec.mem.dev.Free(t)
+		}
+	}
+	if rec.final != nil {
+		rec.mem.dev.Free(rec.final)
+	}
+	rec.layers, rec.final = nil, nil
 }
 
 type layerRecord struct {
@@ -38,11 +59,27 @@ func (c *Config) BytesPerToken(act tensor.DType) int64 {
 	return int64(c.Layers*perLayer+c.Dim) * int64(act.Size())
 }
 
-// clone copies an activation out of the run state, into host memory.
-func (r *Runner) clone(t *tensor.Tensor) *tensor.Tensor {
-	c := tensor.New(t.DType, t.Shape...)
-	r.Backend.Download(c, t)
-	return c
+// AnalysisBytes estimates the memory, beyond the weights, that a recorded forward pass over tokens
+// (of the given number of sequences) and its backward pass take in F32: the record, the runner's
+// activations, the KV cache of the recording (blocks of 16 positions) and one layer's backward
+// intermediates — what a device must hold at once; rows of logits come on top (vocab·4 bytes each).
+// 6.9 MB per token at the Llama-3.1-8B shape.
+func (c *Config) AnalysisBytes(tokens, sequences int) int64 {
+	state := 4*c.Dim + 2*c.Heads*c.HeadDim + 2*c.KVHeads*c.HeadDim + 2*c.FFNDim // x, xn, proj, last, q, att, k, v, gate, up
+	layer := 3*c.FFNDim + 8*c.Dim + 4*c.Heads*c.HeadDim + 6*c.KVHeads*c.HeadDim // the MLP's and attention's gradients and gathers
+	kv := 2 * c.Layers * c.KVHeads * c.HeadDim * (tokens + 16*sequences)
+	return c.BytesPerToken(tensor.F32)*int64(tokens) + int64(4*(state+layer)*tokens+4*kv)
+}
+
+// checkDevice reports a backend that keeps tensors in its own memory but cannot copy or free
+// them, which recording and the backward pass need there.
+func (r *Runner) checkDevice() error {
+	if r.OnDevice() {
+		if _, ok := r.Backend.(DeviceMemory); !ok {
+			return fmt.Errorf("this backend keeps activations in its own memory but cannot copy them: no recorded forward pass or backward pass on it")
+		}
+	}
+	return nil
 }
 
 // Record runs the batch forward like Forward, in a KV cache of its own, and keeps what Backward
@@ -50,6 +87,9 @@ func (r *Runner) clone(t *tensor.Tensor) *tensor.Tensor {
 // since the backward pass attends over the batch itself. It returns the logits Forward would.
 func (r *Runner) Record(b Batch, h *hooks.Set) (*Record, *tensor.Tensor, error) {
 	if err := r.Model.Check(b); err != nil {
+		return nil, nil, err
+	}
+	if err := r.checkDevice(); err != nil {
 		return nil, nil, err
 	}
 	next := map[int32]int32{}
@@ -64,9 +104,11 @@ func (r *Runner) Record(b Batch, h *hooks.Set) (*Record, *tensor.Tensor, error) 
 	rec := &Record{batch: Batch{
 		Tokens: append([]int32(nil), b.Tokens...), Seq: append([]int32(nil), b.Seq...),
 		Pos: append([]int32(nil), b.Pos...), Logits: append([]bool(nil), b.Logits...),
-	}}
+	}, mem: r.mem()}
+	defer r.FreeKVCache(kv)
 	logits, err := r.forward(b, kv, h, rec)
 	if err != nil {
+		rec.Release()
 		return nil, nil, err
 	}
 	return rec, logits, nil
@@ -94,8 +136,10 @@ func (r *Runner) PrefixKV(rec *Record, kv *tensor.KVCache, upto map[int32]int32)
 	if len(rows) == 0 {
 		return nil
 	}
+	m := r.mem()
+	defer m.release()
 	for l := range rec.layers {
-		r.Backend.StoreKV(kv, l, rowsOf(rec.layers[l].k, rows), rowsOf(rec.layers[l].v, rows), seq, pos)
+		r.Backend.StoreKV(kv, l, m.rowsOf(rec.layers[l].k, rows), m.rowsOf(rec.layers[l].v, rows), seq, pos)
 	}
 	return nil
 }
@@ -103,7 +147,7 @@ func (r *Runner) PrefixKV(rec *Record, kv *tensor.KVCache, upto map[int32]int32)
 // GradOptions say what Backward returns.
 type GradOptions struct {
 	Points  []hooks.Point // hook points whose gradients to return
-	Weights bool          // also the gradient of every weight
+	Weights bool          // also the gradient of every weight (on the CPU)
 	// DropLayers are layers whose residual contributions pass no gradient (AtP*'s GradDrop): at
 	// such a layer the gradient reaches resid_pre only through the skip connections, and every
 	// point inside the layer (q, k, v, pattern, z, attn_out, mlp.hook_post, mlp_out) gets zero.
@@ -122,13 +166,43 @@ type GradOptions struct {
 	// this one starts there from Resume's gradient, and its points above are Resume's (shared, not
 	// copied): GradDrop's pass per layer then runs only the layers below it.
 	Resume *Grads
+	// Batched returns the gradients at Points as whole-batch tensors in the backend's memory
+	// (Grads.Batch: (n, …) in batch order, the pattern (n, heads, ctx)) rather than split by
+	// sequence into host memory (Grads.Points stays empty): for consumers on the same device,
+	// such as attribution scores reduced there, so that no gradient crosses to the host.
+	Batched bool
 }
 
 // Grads are the gradients of a scalar metric.
 type Grads struct {
-	Points  *hooks.Cache              // at hook points, by sequence, in each point's per-sequence shape
-	Weights map[string]*tensor.Tensor // by checkpoint tensor name, in the activation dtype
-	outputs []layerGrad               // with GradOptions.Resumable: per layer, at its output
+	Points  *hooks.Cache                   // at hook points, by sequence, in each point's per-sequence shape
+	Batch   map[hooks.Point]*tensor.Tensor // with GradOptions.Batched: at hook points, the whole batch
+	Weights map[string]*tensor.Tensor      // by checkpoint tensor name, in the activation dtype
+	outputs []layerGrad                    // with GradOptions.Resumable: per layer, at its output
+	mem     *mem                           // where Batch and outputs live
+	shared  map[*tensor.Tensor]bool        // Batch entries that belong to the Resume pass
+}
+
+// Release gives the memory of Batch and of a Resumable pass's outputs back to a device backend (on
+// the CPU it is garbage like any other). Passes that resumed from g must be released first.
+func (g *Grads) Release() {
+	if g == nil || g.mem == nil || !g.mem.onDevice() {
+		return
+	}
+	freed := map[*tensor.Tensor]bool{}
+	free := func(t *tensor.Tensor) {
+		if t != nil && !freed[t] && !g.shared[t] {
+			freed[t] = true
+			g.mem.dev.Free(t)
+		}
+	}
+	for _, t := range g.Batch {
+		free(t)
+	}
+	for _, o := range g.outputs {
+		free(o.dx)
+	}
+	g.Batch, g.outputs = nil, nil
 }
 
 // layerGrad is the gradient at a layer's output (resid_post), (n, d_model) in batch order, and the
@@ -139,38 +213,55 @@ type layerGrad struct {
 }
 
 // Backward propagates dlogits — the gradient of a scalar metric with respect to the logits the
-// recorded forward returned, (rows, vocab) — back through the model, by the hand-written backward
-// of every op, and returns the gradients asked for. The backend must implement tensor.Backward.
+// recorded forward returned, (rows, vocab), in host memory — back through the model, by the
+// hand-written backward of every op, and returns the gradients asked for. The backend must
+// implement tensor.Backward; on a device it computes activation gradients only (no Weights), with
+// the record and every intermediate in its memory.
 func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) (*Grads, error) {
 	bb, ok := r.Backend.(tensor.Backward)
 	if !ok {
 		return nil, fmt.Errorf("this backend has no backward pass (use the CPU)")
 	}
+	if err := r.checkDevice(); err != nil {
+		return nil, err
+	}
 	m, c := r.Model, r.Model.Config
-	if dlogits.Rows() != len(rec.rows) || dlogits.Cols() != c.Vocab || dlogits.DType != r.dtype() {
-		return nil, fmt.Errorf("logit gradient is %v, want %s(%d, %d)", dlogits, r.dtype(), len(rec.rows), c.Vocab)
+	if dlogits.Rows() != len(rec.rows) || dlogits.Cols() != c.Vocab || dlogits.DType != r.dtype() || !dlogits.OnHost() {
+		return nil, fmt.Errorf("logit gradient is %v, want %s(%d, %d) in host memory", dlogits, r.dtype(), len(rec.rows), c.Vocab)
 	}
 	if opt.Weights && len(opt.From) > 0 {
 		return nil, fmt.Errorf("weight gradients sum over every position: GradOptions.From must be empty with Weights")
+	}
+	if opt.Weights && r.OnDevice() {
+		return nil, fmt.Errorf("weight gradients are computed on the CPU only; on a device the backward pass gives activation gradients")
 	}
 	if rs := opt.Resume; rs != nil && (rs.outputs == nil || len(opt.DropLayers) == 0 || opt.Weights) {
 		return nil, fmt.Errorf("GradOptions.Resume needs a Resumable pass's Grads, dropped layers, and no weight gradients")
 	}
 	b := rec.batch
-	n, dt := len(b.Tokens), r.dtype()
-	alloc := func(shape ...int) *tensor.Tensor { return tensor.New(dt, shape...) }
+	mm := r.mem()
+	defer mm.release()
 	dims := c.HookDims()
-	g := &Grads{Points: hooks.NewCache()}
+	g := &Grads{Points: hooks.NewCache(), mem: mm}
+	if opt.Batched {
+		g.Batch = map[hooks.Point]*tensor.Tensor{}
+	}
 	want := map[hooks.Point]bool{}
 	for _, p := range opt.Points {
 		want[p] = true
 	}
+	// put hands a gradient to the Grads: a copy of the batch tensor (Batched), or its rows split by
+	// sequence into host memory.
 	put := func(p hooks.Point, t *tensor.Tensor, seq, pos []int32) {
-		if want[p] {
-			g.Points.Put(p, dims, t, seq, pos)
+		switch {
+		case !want[p]:
+		case opt.Batched:
+			g.Batch[p] = mm.clone(t)
+		default:
+			g.Points.Put(p, dims, mm.host(t), seq, pos)
 		}
 	}
-	wg := newWeightGrads(opt.Weights, dt)
+	wg := newWeightGrads(opt.Weights, r.dtype())
 
 	// live are the rows whose gradient may be nonzero and is wanted, ascending; the matmuls and
 	// row-wise ops run on them alone, and every other row of dx stays zero. Through the last
@@ -179,12 +270,19 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	top, live := c.Layers-1, liveRows(b, rec.rows, opt.From)
 	var dx *tensor.Tensor
 	if opt.Resume == nil {
-		dx = r.unembedBackward(bb, rec, dlogits, opt, wg, put)
+		dx = r.unembedBackward(bb, mm, rec, dlogits, opt, wg, put)
 	} else {
 		top = slices.Max(opt.DropLayers)
 		dx, live = opt.Resume.outputs[top].dx, opt.Resume.outputs[top].live
+		g.shared = map[*tensor.Tensor]bool{}
 		for _, p := range opt.Points {
 			if p.Layer > top || p.Kind == hooks.FinalNorm {
+				if opt.Batched {
+					if t := opt.Resume.Batch[p]; t != nil {
+						g.Batch[p], g.shared[t] = t, true
+					}
+					continue
+				}
 				for _, s := range opt.Resume.Points.Seqs() {
 					if t, ok := opt.Resume.Points.Get(s, p.Name()); ok {
 						g.Points.Set(s, p.Name(), t)
@@ -198,87 +296,28 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	}
 	for l := top; l >= 0; l-- {
 		if opt.Resumable {
+			// The Grads keep the gradient at this layer's output; temporaries of the pass do not.
+			mm.keep(dx)
 			g.outputs[l] = layerGrad{dx, live}
 		}
 		w, lr := &m.Layers[l], &rec.layers[l]
 		at := func(k hooks.Kind, t *tensor.Tensor) { put(hooks.Point{Layer: l, Kind: k}, t, b.Seq, b.Pos) }
 		at(hooks.ResidPost, dx)
 		if slices.Contains(opt.DropLayers, l) {
-			r.dropLayer(l, dx, rec, want, put)
+			r.dropLayer(l, dx, rec, mm, want, put)
 			continue
 		}
-		k := len(live)
-
-		// MLP block: x_post = x_mid + down(silu(gate(n2)) ⊙ up(n2)), n2 = rmsnorm(x_mid).
-		at(hooks.MLPOut, dx)
-		dxL, gate, up, mid := rowsOf(dx, live), rowsOf(lr.gate, live), rowsOf(lr.up, live), rowsOf(lr.mid, live)
-		// The inputs of the projections (silu(gate)⊙up, and the normalised residuals below) enter
-		// only their weights' gradients: without those they are not recomputed, and the
-		// recorded tensor of the same shape stands in for MatMulBackward's shape check.
-		post := gate
-		if opt.Weights {
-			post = alloc(k, c.FFNDim)
-			bb.SiLUMul(post, gate, up)
+		dx, live = r.layerBackward(bb, mm, l, w, lr, b, dx, live, opt, want, wg, at)
+		// Only dx goes on to the layer below: every other temporary of this layer goes back now,
+		// so that a device holds one layer's intermediates at a time.
+		carried := !slices.ContainsFunc(g.outputs, func(o layerGrad) bool { return o.dx == dx })
+		if carried {
+			mm.keep(dx)
 		}
-		dpost := alloc(k, c.FFNDim)
-		bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dxL, post, w.WDown)
-		at(hooks.MLPPost, spread(dpost, live, n))
-		dgate, dup := alloc(k, c.FFNDim), alloc(k, c.FFNDim)
-		bb.SiLUMulBackward(dgate, dup, dpost, gate, up)
-		n2 := mid
-		if opt.Weights {
-			n2 = alloc(k, c.Dim)
-			bb.RMSNorm(n2, mid, w.MLPNorm, c.NormEps)
+		mm.release()
+		if carried {
+			mm.track(dx)
 		}
-		dn2 := alloc(k, c.Dim)
-		bb.MatMulBackward(dn2, wg.of(w.WGate), wg.of(w.BGate), dgate, n2, w.WGate)
-		bb.MatMulBackward(dn2, wg.of(w.WUp), wg.of(w.BUp), dup, n2, w.WUp)
-		dmidL := copyOf(dxL)
-		bb.RMSNormBackward(dmidL, wg.of(w.MLPNorm), dn2, mid, w.MLPNorm, c.NormEps)
-		dmid := spread(dmidL, live, n)
-		at(hooks.ResidMid, dmid)
-
-		// Attention block: x_mid = x_pre + o_proj(z), z = attention(rope(q), rope(k), v) of n1 = rmsnorm(x_pre).
-		at(hooks.AttnOut, dmid)
-		dzL := alloc(k, c.Heads*c.HeadDim)
-		bb.MatMulBackward(dzL, wg.of(w.WO), wg.of(w.BO), dmidL, rowsOf(lr.z.Reshape(n, c.Heads*c.HeadDim), live), w.WO)
-		dz := spread(dzL, live, n)
-		at(hooks.Z, dz.Reshape(n, c.Heads, c.HeadDim))
-		dq := alloc(n, c.Heads, c.HeadDim)
-		dk, dv := alloc(n, c.KVHeads, c.HeadDim), alloc(n, c.KVHeads, c.HeadDim)
-		if p := (hooks.Point{Layer: l, Kind: hooks.Pattern}); want[p] {
-			// Through the probabilities explicitly, to stop at them: dP = dz·Vᵀ, then the softmax.
-			pattern := r.pattern(bb, lr, b)
-			dp := alloc(pattern.Shape...)
-			bb.AttentionApplyBackward(dp, dv, dz, pattern, lr.v, b.Seq, b.Pos)
-			at(hooks.Pattern, dp)
-			bb.AttentionPatternBackward(dq, dk, dp, pattern, lr.q, lr.k, b.Seq, b.Pos)
-		} else {
-			bb.AttentionBackward(dq, dk, dv, dz, lr.q, lr.k, lr.v, b.Seq, b.Pos)
-		}
-		live = extendRows(b, live, opt.From)
-		k = len(live)
-		keepRows(dk, live) // keys and values below From pass gradient to nothing wanted
-		keepRows(dv, live)
-		bb.RoPEBackward(dq, b.Pos, m.InvFreq)
-		bb.RoPEBackward(dk, b.Pos, m.InvFreq)
-		at(hooks.Q, dq)
-		at(hooks.K, dk)
-		at(hooks.V, dv)
-		x := rowsOf(lr.x, live)
-		n1 := x
-		if opt.Weights {
-			n1 = alloc(k, c.Dim)
-			bb.RMSNorm(n1, x, w.AttnNorm, c.NormEps)
-		}
-		dn1 := alloc(k, c.Dim)
-		bb.MatMulBackward(dn1, wg.of(w.WQ), wg.of(w.BQ), rowsOf(dq.Reshape(n, c.Heads*c.HeadDim), live), n1, w.WQ)
-		bb.MatMulBackward(dn1, wg.of(w.WK), wg.of(w.BK), rowsOf(dk.Reshape(n, c.KVHeads*c.HeadDim), live), n1, w.WK)
-		bb.MatMulBackward(dn1, wg.of(w.WV), wg.of(w.BV), rowsOf(dv.Reshape(n, c.KVHeads*c.HeadDim), live), n1, w.WV)
-		dpreL := copyOf(rowsOf(dmid, live))
-		bb.RMSNormBackward(dpreL, wg.of(w.AttnNorm), dn1, x, w.AttnNorm, c.NormEps)
-		dx = spread(dpreL, live, n)
-		at(hooks.ResidPre, dx)
 	}
 	put(hooks.Point{Layer: -1, Kind: hooks.Embed}, dx, b.Seq, b.Pos)
 	if opt.Weights {
@@ -293,23 +332,107 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	return g, nil
 }
 
+// layerBackward is the backward of decoder block l from dx, the gradient at its output, on the
+// rows live; it returns the gradient at its input and the rows that one may be nonzero on.
+func (r *Runner) layerBackward(bb tensor.Backward, mm *mem, l int, w *Layer, lr *layerRecord, b Batch, dx *tensor.Tensor, live []int32,
+	opt GradOptions, want map[hooks.Point]bool, wg *weightGrads, at func(hooks.Kind, *tensor.Tensor)) (*tensor.Tensor, []int32) {
+	c := r.Model.Config
+	n, k := len(b.Tokens), len(live)
+
+	// MLP block: x_post = x_mid + down(silu(gate(n2)) ⊙ up(n2)), n2 = rmsnorm(x_mid).
+	at(hooks.MLPOut, dx)
+	dxL, gate, up, mid := mm.rowsOf(dx, live), mm.rowsOf(lr.gate, live), mm.rowsOf(lr.up, live), mm.rowsOf(lr.mid, live)
+	// The inputs of the projections (silu(gate)⊙up, and the normalised residuals below) enter
+	// only their weights' gradients: without those they are not recomputed, and the
+	// recorded tensor of the same shape stands in for MatMulBackward's shape check.
+	post := gate
+	if opt.Weights {
+		post = mm.alloc(k, c.FFNDim)
+		bb.SiLUMul(post, gate, up)
+	}
+	dpost := mm.alloc(k, c.FFNDim)
+	bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dxL, post, w.WDown)
+	at(hooks.MLPPost, mm.spread(dpost, live, n))
+	dgate, dup := mm.alloc(k, c.FFNDim), mm.alloc(k, c.FFNDim)
+	bb.SiLUMulBackward(dgate, dup, dpost, gate, up)
+	n2 := mid
+	if opt.Weights {
+		n2 = mm.alloc(k, c.Dim)
+		bb.RMSNorm(n2, mid, w.MLPNorm, c.NormEps)
+	}
+	dn2 := mm.alloc(k, c.Dim)
+	bb.MatMulBackward(dn2, wg.of(w.WGate), wg.of(w.BGate), dgate, n2, w.WGate)
+	bb.MatMulBackward(dn2, wg.of(w.WUp), wg.of(w.BUp), dup, n2, w.WUp)
+	dmidL := mm.copyOf(dxL)
+	bb.RMSNormBackward(dmidL, wg.of(w.MLPNorm), dn2, mid, w.MLPNorm, c.NormEps)
+	dmid := mm.spread(dmidL, live, n)
+	at(hooks.ResidMid, dmid)
+
+	// Attention block: x_mid = x_pre + o_proj(z), z = attention(rope(q), rope(k), v) of n1 = rmsnorm(x_pre).
+	at(hooks.AttnOut, dmid)
+	dzL := mm.alloc(k, c.Heads*c.HeadDim)
+	bb.MatMulBackward(dzL, wg.of(w.WO), wg.of(w.BO), dmidL, mm.rowsOf(lr.z.Reshape(n, c.Heads*c.HeadDim), live), w.WO)
+	dz := mm.spread(dzL, live, n)
+	at(hooks.Z, dz.Reshape(n, c.Heads, c.HeadDim))
+	dq := mm.alloc(n, c.Heads, c.HeadDim)
+	dk, dv := mm.alloc(n, c.KVHeads, c.HeadDim), mm.alloc(n, c.KVHeads, c.HeadDim)
+	if p := (hooks.Point{Layer: l, Kind: hooks.Pattern}); want[p] {
+		// Through the probabilities explicitly, to stop at them: dP = dz·Vᵀ, then the softmax.
+		pattern := r.pattern(bb, mm, lr, b)
+		dp := mm.alloc(pattern.Shape...)
+		bb.AttentionApplyBackward(dp, dv, dz, pattern, lr.v, b.Seq, b.Pos)
+		at(hooks.Pattern, dp)
+		bb.AttentionPatternBackward(dq, dk, dp, pattern, lr.q, lr.k, b.Seq, b.Pos)
+	} else {
+		bb.AttentionBackward(dq, dk, dv, dz, lr.q, lr.k, lr.v, b.Seq, b.Pos)
+	}
+	live = extendRows(b, live, opt.From)
+	k = len(live)
+	dk = mm.keepRows(dk, live) // keys and values below From pass gradient to nothing wanted
+	dv = mm.keepRows(dv, live)
+	bb.RoPEBackward(dq, b.Pos, r.Model.InvFreq)
+	bb.RoPEBackward(dk, b.Pos, r.Model.InvFreq)
+	at(hooks.Q, dq)
+	at(hooks.K, dk)
+	at(hooks.V, dv)
+	x := mm.rowsOf(lr.x, live)
+	n1 := x
+	if opt.Weights {
+		n1 = mm.alloc(k, c.Dim)
+		bb.RMSNorm(n1, x, w.AttnNorm, c.NormEps)
+	}
+	dn1 := mm.alloc(k, c.Dim)
+	bb.MatMulBackward(dn1, wg.of(w.WQ), wg.of(w.BQ), mm.rowsOf(dq.Reshape(n, c.Heads*c.HeadDim), live), n1, w.WQ)
+	bb.MatMulBackward(dn1, wg.of(w.WK), wg.of(w.BK), mm.rowsOf(dk.Reshape(n, c.KVHeads*c.HeadDim), live), n1, w.WK)
+	bb.MatMulBackward(dn1, wg.of(w.WV), wg.of(w.BV), mm.rowsOf(dv.Reshape(n, c.KVHeads*c.HeadDim), live), n1, w.WV)
+	dpreL := mm.copyOf(mm.rowsOf(dmid, live))
+	bb.RMSNormBackward(dpreL, wg.of(w.AttnNorm), dn1, x, w.AttnNorm, c.NormEps)
+	dx = mm.spread(dpreL, live, n)
+	at(hooks.ResidPre, dx)
+	return dx, live
+}
+
 // unembedBackward is the backward of logits = lm_head(rmsnorm(x_final)) at the recorded rows: the
 // gradient at the last layer's output, (n, d_model) in batch order, zero on rows without logits
 // and on those below From.
-func (r *Runner) unembedBackward(bb tensor.Backward, rec *Record, dlogits *tensor.Tensor, opt GradOptions, wg *weightGrads, put func(hooks.Point, *tensor.Tensor, []int32, []int32)) *tensor.Tensor {
-	m, c, b, dt := r.Model, r.Model.Config, rec.batch, r.dtype()
+func (r *Runner) unembedBackward(bb tensor.Backward, mm *mem, rec *Record, dlogits *tensor.Tensor, opt GradOptions, wg *weightGrads, put func(hooks.Point, *tensor.Tensor, []int32, []int32)) *tensor.Tensor {
+	m, c, b := r.Model, r.Model.Config, rec.batch
 	mRows := len(rec.rows)
 	rowSeq, rowPos := make([]int32, mRows), make([]int32, mRows)
 	for i, t := range rec.rows {
 		rowSeq[i], rowPos[i] = b.Seq[t], b.Pos[t]
 	}
-	xl := tensor.New(dt, mRows, c.Dim)
+	xl := mm.alloc(mRows, c.Dim)
 	bb.Embedding(xl, rec.final, rec.rows)
-	xln := tensor.New(dt, mRows, c.Dim)
+	xln := mm.alloc(mRows, c.Dim)
 	bb.RMSNorm(xln, xl, m.Norm, c.NormEps)
-	dxln := tensor.New(dt, mRows, c.Dim)
-	if !sparseUnembedBackward(bb, dxln, dlogits, m.LMHead, opt.Weights) {
-		bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dlogits, xln, m.LMHead)
+	dxln := mm.alloc(mRows, c.Dim)
+	if !sparseUnembedBackward(bb, mm, dxln, xln, dlogits, m.LMHead, opt.Weights) {
+		dl := bb.Upload(dlogits)
+		if dl != dlogits {
+			mm.track(dl)
+		}
+		bb.MatMulBackward(dxln, wg.of(m.LMHead), nil, dl, xln, m.LMHead)
 	}
 	var wanted []int32
 	for i := range rec.rows {
@@ -317,11 +440,11 @@ func (r *Runner) unembedBackward(bb tensor.Backward, rec *Record, dlogits *tenso
 			wanted = append(wanted, int32(i))
 		}
 	}
-	keepRows(dxln, wanted)
+	dxln = mm.keepRows(dxln, wanted)
 	put(hooks.Point{Layer: -1, Kind: hooks.FinalNorm}, dxln, rowSeq, rowPos)
-	dxl := tensor.New(dt, mRows, c.Dim)
+	dxl := mm.alloc(mRows, c.Dim)
 	bb.RMSNormBackward(dxl, wg.of(m.Norm), dxln, xl, m.Norm, c.NormEps)
-	dx := tensor.New(dt, len(b.Tokens), c.Dim)
+	dx := mm.alloc(len(b.Tokens), c.Dim)
 	bb.EmbeddingBackward(dx, dxl, rec.rows) // scatter the rows back into the batch
 	return dx
 }
@@ -329,11 +452,13 @@ func (r *Runner) unembedBackward(bb tensor.Backward, rec *Record, dlogits *tenso
 // sparseUnembedBackward is the LM head's backward, dxln += dlogits·lm_head, for a metric that reads
 // few logits: a logit difference has two nonzero columns per row, so each row of dxln is a sum of
 // two rows of the head, gathered, where the product would stream the whole (vocab, d_model) head
-// and cost about a quarter of a forward pass of a 64-token prompt at the Llama-3.2-1B shape. It
-// reports false, doing nothing, when weight gradients are wanted or the gradient has more than 64
-// distinct nonzero columns (a log-probability's is dense); the product is then the way.
-func sparseUnembedBackward(bb tensor.Backward, dxln, dlogits, head *tensor.Tensor, weights bool) bool {
-	if weights || !dlogits.OnHost() || !dxln.OnHost() {
+// and cost about a quarter of a forward pass of a 64-token prompt at the Llama-3.2-1B shape. On a
+// device the gathered rows are combined by a small product with the coefficients (rows, columns),
+// uploaded; xln (rows, d_model) only gives that product's shape. It reports false, doing nothing,
+// when weight gradients are wanted or the gradient has more than 64 distinct nonzero columns (a
+// log-probability's is dense); the product with the whole head is then the way.
+func sparseUnembedBackward(bb tensor.Backward, mm *mem, dxln, xln, dlogits, head *tensor.Tensor, weights bool) bool {
+	if weights {
 		return false
 	}
 	rows, vocab := dlogits.Rows(), dlogits.Cols()
@@ -372,8 +497,20 @@ func sparseUnembedBackward(bb tensor.Backward, dxln, dlogits, head *tensor.Tenso
 		return true // a metric that ignores the logits: nothing flows back
 	}
 	d := head.Cols()
-	gathered := tensor.New(dxln.DType, len(cols), d)
+	gathered := mm.alloc(len(cols), d)
 	bb.Embedding(gathered, head, cols) // the head's rows, widened to the activation dtype
+	if mm.onDevice() {
+		coef := make([]float32, rows*len(cols))
+		for r, ts := range terms {
+			for _, t := range ts {
+				coef[r*len(cols)+t.col] = float32(t.v)
+			}
+		}
+		cd := bb.Upload(tensor.FromF32(coef, rows, len(cols)))
+		mm.track(cd)
+		bb.MatMulBackward(dxln, nil, nil, cd, xln, gathered)
+		return true
+	}
 	g := gathered.ToF64()
 	for r, ts := range terms {
 		for _, t := range ts {
@@ -397,7 +534,7 @@ func sparseUnembedBackward(bb tensor.Backward, dxln, dlogits, head *tensor.Tenso
 // dropLayer is the backward of layer l with its residual contributions cut off from the gradient:
 // x_post = x_pre + (attn_out + mlp_out) with d(attn_out) = d(mlp_out) = 0, so the gradient passes
 // to resid_mid and resid_pre unchanged and every point inside the layer gets zeros (weights too).
-func (r *Runner) dropLayer(l int, dx *tensor.Tensor, rec *Record, want map[hooks.Point]bool, put func(hooks.Point, *tensor.Tensor, []int32, []int32)) {
+func (r *Runner) dropLayer(l int, dx *tensor.Tensor, rec *Record, mm *mem, want map[hooks.Point]bool, put func(hooks.Point, *tensor.Tensor, []int32, []int32)) {
 	b, dims := rec.batch, r.Model.Config.HookDims()
 	n := len(b.Tokens)
 	ctx := int32(0)
@@ -413,7 +550,7 @@ func (r *Runner) dropLayer(l int, dx *tensor.Tensor, rec *Record, want map[hooks
 		if k == hooks.Pattern {
 			shape = []int{n, dims.Heads, int(ctx)}
 		}
-		put(p, tensor.New(r.dtype(), shape...), b.Seq, b.Pos)
+		put(p, mm.alloc(shape...), b.Seq, b.Pos)
 	}
 	put(hooks.Point{Layer: l, Kind: hooks.ResidMid}, dx, b.Seq, b.Pos)
 	put(hooks.Point{Layer: l, Kind: hooks.ResidPre}, dx, b.Seq, b.Pos)
@@ -421,7 +558,7 @@ func (r *Runner) dropLayer(l int, dx *tensor.Tensor, rec *Record, want map[hooks
 
 // pattern recomputes a recorded layer's attention probabilities (n, heads, ctx) from its q, k and v,
 // through a one-layer KV cache of the batch's own tokens.
-func (r *Runner) pattern(bb tensor.Backward, lr *layerRecord, b Batch) *tensor.Tensor {
+func (r *Runner) pattern(bb tensor.Backward, mm *mem, lr *layerRecord, b Batch) *tensor.Tensor {
 	c := r.Model.Config
 	const block = 16
 	seqs, ctx := map[int32]int32{}, int32(0)
@@ -434,13 +571,14 @@ func (r *Runner) pattern(bb tensor.Backward, lr *layerRecord, b Batch) *tensor.T
 		blocks += (int(n) + block - 1) / block
 	}
 	kv := tensor.NewKVCacheOf(bb, r.dtype(), 1, c.KVHeads, c.HeadDim, block, blocks)
+	defer r.FreeKVCache(kv)
 	for s, n := range seqs {
 		if err := kv.Reserve(int(s), int(n)); err != nil {
 			panic(fmt.Sprintf("llama: %v", err)) // sized above to fit exactly
 		}
 	}
 	bb.StoreKV(kv, 0, lr.k, lr.v, b.Seq, b.Pos)
-	p := tensor.New(r.dtype(), len(b.Tokens), c.Heads, int(ctx))
+	p := mm.alloc(len(b.Tokens), c.Heads, int(ctx))
 	bb.AttentionPattern(p, lr.q, kv, 0, b.Seq, b.Pos)
 	return p
 }
@@ -495,60 +633,6 @@ func extendRows(b Batch, live []int32, from map[int32]int32) []int32 {
 		}
 	}
 	return out
-}
-
-// all reports whether rows (ascending, distinct) are every row of a tensor of n rows.
-func all(rows []int32, n int) bool { return len(rows) == n }
-
-// rowsOf gathers rows of t (n, …) into a new tensor (len(rows), …); t itself when rows are all of them.
-func rowsOf(t *tensor.Tensor, rows []int32) *tensor.Tensor {
-	n := t.Shape[0]
-	if all(rows, n) {
-		return t
-	}
-	out := tensor.New(t.DType, append([]int{len(rows)}, t.Shape[1:]...)...)
-	rb := len(t.Data) / n
-	for j, i := range rows {
-		copy(out.Data[j*rb:(j+1)*rb], t.Data[int(i)*rb:(int(i)+1)*rb])
-	}
-	return out
-}
-
-// spread places the rows of t (len(rows), …) at rows of a new zeroed tensor (n, …); t itself when
-// rows are all n.
-func spread(t *tensor.Tensor, rows []int32, n int) *tensor.Tensor {
-	if all(rows, n) {
-		return t
-	}
-	out := tensor.New(t.DType, append([]int{n}, t.Shape[1:]...)...)
-	rb := len(out.Data) / n
-	for j, i := range rows {
-		copy(out.Data[int(i)*rb:(int(i)+1)*rb], t.Data[j*rb:(j+1)*rb])
-	}
-	return out
-}
-
-// keepRows zeroes every row of t (n, …) but rows.
-func keepRows(t *tensor.Tensor, rows []int32) {
-	n := t.Shape[0]
-	if all(rows, n) {
-		return
-	}
-	rb := len(t.Data) / n
-	next := 0
-	for i := 0; i < n; i++ {
-		if next < len(rows) && int(rows[next]) == i {
-			next++
-			continue
-		}
-		clear(t.Data[i*rb : (i+1)*rb])
-	}
-}
-
-func copyOf(t *tensor.Tensor) *tensor.Tensor {
-	c := tensor.New(t.DType, t.Shape...)
-	copy(c.Data, t.Data)
-	return c
 }
 
 // HookDims are the sizes that give the model's hook points their shapes.

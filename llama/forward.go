@@ -101,6 +101,9 @@ func (r *Runner) view(buf **tensor.Tensor, capRows int, dtype tensor.DType, shap
 		per *= d
 	}
 	if *buf == nil || (*buf).Shape[0] < shape[0] || (*buf).DType != dtype {
+		if d, ok := r.Backend.(DeviceMemory); ok && *buf != nil && !(*buf).OnHost() {
+			d.Free(*buf) // a device's memory is not garbage-collected
+		}
 		*buf = r.Backend.Alloc(dtype, capRows, per)
 	}
 	return (*buf).Slice(0, shape[0]).Reshape(shape...)
@@ -186,6 +189,13 @@ func (r *Runner) Forward(b Batch, kv *tensor.KVCache, h *hooks.Set) (*tensor.Ten
 	return r.forward(b, kv, h, nil)
 }
 
+// ForwardDevice runs the batch as Forward does but leaves the logits where the backend computed
+// them — in a device's memory on a device — for reductions there (a metric's few values rather
+// than rows of the vocabulary). The tensor is the runner's and holds until the next call.
+func (r *Runner) ForwardDevice(b Batch, kv *tensor.KVCache, h *hooks.Set) (*tensor.Tensor, error) {
+	return r.pass(b, kv, h, nil)
+}
+
 func (r *Runner) forward(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*tensor.Tensor, error) {
 	logits, err := r.pass(b, kv, h, rec)
 	if err == nil && logits != r.host {
@@ -259,7 +269,7 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 		r.layer(l, b, kv, &f, rec)
 	}
 	if rec != nil {
-		rec.final = r.clone(r.x)
+		rec.final = rec.mem.clone(r.x)
 		rec.rows = append([]int32(nil), r.rows...)
 	}
 	if f.err != nil || rows == 0 {
@@ -299,10 +309,15 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 		f.err = f.h.At(p, x, f.seq, f.pos)
 		return
 	}
-	// On a device only additions run, as one uploaded delta per point: steering a batch costs an
-	// upload and an add, while reading or patching would need the activations on the host.
+	// On a device, a point with additions alone takes them as one uploaded delta: steering a batch
+	// costs an upload and an add. Reads, captures and patches run there too (hooks.Set.AtDevice).
 	if !f.h.Additive(p) {
-		f.err = fmt.Errorf("%s: reading or replacing activations needs them in host memory (the CPU backend); on a device only additions (steering) run", p.Name())
+		d, ok := f.be.(hooks.Device)
+		if !ok {
+			f.err = fmt.Errorf("%s: this backend keeps activations in its own memory and cannot read or patch them there; only additions (steering) run on it", p.Name())
+			return
+		}
+		f.err = f.h.AtDevice(p, x, f.seq, f.pos, d)
 		return
 	}
 	f.delta = f.h.Delta(f.delta, p, f.seq, f.pos)
@@ -350,7 +365,8 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	}
 	at(hooks.Z, r.z)
 	if lr != nil {
-		lr.x, lr.q, lr.k, lr.v, lr.z = r.clone(r.x), r.clone(r.q), r.clone(r.k), r.clone(r.v), r.clone(r.z)
+		m := rec.mem
+		lr.x, lr.q, lr.k, lr.v, lr.z = m.clone(r.x), m.clone(r.q), m.clone(r.k), m.clone(r.v), m.clone(r.z)
 	}
 	be.MatMul(r.proj, r.att, w.WO, w.BO)
 	at(hooks.AttnOut, r.proj)
@@ -362,7 +378,8 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	be.MatMul(r.gate, r.xn, w.WGate, w.BGate)
 	be.MatMul(r.up, r.xn, w.WUp, w.BUp)
 	if lr != nil {
-		lr.mid, lr.gate, lr.up = r.clone(r.x), r.clone(r.gate), r.clone(r.up)
+		m := rec.mem
+		lr.mid, lr.gate, lr.up = m.clone(r.x), m.clone(r.gate), m.clone(r.up)
 	}
 	be.SiLUMul(r.gate, r.gate, r.up)
 	at(hooks.MLPPost, r.gate)
@@ -389,4 +406,7 @@ func (r *Runner) explicitAttention(l int, b Batch, kv *tensor.KVCache, f *firing
 	pb.AttentionPattern(p, r.q, kv, l, b.Seq, b.Pos)
 	f.at(hooks.Point{Layer: l, Kind: hooks.Pattern}, p)
 	pb.AttentionApply(r.att, p, kv, l, b.Seq, b.Pos)
+	if d, ok := r.Backend.(DeviceMemory); ok && !p.OnHost() {
+		d.Free(p) // hooks copied what they keep
+	}
 }

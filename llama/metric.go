@@ -122,6 +122,7 @@ func (r *Runner) Gradients(b Batch, metric Metric, opt GradOptions) (float64, *G
 	if err != nil {
 		return 0, nil, err
 	}
+	defer rec.Release()
 	dlogits := tensor.New(logits.DType, logits.Shape...)
 	v, err := metric.Eval(logits, dlogits)
 	if err != nil {

@@ -1,7 +1,7 @@
 """Prints the device check's short table from the JSON lines in its output folder: gpubench's
-(tiller.jsonl), the HF logits comparison (hf.jsonl), `tiller profile`'s (profile.jsonl), the
-generate comparison (generate.jsonl) and,
-when it ran, HF transformers' own speeds (hf-baseline.jsonl).
+(tiller.jsonl), the HF logits, gradient and attribution comparisons (hf.jsonl), the AtP benchmark
+of tiller and PyTorch (attrib.jsonl), `tiller profile`'s (profile.jsonl), the generate comparison
+(generate.jsonl) and, when it ran, HF transformers' own speeds (hf-baseline.jsonl).
 
 Usage: python3 scripts/device-table.py OUT_DIR > table.md
 """
@@ -77,6 +77,42 @@ def main():
     else:
         print("| (no result) | see hf-check.log, hf-logits.log |")
 
+    checks = [r for r in h if r.get("what") in ("grad_check", "attrib_check")]
+    if checks:
+        print("\n| gradients and AtP at analysis precision, vs PyTorch autograd (f32, TF32 off) and tiller's CPU | layers | max |Δ| / max |ref| | worst | vs CPU | exact patching vs CPU | pass (bounds) |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in checks:
+            what = "gradients at every hook point, 64 tokens" if r["what"] == "grad_check" else f"AtP, {r.get('pairs')} pairs of {r.get('tokens')} tokens"
+            exact = f"{fmt(r.get('rel_exact_max'), '.1e')} ({r.get('exact_nodes', 0)} nodes)" if "rel_exact_max" in r else "-"
+            print(f"| {what}, dim {r.get('dim')} | {r.get('layers')} | {fmt(r.get('rel_torch_max'), '.1e')} | {r.get('rel_torch_worst_point', '')} | "
+                  f"{fmt(r.get('rel_cpu_max'), '.1e')} | {exact} | {r.get('pass')} ({r.get('bounds')}) |")
+
+    a = rows(os.path.join(d, "attrib.jsonl"))
+    fwd = next((r for r in a if r.get("what") == "atp_forward"), None)
+    if fwd:
+        print(f"\n| AtP per pair, Llama-3.1-8B shape, {fwd.get('tokens')}-token prompts, 40 pairs (goal ≤ 2.5 × one forward) | batch | ms/pair | pairs/s | × forward |")
+        print("| --- | --- | --- | --- | --- |")
+        print(f"| tiller, one forward (analysis precision / bf16 inference) | 1 | {fmt(fwd.get('analysis_ms'), '.2f')} / {fmt(fwd.get('inference_ms'), '.2f')} | | |")
+        for r in a:
+            if r.get("what") == "atp_bench":
+                print(f"| tiller AtP (× the bf16 forward: {fmt(r.get('x_inference_forward'), '.2f')}) | {r.get('batch')} | {fmt(r.get('ms_per_pair'), '.2f')} | "
+                      f"{fmt(r.get('pairs_per_s'), '.1f')} | {fmt(r.get('x_forward'), '.2f')} |")
+        for r in a:
+            if r.get("what") == "torch_atp_forward":
+                print(f"| PyTorch {r.get('dtype')}, one forward | 1 | {fmt(r.get('ms'), '.2f')} | | |")
+            if r.get("what") == "torch_atp_bench":
+                mine = next((x for x in a if x.get("what") == "atp_bench" and x.get("batch") == r.get("batch")), {})
+                vs = f" (tiller {mine['pairs_per_s'] / r['pairs_per_s']:.2f}×)" if mine.get("pairs_per_s") and r.get("pairs_per_s") else ""
+                print(f"| PyTorch autograd AtP, {r.get('dtype')}{vs} | {r.get('batch')} | {fmt(r.get('ms_per_pair'), '.2f')} | "
+                      f"{fmt(r.get('pairs_per_s'), '.1f')} | {fmt(r.get('x_forward'), '.2f')} |")
+
+    ks = [r for r in a if r.get("what") == "kernel"]
+    if ks:
+        print("\n| f32-precision products (exact products; the tensor cores do 3× the counted FLOPs) | shape | µs | TFLOP/s |")
+        print("| --- | --- | --- | --- |")
+        for r in ks:
+            print(f"| {r['kernel']} | {r.get('shape', '')} | {fmt(r.get('ms', 0) * 1e3, '.1f')} | {fmt(r.get('tflops'), '.1f')} |")
+
     for variant in ("generic, graph", "fused+PDL, graph"):
         ks = [r for r in t if r.get("what") == "profile" and r.get("variant") == variant]
         if not ks:
@@ -126,7 +162,7 @@ def main():
     if g:
         print(f"\ntiller generate --device cuda, greedy, tiny random model: text {'identical to' if g.get('same_as_cpu') else 'DIFFERENT from'} --device cpu")
 
-    for r in t + h + base:
+    for r in t + h + base + a:
         if r.get("what") in ("failed", "skipped"):
             print(f"{r['what'].upper()}: {r.get('step', r.get('rows', ''))}: {r.get('error', r.get('reason', ''))}")
 

@@ -21,6 +21,30 @@ import time
 import torch
 
 
+def random_model(cfg, seed, device):
+    """LlamaForCausalLM of config dict cfg in bf16 on device, every weight drawn here whatever this
+    transformers version's own initialisation does: N(0, initializer_range) for matrices,
+    1 + N(0, 0.1) for the norms (HF would leave them at 1, where a missing norm weight would go
+    unnoticed). Also used by hf_attrib.py."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**cfg)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed + 1)
+    std = cfg.get("initializer_range", 0.02)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            r = torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32)
+            p.copy_(1 + 0.1 * r if name.endswith("norm.weight") else std * r)
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
@@ -34,30 +58,13 @@ def main():
 
     import transformers
     from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     with open(args.config) as f:
         cfg = json.load(f)
     cfg["num_hidden_layers"] = args.layers
-    config = LlamaConfig(**cfg)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(args.seed)
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device(args.device):
-        model = LlamaForCausalLM(config)
-    torch.set_default_dtype(torch.float32)
-    model.eval()
-    # Every weight drawn here, whatever this transformers version's own initialisation does:
-    # N(0, initializer_range) for matrices, 1 + N(0, 0.1) for the norms (HF would leave them at 1,
-    # where a missing norm weight would go unnoticed).
-    gen = torch.Generator(device=args.device).manual_seed(args.seed + 1)
-    std = cfg.get("initializer_range", 0.02)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=gen, device=args.device, dtype=torch.float32)
-            p.copy_(1 + 0.1 * r if name.endswith("norm.weight") else std * r)
+    model = random_model(cfg, args.seed, args.device)
 
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
@@ -68,7 +75,7 @@ def main():
         os.remove(gc)  # not needed, and the one place a new transformers could write what tiller rejects
     t_saved = time.time()
 
-    ids = torch.randint(0, config.vocab_size, (1, args.tokens), generator=torch.Generator().manual_seed(args.seed + 2))
+    ids = torch.randint(0, model.config.vocab_size, (1, args.tokens), generator=torch.Generator().manual_seed(args.seed + 2))
     ids = ids.to(args.device)
     with torch.inference_mode():
         logits_bf16 = model(ids).logits[0].float()

@@ -12,7 +12,10 @@
 //
 // With -hf DIR it instead compares the logits of the checkpoint in DIR (written by hf_logits.py,
 // with HF transformers' own logits in DIR/reference.safetensors) on the GPU: prefill, runner
-// decode, and the device-resident decoder in both forms (hfcheck.go).
+// decode, and the device-resident decoder in both forms (hfcheck.go). With -grads DIR and
+// -attrib DIR it compares the gradients at every hook point and the AtP scores of the checkpoint
+// in DIR with PyTorch autograd's (hf_attrib.py's DIR/attrib_reference.safetensors) and with the
+// CPU's; -atp-bench times AtP at the -config shape (attrib.go).
 package main
 
 import (
@@ -37,6 +40,13 @@ var (
 	profileSteps = flag.Int("profile-steps", 4, "decode steps of the per-kernel profile")
 	skipModel    = flag.Bool("kernels-only", false, "skip the whole-model decode and prefill")
 	hfDir        = flag.String("hf", "", "compare the logits of the checkpoint in this folder with HF transformers' (reference.safetensors) and exit")
+	gradsDir     = flag.String("grads", "", "compare the gradients of the checkpoint in this folder with PyTorch's (attrib_reference.safetensors) and the CPU's, and exit")
+	attribDir    = flag.String("attrib", "", "compare AtP on the checkpoint in this folder with PyTorch's and the CPU's, and exit")
+	cpuPairs     = flag.Int("cpu-pairs", 2, "with -attrib: pairs the CPU path also runs (0: none)")
+	verifyNodes  = flag.Int("verify", 64, "with -attrib: nodes exact patching checks on the GPU and the CPU (0: none)")
+	atpBenchFlag = flag.Bool("atp-bench", false, "time AtP at the -config shape with random weights, and exit")
+	atpPairs     = flag.Int("atp-pairs", 40, "with -atp-bench: pairs")
+	atpTokens    = flag.Int("atp-tokens", 64, "with -atp-bench: tokens per prompt")
 )
 
 var copyPeak float64 // GB/s, measured first
@@ -83,8 +93,16 @@ func main() {
 	defer b.Close()
 	emit(map[string]any{"what": "device", "name": b.Name(), "sms": b.SMs(), "cc": b.ComputeCapability()})
 
-	if *hfDir != "" {
-		guarded("hf logits", func() error { return hfCheck(b, *hfDir) })
+	if *hfDir != "" || *gradsDir != "" || *attribDir != "" {
+		if *hfDir != "" {
+			guarded("hf logits", func() error { return hfCheck(b, *hfDir) })
+		}
+		if *gradsDir != "" {
+			guarded("gradients", func() error { return gradCheck(b, *gradsDir) })
+		}
+		if *attribDir != "" {
+			guarded("attribution", func() error { return attribCheck(b, *attribDir, *cpuPairs, *verifyNodes) })
+		}
 		emit(map[string]any{"what": "done", "failures": failures})
 		if failures > 0 {
 			os.Exit(1)
@@ -110,6 +128,14 @@ func main() {
 	if err != nil {
 		fail("config", err)
 		os.Exit(1)
+	}
+	if *atpBenchFlag {
+		guarded("atp bench", func() error { return atpBench(b, cfg, *atpPairs, *atpTokens) })
+		emit(map[string]any{"what": "done", "failures": failures})
+		if failures > 0 {
+			os.Exit(1)
+		}
+		return
 	}
 	guarded("kernels", func() error { return kernels(b, cfg) })
 	if !*skipModel {

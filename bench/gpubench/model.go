@@ -5,12 +5,10 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"time"
 
 	"github.com/tillerlm/tiller/gpu"
 	"github.com/tillerlm/tiller/hooks"
 	"github.com/tillerlm/tiller/llama"
-	"github.com/tillerlm/tiller/tensor"
 )
 
 // decodeVariant is one form of the device-resident decode step (gpu.Decoder); steer adds a
@@ -32,33 +30,10 @@ var decodeVariants = []decodeVariant{
 // greedy decode in each form of the step (one CUDA graph per step), profiles each kernel of the
 // generic and the fused step, and times a prefill.
 func model(b *gpu.Backend, c *llama.Config) error {
-	t0 := time.Now()
-	m := &llama.Model{Config: c, InvFreq: c.InvFreq()}
-	var bytes, decodeBytes int64
-	for i, w := range m.Weights() {
-		t, err := b.AllocErr(w.Name, tensor.BF16, w.Shape...)
-		if err != nil {
-			return err
-		}
-		scale := float32(0.02)
-		if len(w.Shape) == 1 {
-			scale = 1 // norm weights: order 1
-		}
-		b.Random(t, uint64(1000+i), scale)
-		*w.Dst = t
-		n := int64(t.Numel() * 2)
-		bytes += n
-		if w.Name != "model.embed_tokens.weight" || c.TieEmbeddings {
-			decodeBytes += n
-		}
-	}
-	if c.TieEmbeddings {
-		m.LMHead = m.Embed
-	}
-	if err := b.Sync(); err != nil {
+	m, decodeBytes, err := randomDeviceModel(b, c)
+	if err != nil {
 		return err
 	}
-	emit(map[string]any{"what": "model", "layers": c.Layers, "weight_bytes": bytes, "decode_bytes": decodeBytes, "build_s": time.Since(t0).Seconds()})
 	r := llama.NewRunner(m, b)
 	prompt := make([]int32, 128)
 	for i := range prompt {

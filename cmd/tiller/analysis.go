@@ -19,6 +19,7 @@ type analysisFlags struct {
 	prompt, hooks, out string
 	chat               bool
 	dtype              string
+	device             *string
 }
 
 func (a *analysisFlags) register(fs *flag.FlagSet) {
@@ -27,7 +28,8 @@ func (a *analysisFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&a.chat, "chat", false, "render the prompt as one user turn of the chat template, with the assistant's turn opened")
 	fs.StringVar(&a.hooks, "hooks", "blocks.*.hook_resid_post", "hook points: names or patterns with * ? [..] inside a dot-separated part, comma-separated (e.g. blocks.*.attn.hook_z,hook_embed)")
 	fs.StringVar(&a.out, "out", "", "safetensors file to write, one tensor per hook point named after it (required)")
-	fs.StringVar(&a.dtype, "dtype", "f32", "precision of activations and gradients: f32, or f64 for exact analysis")
+	fs.StringVar(&a.dtype, "dtype", "f32", "precision of activations and gradients: f32, or f64 for exact analysis (CPU)")
+	a.device = deviceFlag(fs)
 }
 
 func (a *analysisFlags) check(pos []string) (tensor.DType, error) {
@@ -42,6 +44,9 @@ func (a *analysisFlags) check(pos []string) (tensor.DType, error) {
 	case len(pos) > 0:
 		return 0, usagef("unexpected argument %q (the text goes in --prompt)", pos[0])
 	}
+	if err := checkDevice(*a.device); err != nil {
+		return 0, err
+	}
 	switch a.dtype {
 	case "f32":
 		return tensor.F32, nil
@@ -54,11 +59,11 @@ func (a *analysisFlags) check(pos []string) (tensor.DType, error) {
 // metadata describes a run in the output file.
 func (l *loaded) metadata(a *analysisFlags, ids []int32) map[string]string {
 	idsJSON, _ := json.Marshal(ids)
-	return map[string]string{"model": a.dir, "prompt": a.prompt, "chat": strconv.FormatBool(a.chat), "ids": string(idsJSON), "dtype": a.dtype}
+	return map[string]string{"model": a.dir, "prompt": a.prompt, "chat": strconv.FormatBool(a.chat), "ids": string(idsJSON), "dtype": a.dtype, "device": *a.device}
 }
 
 func runCache(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("cache", "--model DIR --prompt TEXT [--chat] --hooks PATTERN --out acts.safetensors", stderr)
+	fs := newFlags("cache", "--model DIR --prompt TEXT [--chat] --hooks PATTERN --out acts.safetensors [--device cuda]", stderr)
 	var a analysisFlags
 	a.register(fs)
 	pos, err := parse(fs, args)
@@ -69,7 +74,7 @@ func runCache(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l, err := open(a.modelFlags, stderr)
+	l, r, err := openAnalysis(a.modelFlags, *a.device, dt, stderr)
 	if err != nil {
 		return err
 	}
@@ -82,7 +87,6 @@ func runCache(args []string, stdout, stderr io.Writer) error {
 	if err := set.Read(a.hooks); err != nil {
 		return err
 	}
-	r := llama.NewRunnerOf(l.model, l.backend, dt)
 	if _, err := r.Forward(llama.Prompt(0, ids, 0, false), r.NewKVCache(len(ids), 16), set); err != nil {
 		return err
 	}
@@ -94,7 +98,7 @@ func runCache(args []string, stdout, stderr io.Writer) error {
 }
 
 func runGrad(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("grad", "--model DIR --prompt TEXT [--chat] --metric METRIC --hooks PATTERN --out grads.safetensors", stderr)
+	fs := newFlags("grad", "--model DIR --prompt TEXT [--chat] --metric METRIC --hooks PATTERN --out grads.safetensors [--device cuda]", stderr)
 	var a analysisFlags
 	a.register(fs)
 	metricSpec := fs.String("metric", "", `scalar metric to differentiate (required):
@@ -112,7 +116,7 @@ A token is written as the text it decodes to (e.g. " happy") when that is one to
 	if *metricSpec == "" {
 		return usagef("--metric is required")
 	}
-	l, err := open(a.modelFlags, stderr)
+	l, r, err := openAnalysis(a.modelFlags, *a.device, dt, stderr)
 	if err != nil {
 		return err
 	}
@@ -129,7 +133,13 @@ A token is written as the text it decodes to (e.g. " happy") when that is one to
 	if err != nil {
 		return err
 	}
-	r := llama.NewRunnerOf(l.model, l.backend, dt)
+	rows := 1
+	if batch.Logits != nil {
+		rows = len(batch.Tokens)
+	}
+	if err := fitsDevice(r, len(batch.Tokens), 1, rows); err != nil {
+		return err
+	}
 	value, g, err := r.Gradients(batch, metric, llama.GradOptions{Points: points})
 	if err != nil {
 		return err

@@ -14,12 +14,11 @@ import (
 	"github.com/tillerlm/tiller/attrib/tasks"
 
 	"github.com/tillerlm/tiller/attrib"
-	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/tensor"
 )
 
 func runAttribute(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("attribute", "--model DIR --pairs FILE.jsonl|joy|trust|sadness|anger --out DIR [--align right] [--star] [--verify auto|all|N]", stderr)
+	fs := newFlags("attribute", "--model DIR --pairs FILE.jsonl|joy|trust|sadness|anger --out DIR [--align right] [--star] [--verify auto|all|N] [--device cuda]", stderr)
 	var mf modelFlags
 	mf.register(fs)
 	pairsPath := fs.String("pairs", "", `JSONL file of pairs, one per line, or a shipped set: joy, trust, sadness, anger (attrib/tasks; required):
@@ -31,11 +30,12 @@ assistant's message continues that message; one ending with the user's opens the
 	star := fs.Bool("star", false, "AtP*: add q and k nodes with the QK fix, and GradDrop magnitudes (one extra backward pass per layer)")
 	verify := fs.String("verify", "auto", "exact activation patching as ground truth: all, none, N (the N/2 nodes with the largest |AtP| and N/2 at random), or auto (all when that takes under a minute)")
 	nodes := fs.String("nodes", "", "node kinds to score, comma-separated: resid_pre, attn_out, mlp_out, head, head_pos, q, k (default: the first five, plus q and k with --star)")
-	batch := fs.Int("batch", 8, "pairs per forward batch")
+	batch := fs.Int("batch", 0, "pairs per forward batch (0: 8, or as many as fit in the device's memory with --device cuda)")
 	limit := fs.Int("limit", 0, "use only the first N pairs of the file (0: all)")
 	top := fs.Int("top", 12, "top nodes to list")
 	seed := fs.Uint64("seed", 1, "seed of the --verify sample")
-	dtypeName := fs.String("dtype", "f32", "precision of activations and gradients: f32, or f64 for exact analysis")
+	dtypeName := fs.String("dtype", "f32", "precision of activations and gradients: f32, or f64 for exact analysis (CPU)")
+	device := deviceFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -50,10 +50,13 @@ assistant's message continues that message; one ending with the user's opens the
 		return usagef("--out is required")
 	case len(pos) > 0:
 		return usagef("unexpected argument %q (the pairs go in --pairs)", pos[0])
-	case *batch < 1:
-		return usagef("--batch %d, want >= 1", *batch)
+	case *batch < 0:
+		return usagef("--batch %d, want >= 1 (or 0 for the default)", *batch)
 	case *limit < 0:
 		return usagef("--limit %d, want >= 0", *limit)
+	}
+	if err := checkDevice(*device); err != nil {
+		return err
 	}
 	align, err := attrib.ParseAlign(*alignName)
 	if err != nil {
@@ -106,7 +109,7 @@ assistant's message continues that message; one ending with the user's opens the
 	}
 	*pairsPath = pairsFile
 	sum := sha256.Sum256(raw)
-	l, err := open(mf, stderr)
+	l, r, err := openAnalysis(mf, *device, dt, stderr)
 	if err != nil {
 		return err
 	}
@@ -118,8 +121,7 @@ assistant's message continues that message; one ending with the user's opens the
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	r := llama.NewRunnerOf(l.model, l.backend, dt)
-	fmt.Fprintf(stderr, "attribute: %d pairs, %d layers × %d heads, %s\n", len(inputs), l.model.Config.Layers, l.model.Config.Heads, *dtypeName)
+	fmt.Fprintf(stderr, "attribute: %d pairs, %d layers × %d heads, %s on the %s\n", len(inputs), l.model.Config.Layers, l.model.Config.Heads, *dtypeName, map[string]string{"cpu": "CPU", "cuda": "GPU"}[*device])
 	res, err := attrib.Run(r, inputs, opt)
 	if err != nil {
 		return err
@@ -138,7 +140,7 @@ assistant's message continues that message; one ending with the user's opens the
 		}
 		written = append(written, path)
 	}
-	meta := attrib.Meta{Model: mf.name, Pairs: *pairsPath, PairsSHA256: hex.EncodeToString(sum[:]), Align: align.String(), DType: *dtypeName}
+	meta := attrib.Meta{Model: mf.name, Pairs: *pairsPath, PairsSHA256: hex.EncodeToString(sum[:]), Align: align.String(), DType: *dtypeName, Device: *device}
 	path := filepath.Join(*out, "scores.json")
 	if err := res.WriteJSON(path, meta, loc); err != nil {
 		return err

@@ -8,12 +8,12 @@ import (
 	"strings"
 
 	"github.com/tillerlm/tiller/attrib"
-	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/steer"
+	"github.com/tillerlm/tiller/tensor"
 )
 
 func runDerive(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("derive", "--model DIR --pairs FILE (--layer L | --layers A-B | --locus locus.json) [--hook hook_resid_post] [--positions last|mean-response|all] [--method mean|pca] --out joy.safetensors|joy.gguf\n       tiller derive --from FILE [--model DIR] --out FILE   (convert between safetensors and GGUF)", stderr)
+	fs := newFlags("derive", "--model DIR --pairs FILE (--layer L | --layers A-B | --locus locus.json) [--hook hook_resid_post] [--positions last|mean-response|all] [--method mean|pca] --out joy.safetensors|joy.gguf [--device cuda]\n       tiller derive --from FILE [--model DIR] --out FILE   (convert between safetensors and GGUF)", stderr)
 	var mf modelFlags
 	mf.register(fs)
 	pairsArg := fs.String("pairs", "", "contrastive pairs: JSONL of {\"positive\": TEXT, \"negative\": TEXT} (TEXT a string or chat messages), or a shipped set: joy, trust, sadness, anger, fear")
@@ -30,6 +30,7 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 	scale := fs.Float64("gguf-scale", 1, "multiply the vector by this in GGUF output (llama.cpp adds it as stored)")
 	from := fs.String("from", "", "convert this vector file (safetensors or GGUF) instead of deriving one")
 	otherModel := fs.Bool("other-model", false, "with --from and --model: accept a vector made for a model of another shape")
+	device := deviceFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -46,6 +47,9 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 		return convertVector(mf, *from, *out, *ggufOut, float32(*scale), *otherModel, stdout, stderr)
 	}
 	if err := mf.check(); err != nil {
+		return err
+	}
+	if err := checkDevice(*device); err != nil {
 		return err
 	}
 	chosen := 0
@@ -71,7 +75,7 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l, err := open(mf, stderr)
+	l, r, err := openAnalysis(mf, *device, tensor.F32, stderr)
 	if err != nil {
 		return err
 	}
@@ -119,7 +123,6 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 	}
 
 	fmt.Fprintf(stderr, "derive: %d pairs from %s, %s of %s at layers %v, method %s, positions %s\n", len(pairs), pairFile, hook, mf.name, layers, *method, *positions)
-	r := llama.NewRunner(l.model, l.backend)
 	v, err := steer.Derive(r, l.tok, pairs, steer.DeriveOptions{Hook: hook, Layers: layers, Positions: *positions, Method: *method,
 		HoldOut: *holdout, PassTokens: *passTokens, Progress: stderr})
 	if err != nil {

@@ -13,6 +13,13 @@ import (
 	"github.com/tillerlm/tiller/tensor"
 )
 
+// analysisBackend is a device backend that can run at analysis precision (gpu.Backend): every
+// matrix product and attention in f32, so that activations and gradients match the CPU's.
+type analysisBackend interface {
+	SetAnalysis()
+	FreeMemory() int64
+}
+
 // loaded is a model with its tokenizer and a runner on the CPU backend.
 type loaded struct {
 	model   *llama.Model
@@ -117,9 +124,45 @@ func (l *loaded) encode(prompt string, asChat bool, system string, generationPro
 	return l.tok.EncodeChat(msgs, generationPrompt)
 }
 
-// deviceFlag registers --device on a command whose generation can run on a GPU.
+// deviceFlag registers --device on a command that can run on a GPU.
 func deviceFlag(fs *flag.FlagSet) *string {
 	return fs.String("device", "cpu", "where the model runs: cpu, or cuda (GPU 0; needs a CUDA build, `make tiller-cuda`)")
+}
+
+// openAnalysis opens the model for reading activations and gradients: on the CPU a runner with
+// activations of dtype dt; on the GPU (--device cuda, F32 only) its runner at analysis precision.
+func openAnalysis(mf modelFlags, device string, dt tensor.DType, stderr io.Writer) (*loaded, *llama.Runner, error) {
+	if device == "cuda" && dt != tensor.F32 {
+		return nil, nil, usagef("--dtype f64 runs on the CPU only (the GPU computes gradients in f32 at full precision)")
+	}
+	l, err := openOn(mf, device, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if device != "cuda" {
+		return l, llama.NewRunnerOf(l.model, l.backend, dt), nil
+	}
+	if a, ok := l.runner.Backend.(analysisBackend); ok {
+		a.SetAnalysis()
+	}
+	return l, l.runner, nil
+}
+
+// fitsDevice checks, for a runner on a device, that a recorded forward and backward pass over
+// tokens (sequences of them, with rows logit rows) fits in its free memory, and otherwise gives
+// the estimate.
+func fitsDevice(r *llama.Runner, tokens, sequences, rows int) error {
+	a, ok := r.Backend.(analysisBackend)
+	if !ok {
+		return nil
+	}
+	c := r.Model.Config
+	need, free := c.AnalysisBytes(tokens, sequences)+int64(8*rows*c.Vocab), a.FreeMemory()
+	if need > free {
+		return fmt.Errorf("a recorded forward and backward pass of %d tokens needs about %.2f GB of device memory beyond the weights (%.1f MB per token), and the device has %.2f GB free: shorten the prompt",
+			tokens, float64(need)/1e9, float64(c.AnalysisBytes(1, 0))/1e6, float64(free)/1e9)
+	}
+	return nil
 }
 
 func checkDevice(device string) error {

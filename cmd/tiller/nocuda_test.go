@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// Without the cuda build tag, the GPU commands fail with a message that says why and what to do.
+// Without the cuda build tag, the GPU commands fail with a message that says why and what to do,
+// and a --device other than cpu or cuda is a usage error.
 func TestNoCUDA(t *testing.T) {
 	dir := tinyModel(t)
 	for _, args := range [][]string{
@@ -22,10 +23,14 @@ func TestNoCUDA(t *testing.T) {
 	if code, _, stderr := tiller(t, "generate", "--model", dir, "--device", "tpu", "hi"); code != 2 || !strings.Contains(stderr, `--device "tpu"`) {
 		t.Errorf("--device tpu: code %d, stderr %q; want 2", code, stderr)
 	}
-	// The steering commands and the server take --device too.
+	// The steering commands, the server and the analysis commands take --device too.
 	model, vec, _ := derived(t)
 	out := t.TempDir()
 	for _, args := range [][]string{
+		{"attribute", "--model", dir, "--pairs", "joy", "--limit", "1", "--device", "cuda", "--out", out},
+		{"derive", "--model", model, "--pairs", "joy", "--layer", "1", "--device", "cuda", "--out", out + "/v.safetensors"},
+		{"cache", "--model", dir, "--prompt", "hi", "--device", "cuda", "--out", out + "/a.safetensors"},
+		{"grad", "--model", dir, "--prompt", "hi", "--metric", "logit-diff:#1,#2", "--device", "cuda", "--out", out + "/g.safetensors"},
 		{"steer", "--model", model, "--vector", vec + ":2", "--device", "cuda", "--max-tokens", "2", "hi"},
 		{"eval", "--model", model, "--vector", vec, "--sweep", "0,1", "--prompts", "prompts", "--limit", "2", "--device", "cuda", "--out", out},
 		{"serve", "--model", model, "--device", "cuda", "--addr", "127.0.0.1:0"},
@@ -38,5 +43,8 @@ func TestNoCUDA(t *testing.T) {
 		if code, _, stderr := tiller(t, bad...); code != 2 || !strings.Contains(stderr, `--device "tpu"`) {
 			t.Errorf("%v: code %d, stderr %q; want 2", bad, code, stderr)
 		}
+	}
+	if code, _, stderr := tiller(t, "grad", "--model", dir, "--prompt", "hi", "--metric", "logit-diff:#1,#2", "--device", "cuda", "--dtype", "f64", "--out", out+"/g.safetensors"); code != 2 || !strings.Contains(stderr, "--dtype f64 runs on the CPU only") {
+		t.Errorf("grad --device cuda --dtype f64: code %d, stderr %q; want 2", code, stderr)
 	}
 }

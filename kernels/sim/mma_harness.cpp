@@ -148,6 +148,38 @@ static void test_gemm_splitk() {
         }
 }
 
+// The FMA tiles of the backward's dx += dy·W (gemm_tiled_dx_*), W (K, N) as stored, any shape,
+// every weight dtype, added into random values.
+static void test_gemm_tiled_dx() {
+    for (int dt = 0; dt <= 2; dt++)
+        for (auto s : std::vector<std::array<int, 3>>{{45, 67, 33}, {3, 130, 70}, {70, 20, 17}}) {
+            int M = s[0], N = s[1], K = s[2];
+            std::vector<float> dy((size_t)M * K), wf((size_t)K * N), dx((size_t)M * N + 8, NAN);
+            std::vector<uint16_t> wh(wf.size());
+            std::vector<double> wd(wf.size()), want((size_t)M * N);
+            for (auto& v : dy) v = (float)randn();
+            for (size_t i = 0; i < wf.size(); i++) {
+                wf[i] = (float)(randn() / sqrt(K));
+                wh[i] = dt == 2 ? f32_to_f16_bits(wf[i]) : f32_to_bf16_bits(wf[i]);
+                wd[i] = dt == 0 ? wf[i] : round16(wf[i], dt);
+            }
+            for (int i = 0; i < M * N; i++) dx[i] = (float)randn();
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    double a = dx[(size_t)m * N + n];
+                    for (int k = 0; k < K; k++) a += (double)dy[(size_t)m * K + k] * wd[(size_t)k * N + n];
+                    want[(size_t)m * N + n] = a;
+                }
+            sim_launch((N + TILE - 1) / TILE, (M + TILE - 1) / TILE, 1, 256, [&] {
+                if (dt == 0) gemm_tiled_dx_f32(dx.data(), dy.data(), wf.data(), M, N, K);
+                if (dt == 1) gemm_tiled_dx_bf16(dx.data(), dy.data(), (const bf16*)wh.data(), M, N, K);
+                if (dt == 2) gemm_tiled_dx_f16(dx.data(), dy.data(), (const f16*)wh.data(), M, N, K);
+            });
+            compare(std::string("gemm_tiled_dx_") + (dt == 0 ? "f32" : dt == 1 ? "bf16" : "f16") + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                        " K=" + std::to_string(K), dx, want, 2e-6, 2e-6);
+        }
+}
+
 // A prefill of n tokens at positions p0…p0+n−1 of one sequence whose earlier p0 positions are
 // already in a paged cache of shuffled blocks.
 static void test_attention_mma() {
@@ -210,6 +242,7 @@ static void test_attention_mma() {
 
 int main() {
     test_gemm();
+    test_gemm_tiled_dx();
     test_gemm_splitk();
     test_attention_mma();
     printf("%d checks, %d failures\n", checks, fails);

@@ -364,19 +364,20 @@ class Capture:
 
         def output(name, index=None):
             def hook(module, args, out):
-                self.acts[name] = out if index is None else out[index]
+                # Newer transformers return a decoder layer's output as a tensor, not a tuple.
+                self.acts[name] = out[index] if index is not None and isinstance(out, tuple) else out
             return hook
 
         def first_input(name):
-            def hook(module, args):
-                self.acts[name] = args[0]
+            def hook(module, args, kwargs):  # newer transformers pass a layer's input by keyword
+                self.acts[name] = args[0] if args else kwargs["hidden_states"]
             return hook
 
         def on_output(module, name, index=None):
             self.handles.append(module.register_forward_hook(output(name, index)))
 
         def on_input(module, name):
-            self.handles.append(module.register_forward_pre_hook(first_input(name)))
+            self.handles.append(module.register_forward_pre_hook(first_input(name), with_kwargs=True))
 
         on_output(m.embed_tokens, "hook_embed")
         for L, layer in enumerate(m.layers):

@@ -1,0 +1,196 @@
+package llama
+
+import (
+	"github.com/tillerlm/tiller/tensor"
+)
+
+// DeviceMemory is what a backend that keeps tensors in its own memory (a GPU) offers beyond
+// tensor.Backend, and what recording a forward pass and the backward pass need of it there: a
+// copy within its memory, and giving memory back.
+type DeviceMemory interface {
+	Copy(dst, src *tensor.Tensor) // same dtype and size, both in the backend's memory
+	Free(t *tensor.Tensor)        // a tensor Alloc or Upload made, not a view of one
+}
+
+// OnDevice reports whether the runner's weights and activations are in a device's memory rather
+// than the host's.
+func (r *Runner) OnDevice() bool { return !r.Model.Embed.OnHost() }
+
+// mem allocates and moves activations in a backend's memory: plain host code on the CPU, backend
+// ops on a device (Embedding gathers rows, EmbeddingBackward scatters them into zeros, Copy
+// copies), so that the backward pass is written once for both. On a device it remembers the
+// temporaries it hands out, which release gives back.
+type mem struct {
+	be    tensor.Backend
+	dev   DeviceMemory // nil on the host
+	dt    tensor.DType
+	temps []*tensor.Tensor
+}
+
+func (r *Runner) mem() *mem {
+	m := &mem{be: r.Backend, dt: r.dtype()}
+	if r.OnDevice() {
+		m.dev, _ = r.Backend.(DeviceMemory)
+	}
+	return m
+}
+
+// onDevice reports whether m allocates in a device's memory.
+func (m *mem) onDevice() bool { return m.dev != nil }
+
+// alloc is a zeroed temporary of the activation dtype.
+func (m *mem) alloc(shape ...int) *tensor.Tensor {
+	if !m.onDevice() {
+		return tensor.New(m.dt, shape...)
+	}
+	t := m.be.Alloc(m.dt, shape...)
+	m.temps = append(m.temps, t)
+	return t
+}
+
+// release gives every temporary back (on a device).
+func (m *mem) release() {
+	for _, t := range m.temps {
+		m.dev.Free(t)
+	}
+	m.temps = m.temps[:0]
+}
+
+// keep takes t out of the temporaries, so that release leaves it alone.
+func (m *mem) keep(t *tensor.Tensor) {
+	for i, x := range m.temps {
+		if x == t {
+			m.temps = append(m.temps[:i], m.temps[i+1:]...)
+			return
+		}
+	}
+}
+
+// track makes t a temporary again.
+func (m *mem) track(t *tensor.Tensor) {
+	if m.onDevice() {
+		m.temps = append(m.temps, t)
+	}
+}
+
+// clone is a copy of t that is not a temporary: the caller owns it (free on a device).
+func (m *mem) clone(t *tensor.Tensor) *tensor.Tensor {
+	if !m.onDevice() {
+		c := tensor.New(t.DType, t.Shape...)
+		if t.OnHost() {
+			copy(c.Data, t.Data)
+		} else {
+			m.be.Download(c, t)
+		}
+		return c
+	}
+	c := m.be.Alloc(t.DType, t.Shape...)
+	m.dev.Copy(c, t)
+	return c
+}
+
+// host is t in host memory: t itself there, a downloaded copy from a device.
+func (m *mem) host(t *tensor.Tensor) *tensor.Tensor {
+	if t.OnHost() {
+		return t
+	}
+	h := tensor.New(t.DType, t.Shape...)
+	m.be.Download(h, t)
+	return h
+}
+
+// all reports whether rows (ascending, distinct) are every row of a tensor of n rows.
+func all(rows []int32, n int) bool { return len(rows) == n }
+
+// flat is t as (rows, width).
+func flat(t *tensor.Tensor) *tensor.Tensor {
+	return t.Reshape(t.Shape[0], t.Numel()/max(t.Shape[0], 1))
+}
+
+// rowsOf gathers rows of t (n, …) into a new tensor (len(rows), …); t itself when rows are all of them.
+func (m *mem) rowsOf(t *tensor.Tensor, rows []int32) *tensor.Tensor {
+	n := t.Shape[0]
+	if all(rows, n) {
+		return t
+	}
+	shape := append([]int{len(rows)}, t.Shape[1:]...)
+	out := m.alloc(shape...)
+	if !m.onDevice() {
+		rb := len(t.Data) / n
+		for j, i := range rows {
+			copy(out.Data[j*rb:(j+1)*rb], t.Data[int(i)*rb:(int(i)+1)*rb])
+		}
+		return out
+	}
+	if len(rows) > 0 {
+		m.be.Embedding(flat(out), flat(t), rows)
+	}
+	return out
+}
+
+// spread places the rows of t (len(rows), …) at rows of a new zeroed tensor (n, …); t itself when
+// rows are all n.
+func (m *mem) spread(t *tensor.Tensor, rows []int32, n int) *tensor.Tensor {
+	if all(rows, n) {
+		return t
+	}
+	out := m.alloc(append([]int{n}, t.Shape[1:]...)...)
+	if !m.onDevice() {
+		rb := len(out.Data) / n
+		for j, i := range rows {
+			copy(out.Data[int(i)*rb:(int(i)+1)*rb], t.Data[j*rb:(j+1)*rb])
+		}
+		return out
+	}
+	if len(rows) > 0 {
+		m.be.(tensor.Backward).EmbeddingBackward(flat(out), flat(t), rows)
+	}
+	return out
+}
+
+// keepRows is t (n, …) with every row but rows zeroed: in place on the host, a new temporary on a
+// device.
+func (m *mem) keepRows(t *tensor.Tensor, rows []int32) *tensor.Tensor {
+	n := t.Shape[0]
+	if all(rows, n) {
+		return t
+	}
+	if m.onDevice() {
+		return m.spread(m.rowsOf(t, rows), rows, n)
+	}
+	rb := len(t.Data) / n
+	next := 0
+	for i := 0; i < n; i++ {
+		if next < len(rows) && int(rows[next]) == i {
+			next++
+			continue
+		}
+		clear(t.Data[i*rb : (i+1)*rb])
+	}
+	return t
+}
+
+// copyOf is a temporary copy of t.
+func (m *mem) copyOf(t *tensor.Tensor) *tensor.Tensor {
+	c := m.alloc(t.Shape...)
+	if m.onDevice() {
+		m.dev.Copy(c, t)
+	} else {
+		copy(c.Data, t.Data)
+	}
+	return c
+}
+
+// FreeKVCache gives a cache's memory back to a device backend (on the CPU it is garbage like any
+// other). The cache must not be used afterwards.
+func (r *Runner) FreeKVCache(kv *tensor.KVCache) {
+	d, ok := r.Backend.(DeviceMemory)
+	if !ok || !r.OnDevice() {
+		return
+	}
+	for l := range kv.K {
+		d.Free(kv.K[l])
+		d.Free(kv.V[l])
+	}
+	kv.K, kv.V = nil, nil
+}
