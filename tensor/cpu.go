@@ -40,8 +40,9 @@ type cpuJobs[T float] struct {
 	matmul    matmulPlainJob[T]
 	mmGrad    matmulGradJob[T]
 	index     batchIndex
-	widened   []T // a weight vector widened to T
-	rms       []T // RMSNormBackward: each row's 1/rms
+	siluMul   func(out, g, u []T) // F32: the CPU's kernel; F64: siluMulGo
+	widened   []T                 // a weight vector widened to T
+	rms       []T                 // RMSNormBackward: each row's 1/rms
 }
 
 func (j *cpuJobs[T]) init(p *pool, dot func(x, y []T) T, load func(dst []T, t *Tensor, off int)) {
@@ -66,6 +67,10 @@ func NewCPU(threads int) *CPU {
 	c.matmul.sums = make([]gemvSums, threads)
 	c.f32.init(c.pool, dotF32, loadF32)
 	c.f64.init(c.pool, dotGo[float64], loadF64)
+	c.f32.attention.ops = attentionF32
+	c.f32.siluMul = func(out, g, u []float32) { kern.siluMulF32(out, g, u) }
+	c.f64.siluMul = siluMulGo[float64]
+	c.f64.attention.ops = attentionGo(dotGo[float64])
 	c.grad32.product.packed = make([][]float32, threads)
 	c.grad32.product.sums = make([][]float32, threads)
 	return c
@@ -168,6 +173,8 @@ type rowJob[T float] struct {
 
 	dx, dy, dw []T // backward: gradient operands
 	rms        []T // RMSNormBackward: each row's 1/rms, written by the row pass
+
+	siluMul func(out, g, u []T) // cpuJobs.siluMul
 }
 
 func (j *rowJob[T]) run(_, lo, hi int) {
@@ -270,9 +277,13 @@ func silu[T float](x T) (y, sigmoid T) {
 }
 
 func siluMulRow[T float](j *rowJob[T], i int) {
-	g := j.x[i*j.d : (i+1)*j.d]
-	u := j.y[i*j.d : (i+1)*j.d]
-	out := j.dst[i*j.d : (i+1)*j.d]
+	j.siluMul(j.dst[i*j.d:(i+1)*j.d], j.x[i*j.d:(i+1)*j.d], j.y[i*j.d:(i+1)*j.d])
+}
+
+// siluMulGo is out = g / (1 + e⁻ᵍ) · u, elementwise: the F64 path and the portable F32 kernel.
+func siluMulGo[T float](out, g, u []T) {
+	u = u[:len(g)]
+	out = out[:len(g)]
 	for k, v := range g {
 		out[k] = v / (1 + T(math.Exp(float64(-v)))) * u[k]
 	}
@@ -292,7 +303,7 @@ func (c *CPU) SiLUMul(dst, gate, up *Tensor) {
 // elementwise runs a row op dst = f(x, y) over the rows of its operands.
 func elementwise[T float](j *cpuJobs[T], op rowOp, dst, x, y *Tensor) {
 	d := x.Cols()
-	j.rows = rowJob[T]{op: op, dst: elems[T](dst), x: elems[T](x), y: optElems[T](y), d: d}
+	j.rows = rowJob[T]{op: op, dst: elems[T](dst), x: elems[T](x), y: optElems[T](y), d: d, siluMul: j.siluMul}
 	j.rowsParallel(x.Rows(), d)
 }
 

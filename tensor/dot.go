@@ -59,6 +59,21 @@ type kernels struct {
 	// MatMulBackward's last rows (tokens) when they fit, so that a partial tile pads less.
 	gemmFew     func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int)
 	gemmFewRows int
+
+	// attnScores*: s[j·lds + t] = scale · Σ_{e<d} q[j·d + e]·k[off[t] + e] for the queries
+	// j < len(q)/d and the keys t < n: attention scores of the query heads of a token that share a
+	// kv head, k a layer's cache from that kv head on and off the element offsets of the keys'
+	// rows (cacheRows), with room for n rounded up to 16, every entry a row of the cache.
+	attnScoresF32  func(s []float32, lds int, q []float32, d int, k []float32, off []int, n int, scale float32)
+	attnScoresBF16 func(s []float32, lds int, q []float32, d int, k []uint16, off []int, n int, scale float32)
+	// attnMix*: out[j·d + e] = Σ_{t<n} p[j·ldp + t]·v[off[t] + e] for the queries j < len(out)/d
+	// and e < d: the values weighed by each query's probabilities, added in order of t.
+	attnMixF32  func(out []float32, d int, p []float32, ldp int, v []float32, off []int, n int)
+	attnMixBF16 func(out []float32, d int, p []float32, ldp int, v []uint16, off []int, n int)
+	// softmaxF32: x = exp(x − max x) / Σ exp(x − max x), in place.
+	softmaxF32 func(x []float32)
+	// siluMulF32: out = g / (1 + e⁻ᵍ) · u, elementwise (the SwiGLU gate).
+	siluMulF32 func(out, g, u []float32)
 }
 
 // gemmCols is the number of tokens in one packed panel and in one GEMM tile.
@@ -86,6 +101,13 @@ var portable = &kernels{
 	gemm:      gemmGo,
 	gemmHalf:  gemmHalfGo,
 	gemmRows:  4,
+
+	attnScoresF32:  attnScoresF32Go,
+	attnScoresBF16: attnScoresBF16Go,
+	attnMixF32:     attnMixF32Go,
+	attnMixBF16:    attnMixBF16Go,
+	softmaxF32:     softmax[float32],
+	siluMulF32:     siluMulGo[float32],
 }
 
 // kernelSets lists the sets this CPU can run, slowest first; kern is the one in use, the last of
@@ -273,6 +295,46 @@ func gemmColsGo(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc
 			c1[t+1] += s11
 			c1[t+2] += s12
 			c1[t+3] += s13
+		}
+	}
+}
+
+// attnScoresF32Go is the portable scores kernel: one dot per query and key.
+func attnScoresF32Go(s []float32, lds int, q []float32, d int, k []float32, off []int, n int, scale float32) {
+	attnScoresGo(s, lds, q, d, k, off, n, scale, dotF32Go)
+}
+
+func attnScoresBF16Go(s []float32, lds int, q []float32, d int, k []uint16, off []int, n int, scale float32) {
+	attnScoresGo(s, lds, q, d, k, off, n, scale, dotBF16Go)
+}
+
+func attnScoresGo[W float32 | uint16](s []float32, lds int, q []float32, d int, k []W, off []int, n int, scale float32, dot func(x []float32, w []W) float32) {
+	for j := 0; j < len(q)/d; j++ {
+		for t := range n {
+			s[j*lds+t] = dot(q[j*d:(j+1)*d], k[off[t]:off[t]+d]) * scale
+		}
+	}
+}
+
+// attnMixF32Go is the portable mix kernel: one axpy per query and key.
+func attnMixF32Go(out []float32, d int, p []float32, ldp int, v []float32, off []int, n int) {
+	clear(out)
+	for j := 0; j < len(out)/d; j++ {
+		for t, pt := range p[j*ldp : j*ldp+n] {
+			axpy(out[j*d:(j+1)*d], pt, v[off[t]:off[t]+d])
+		}
+	}
+}
+
+func attnMixBF16Go(out []float32, d int, p []float32, ldp int, v []uint16, off []int, n int) {
+	clear(out)
+	for j := 0; j < len(out)/d; j++ {
+		o := out[j*d : (j+1)*d]
+		for t, pt := range p[j*ldp : j*ldp+n] {
+			row := v[off[t] : off[t]+d]
+			for e := range o {
+				o[e] += pt * F32FromBF16(row[e])
+			}
 		}
 	}
 }
