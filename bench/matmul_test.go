@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/tillerlm/tiller/tensor"
@@ -152,3 +153,39 @@ func BenchmarkMatMulBackwardQProj64(b *testing.B)  { benchMatMulBackward(b, dMod
 func BenchmarkMatMulBackwardGateUp64(b *testing.B) { benchMatMulBackward(b, dMLP, dModel, 64) }
 func BenchmarkMatMulBackwardDown64(b *testing.B)   { benchMatMulBackward(b, dModel, dMLP, 64) }
 func BenchmarkMatMulBackwardDown44(b *testing.B)   { benchMatMulBackward(b, dModel, dMLP, 44) }
+
+// prefillShapes are the linear layers of real models, for the prefill GEMM at long and short
+// prompts: SmolLM2-135M (d_model 576, d_mlp 1536, 3 kv heads of 64), Llama 3.2 1B (2048, 8192,
+// 8 kv heads of 64) and Llama 3.1 8B (above).
+var prefillShapes = []struct {
+	model  string
+	layers []struct {
+		name    string
+		out, in int
+	}
+}{
+	{"smollm2-135m", []struct {
+		name    string
+		out, in int
+	}{{"q_proj", 576, 576}, {"kv_proj", 192, 576}, {"gate_up", 1536, 576}, {"down", 576, 1536}}},
+	{"llama-3.2-1b", []struct {
+		name    string
+		out, in int
+	}{{"q_proj", 2048, 2048}, {"kv_proj", 512, 2048}, {"gate_up", 8192, 2048}, {"down", 2048, 8192}}},
+	{"llama-3.1-8b", []struct {
+		name    string
+		out, in int
+	}{{"q_proj", dModel, dModel}, {"gate_up", dMLP, dModel}, {"down", dModel, dMLP}}},
+}
+
+// BenchmarkMatMulPrefill is the prefill GEMM at 64 to 2048 tokens on every layer shape above,
+// against the FMA peak measured just before each case (x-peak).
+func BenchmarkMatMulPrefill(b *testing.B) {
+	for _, m := range prefillShapes {
+		for _, l := range m.layers {
+			for _, n := range []int{64, 256, 512, 2048} {
+				b.Run(fmt.Sprintf("%s/%s/n=%d", m.model, l.name, n), func(b *testing.B) { benchMatMul(b, l.out, l.in, n) })
+			}
+		}
+	}
+}
