@@ -34,6 +34,7 @@ type Runner struct {
 	Model   *Model // weights in the backend's memory
 	Backend tensor.Backend
 	act     tensor.DType // activations, gradients and the KV cache: F32, or F64 for exact analysis
+	prec    Precision
 
 	n, m int // tokens and logit rows the views below are shaped for
 
@@ -73,6 +74,27 @@ func NewRunnerOf(m *Model, b tensor.Backend, act tensor.DType) *Runner {
 }
 
 func (r *Runner) dtype() tensor.DType { return r.act }
+
+// Precision trades exactness for speed in inference: Forward, Generate, Score and the caches
+// NewKVCache makes. Recording for the backward pass (Record, Gradients) always runs exact. The
+// zero value is exact: F32 activations, KV cache and arithmetic, every weight widened exactly.
+type Precision struct {
+	// KVBF16 stores keys and values in bfloat16: each rounded to 8 significant bits as it is
+	// stored, for half the cache memory and half the bytes attention reads per position.
+	KVBF16 bool
+}
+
+// SetPrecision sets how the runner trades exactness for speed. Anything but exact needs F32
+// activations on the CPU backend.
+func (r *Runner) SetPrecision(p Precision) error {
+	if p != (Precision{}) {
+		if _, cpu := r.Backend.(*tensor.CPU); !cpu || r.act != tensor.F32 {
+			return fmt.Errorf("a bf16 KV cache needs F32 activations on the CPU backend")
+		}
+	}
+	r.prec = p
+	return nil
+}
 
 // To returns the model with every weight uploaded to b; on the CPU, m itself.
 func (m *Model) To(b tensor.Backend) *Model {
@@ -144,12 +166,20 @@ func (r *Runner) shape(n, m int) {
 }
 
 // NewKVCache makes a cache for the runner's model in its backend's memory, in the runner's
-// activation dtype: enough blocks of blockSize positions for the given total number of positions
-// across all sequences.
+// activation dtype (BF16 with Precision.KVBF16): enough blocks of blockSize positions for the
+// given total number of positions across all sequences.
 func (r *Runner) NewKVCache(positions, blockSize int) *tensor.KVCache {
+	dt := r.dtype()
+	if r.prec.KVBF16 {
+		dt = tensor.BF16
+	}
+	return r.newKVCache(dt, positions, blockSize)
+}
+
+func (r *Runner) newKVCache(dt tensor.DType, positions, blockSize int) *tensor.KVCache {
 	c := r.Model.Config
 	blocks := max((positions+blockSize-1)/blockSize, 1)
-	return tensor.NewKVCacheOf(r.Backend, r.dtype(), c.Layers, c.KVHeads, c.HeadDim, blockSize, blocks)
+	return tensor.NewKVCacheOf(r.Backend, dt, c.Layers, c.KVHeads, c.HeadDim, blockSize, blocks)
 }
 
 // Check validates a batch against the model and cache: token ids in the vocabulary, positions

@@ -477,9 +477,14 @@ func TestAttentionPatternBackward(t *testing.T) {
 
 // AttentionPattern then AttentionApply is Attention bit for bit, over a paged cache holding earlier
 // positions of decode sequences as well as a prompt; the pattern's rows sum to 1 and hold exact
-// zeros past each token's context.
+// zeros past each token's context. F32 and F64 with an odd head size, and F32 with a head size the
+// CPU's vector kernels take, over an F32 and a BF16 cache.
 func TestAttentionPatternApply(t *testing.T) {
-	for _, dt := range []tensor.DType{tensor.F32, tensor.F64} {
+	for _, c := range []struct {
+		dt, cache tensor.DType
+		attnD     int
+	}{{tensor.F32, tensor.F32, attnD}, {tensor.F64, tensor.F64, attnD}, {tensor.F32, tensor.F32, 64}, {tensor.F32, tensor.BF16, 64}} {
+		dt, attnD := c.dt, c.attnD
 		for _, threads := range []int{1, 3} {
 			b := newCPU(t, threads)
 			rng := rand.New(rand.NewPCG(19, uint64(threads)))
@@ -489,7 +494,7 @@ func TestAttentionPatternApply(t *testing.T) {
 				seq, pos = append(seq, 0), append(pos, int32(p))
 			}
 			seq, pos = append(seq, 1, 2), append(pos, int32(lens[1]-1), int32(lens[2]-1))
-			kv := tensor.NewKVCacheOf(b, dt, 2, attnKV, attnD, 4, 16)
+			kv := tensor.NewKVCacheOf(b, c.cache, 2, attnKV, attnD, 4, 16)
 			for s, l := range lens {
 				if err := kv.Reserve(s, l); err != nil {
 					t.Fatal(err)
@@ -508,7 +513,7 @@ func TestAttentionPatternApply(t *testing.T) {
 			b.AttentionPattern(p, q, kv, 1, seq, pos)
 			got := tensor.FromF64(nans(n*attnHeads*attnD), n, attnHeads*attnD).Convert(dt)
 			b.AttentionApply(got, p, kv, 1, seq, pos)
-			name := fmt.Sprintf("%s threads=%d", dt, threads)
+			name := fmt.Sprintf("%s cache %s head_dim %d threads=%d", dt, c.cache, attnD, threads)
 			tensortest.Compare(t, name+" pattern·apply against attention", got.ToF64(), want.ToF64(), tensortest.Tolerance{})
 			ps := p.ToF64()
 			sumTol := 1e-14

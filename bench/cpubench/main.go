@@ -37,7 +37,7 @@ func main() {
 // result is one JSON line: the field names are shared with bench/peers/hf_cpu.py.
 type result struct {
 	Engine       string  `json:"engine"`
-	Mode         string  `json:"mode"` // exact F32, or the KV cache and compute options in use
+	Mode         string  `json:"mode"` // f32 (exact), or the precision options in use
 	Model        string  `json:"model"`
 	Threads      int     `json:"threads"`
 	Prompt       int     `json:"prompt"`
@@ -58,6 +58,7 @@ func run(args []string, stdout io.Writer) error {
 	reps := fs.Int("reps", 1, "repetitions of each prompt length")
 	threads := fs.Int("threads", 2, "CPU threads")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the timed passes to this file")
+	kvCache := fs.String("kv-cache", "f32", "KV cache dtype: f32 (exact) or bf16")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +76,15 @@ func run(args []string, stdout io.Writer) error {
 	if *decode < 0 || *reps < 1 || *threads < 1 {
 		return fmt.Errorf("--decode must be >= 0, --reps and --threads >= 1")
 	}
+	var prec llama.Precision
+	mode := "f32"
+	switch *kvCache {
+	case "f32":
+	case "bf16":
+		prec.KVBF16, mode = true, "kv-bf16"
+	default:
+		return fmt.Errorf("--kv-cache %q: want f32 or bf16", *kvCache)
+	}
 	m, err := llama.Load(*dir, llama.LoadOptions{Prefetch: true})
 	if err != nil {
 		return err
@@ -83,6 +93,9 @@ func run(args []string, stdout io.Writer) error {
 	be := tensor.NewCPU(*threads)
 	defer be.Close()
 	r := llama.NewRunner(m, be)
+	if err := r.SetPrecision(prec); err != nil {
+		return err
+	}
 
 	// An untimed pass first: page faults of the activations, the kernels' scratch buffers.
 	if _, err := pass(r, promptIDs(8, m.Config.Vocab), 2); err != nil {
@@ -107,7 +120,7 @@ func run(args []string, stdout io.Writer) error {
 				return err
 			}
 			res := result{
-				Engine: "tiller", Mode: "f32", Model: *dir, Threads: *threads, Prompt: n, Rep: rep,
+				Engine: "tiller", Mode: mode, Model: *dir, Threads: *threads, Prompt: n, Rep: rep,
 				PrefillS: t.prefill.Seconds(), PrefillTokS: float64(n) / t.prefill.Seconds(),
 				Decode: *decode, DecodeS: t.decode.Seconds(), FirstTokenID: t.first,
 			}
