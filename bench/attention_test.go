@@ -10,7 +10,8 @@ import (
 // Attention on the CPU at real head shapes, 2 threads: the prefill of a prompt of n tokens (every
 // token over the positions before it) and one decode step at a context of ctx positions, over a
 // paged cache of blocks of 16. It reports GFLOP/s (4·d FLOPs per query and key: q·k and the mix)
-// against the FMA peak measured just before, and for decode the cache bytes read per second.
+// against the FMA peak of the same cores (againstPeak), and for decode the cache bytes read per
+// second.
 
 var attentionShapes = []struct {
 	model               string
@@ -23,7 +24,7 @@ var attentionShapes = []struct {
 
 func BenchmarkAttention(b *testing.B) {
 	for _, s := range attentionShapes {
-		for _, dt := range []tensor.DType{tensor.F32} {
+		for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
 			for _, n := range []int{512, 2048} {
 				b.Run(fmt.Sprintf("%s/%s/prefill=%d", s.model, dt, n), func(b *testing.B) {
 					benchAttention(b, s.heads, s.kvHeads, s.dim, dt, n, n)
@@ -62,21 +63,17 @@ func benchAttention(b *testing.B, heads, kvHeads, dim int, cache tensor.DType, c
 	}
 	dst := tensor.New(tensor.F32, n, heads*dim)
 	seq, pos = seq[ctx-n:], pos[ctx-n:]
-	peak := fmaPeak()
-	cpu.Attention(dst, q, kv, 0, seq, pos)
-	b.ResetTimer()
-	for range b.N {
-		cpu.Attention(dst, q, kv, 0, seq, pos)
-	}
-	sec := b.Elapsed().Seconds() / float64(b.N)
 	keys := 0
 	for _, p := range pos {
 		keys += int(p) + 1
 	}
-	gflops := 4 * float64(dim*heads*keys) / sec / 1e9
+	cpu.Attention(dst, q, kv, 0, seq, pos)
+	b.ResetTimer()
+	gflops, _, ratio := againstPeak(b, 4*float64(dim*heads*keys), func(int) { cpu.Attention(dst, q, kv, 0, seq, pos) })
 	b.ReportMetric(gflops, "GFLOP/s")
-	b.ReportMetric(gflops/peak, "x-peak")
+	b.ReportMetric(ratio, "x-peak")
 	if n == 1 {
+		sec := b.Elapsed().Seconds() / float64(b.N)
 		b.ReportMetric(float64(2*ctx*kvHeads*dim*cache.Size())/sec/1e9, "cache-GB/s")
 	}
 }
