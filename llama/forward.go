@@ -82,6 +82,11 @@ type Precision struct {
 	// KVBF16 stores keys and values in bfloat16: each rounded to 8 significant bits as it is
 	// stored, for half the cache memory and half the bytes attention reads per position.
 	KVBF16 bool
+	// ComputeBF16 multiplies the activations, rounded to bfloat16, with bf16 weights in bf16
+	// pairs with F32 sums (AVX512-BF16), where a batch is large enough for the GEMM (prefill):
+	// about twice the arithmetic rate of the exact F32 GEMM. Decoding is bound by the bytes of
+	// the weights, not by arithmetic, and stays exact.
+	ComputeBF16 bool
 }
 
 // SetPrecision sets how the runner trades exactness for speed. Anything but exact needs F32
@@ -89,7 +94,7 @@ type Precision struct {
 func (r *Runner) SetPrecision(p Precision) error {
 	if p != (Precision{}) {
 		if _, cpu := r.Backend.(*tensor.CPU); !cpu || r.act != tensor.F32 {
-			return fmt.Errorf("a bf16 KV cache needs F32 activations on the CPU backend")
+			return fmt.Errorf("a bf16 KV cache and bf16 compute need F32 activations on the CPU backend")
 		}
 	}
 	r.prec = p
@@ -307,7 +312,7 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 			return r.host, last.err
 		}
 	}
-	be.MatMul(r.logit, r.last, m.LMHead, nil)
+	r.matMul(rec == nil, r.logit, r.last, m.LMHead, nil)
 	return r.logit, nil
 }
 
@@ -343,6 +348,21 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 	}
 }
 
+// bf16Backend is a backend with the bf16 compute mode (tensor.CPU).
+type bf16Backend interface {
+	MatMulBF16(dst, x, w, bias *tensor.Tensor)
+}
+
+// matMul is the backend's MatMul, or its MatMulBF16 when the precision asks for bf16 compute and
+// the pass may use it (fast: not a recording for the backward pass).
+func (r *Runner) matMul(fast bool, dst, x, w, b *tensor.Tensor) {
+	if fast && r.prec.ComputeBF16 {
+		r.Backend.(bf16Backend).MatMulBF16(dst, x, w, b)
+		return
+	}
+	r.Backend.MatMul(dst, x, w, b)
+}
+
 // patternBackend is the explicit attention path (probabilities, then their product with V) that a
 // hook on attn.hook_pattern needs; the fused Attention op never forms the probabilities.
 type patternBackend interface {
@@ -355,6 +375,7 @@ type patternBackend interface {
 func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Record) {
 	be, w, c := r.Backend, &r.Model.Layers[l], r.Model.Config
 	at := func(k hooks.Kind, x *tensor.Tensor) { f.at(hooks.Point{Layer: l, Kind: k}, x) }
+	mm := func(dst, x, w, b *tensor.Tensor) { r.matMul(rec == nil, dst, x, w, b) }
 	var lr *layerRecord
 	if rec != nil {
 		rec.layers = append(rec.layers, layerRecord{})
@@ -364,9 +385,9 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	// Attention block.
 	at(hooks.ResidPre, r.x)
 	be.RMSNorm(r.xn, r.x, w.AttnNorm, c.NormEps)
-	be.MatMul(r.q2, r.xn, w.WQ, w.BQ)
-	be.MatMul(r.k2, r.xn, w.WK, w.BK)
-	be.MatMul(r.v2, r.xn, w.WV, w.BV)
+	mm(r.q2, r.xn, w.WQ, w.BQ)
+	mm(r.k2, r.xn, w.WK, w.BK)
+	mm(r.v2, r.xn, w.WV, w.BV)
 	at(hooks.Q, r.q)
 	at(hooks.K, r.k)
 	at(hooks.V, r.v)
@@ -382,21 +403,21 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	if lr != nil {
 		lr.x, lr.q, lr.k, lr.v, lr.z = r.clone(r.x), r.clone(r.q), r.clone(r.k), r.clone(r.v), r.clone(r.z)
 	}
-	be.MatMul(r.proj, r.att, w.WO, w.BO)
+	mm(r.proj, r.att, w.WO, w.BO)
 	at(hooks.AttnOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 
 	// MLP block.
 	at(hooks.ResidMid, r.x)
 	be.RMSNorm(r.xn, r.x, w.MLPNorm, c.NormEps)
-	be.MatMul(r.gate, r.xn, w.WGate, w.BGate)
-	be.MatMul(r.up, r.xn, w.WUp, w.BUp)
+	mm(r.gate, r.xn, w.WGate, w.BGate)
+	mm(r.up, r.xn, w.WUp, w.BUp)
 	if lr != nil {
 		lr.mid, lr.gate, lr.up = r.clone(r.x), r.clone(r.gate), r.clone(r.up)
 	}
 	be.SiLUMul(r.gate, r.gate, r.up)
 	at(hooks.MLPPost, r.gate)
-	be.MatMul(r.proj, r.gate, w.WDown, w.BDown)
+	mm(r.proj, r.gate, w.WDown, w.BDown)
 	at(hooks.MLPOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 	at(hooks.ResidPost, r.x)

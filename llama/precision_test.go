@@ -62,13 +62,51 @@ func TestPrecisionKVBF16(t *testing.T) {
 	}
 }
 
+// bf16 compute rounds the activations entering every matrix product of a prefill to 8 significant
+// bits (2⁻⁹ ≈ 2e-3 relative each), so each product's output moves by about 2e-3 of its scale; over
+// the 15 products from token to logit of this random model, whose large weights make attention
+// sharp, that adds up to 2.6e-2 of the logit range; the bound is 6e-2. A prompt of 40 tokens runs
+// through the GEMM, where the mode applies; the logits must move, and a recording stays exact.
+func TestPrecisionComputeBF16(t *testing.T) {
+	m := precisionModel(t)
+	r := newRunner(t, m, 2)
+	ids := make([]int32, 40)
+	for i := range ids {
+		ids[i] = int32((i*31 + 7) % m.Config.Vocab)
+	}
+	exact := logitsOf(t, r, ids)
+	if err := r.SetPrecision(Precision{ComputeBF16: true}); err != nil {
+		t.Fatal(err)
+	}
+	fast := logitsOf(t, r, ids)
+	closeRows(t, "bf16 compute against F32", fast, exact, 6e-2)
+	same := true
+	for i := range fast {
+		same = same && fast[i] == exact[i]
+	}
+	if same {
+		t.Error("bf16 compute gives the F32 logits bit for bit: it was not used")
+	}
+	_, recorded, err := r.Record(Prompt(0, ids, 0, true), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range recorded.F32() {
+		if math.Float32bits(v) != math.Float32bits(exact[i]) {
+			t.Fatalf("recorded logit %d is %g, want the exact run's %g", i, v, exact[i])
+		}
+	}
+}
+
 func TestPrecisionNeedsF32OnTheCPU(t *testing.T) {
 	m := precisionModel(t)
 	b := tensor.NewCPU(1)
 	defer b.Close()
 	r := NewRunnerOf(m, b, tensor.F64)
-	if err := r.SetPrecision(Precision{KVBF16: true}); err == nil || !strings.Contains(err.Error(), "F32") {
-		t.Errorf("F64 runner with a bf16 KV cache: %v", err)
+	for _, p := range []Precision{{KVBF16: true}, {ComputeBF16: true}} {
+		if err := r.SetPrecision(p); err == nil || !strings.Contains(err.Error(), "F32") {
+			t.Errorf("F64 runner with %+v: %v", p, err)
+		}
 	}
 	if err := r.SetPrecision(Precision{}); err != nil {
 		t.Errorf("exact precision on an F64 runner: %v", err)

@@ -64,6 +64,7 @@ func NewCPU(threads int) *CPU {
 	}
 	c := &CPU{pool: newPool(threads)}
 	c.matmul.scratch = make([][]float32, threads)
+	c.matmul.narrow = make([][]uint16, threads)
 	c.matmul.sums = make([]gemvSums, threads)
 	c.f32.init(c.pool, dotF32, loadF32)
 	c.f64.init(c.pool, dotGo[float64], loadF64)

@@ -74,6 +74,16 @@ type kernels struct {
 	softmaxF32 func(x []float32)
 	// siluMulF32: out = g / (1 + e⁻ᵍ) · u, elementwise (the SwiGLU gate).
 	siluMulF32 func(out, g, u []float32)
+
+	// gemmBF16 is the GEMM tile of the bf16 compute mode (MatMulBF16), on gemmRows rows × 32
+	// tokens: c[i·ldc + t] += Σ_{k<kc} a[i·lda + k]·x(k, t), with a the bf16 weight rows and the
+	// tokens rounded to bf16 and packed as pairs, b[(k/2)·ldb + t] = x(k, t) | x(k+1, t)<<16; kc is
+	// even. Within a call the products of each pair are added to a sum that starts at 0, element
+	// k+1's first, each product exact and each sum rounded to F32 (VDPBF16PS's order); the sum is
+	// then added to c. gemmHalfBF16 does the first 16 columns only.
+	gemmBF16, gemmHalfBF16 func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int)
+	// narrowBF16: dst[i] = BF16FromF32(src[i]).
+	narrowBF16 func(dst []uint16, src []float32)
 }
 
 // gemmCols is the number of tokens in one packed panel and in one GEMM tile.
@@ -108,6 +118,10 @@ var portable = &kernels{
 	attnMixBF16:    attnMixBF16Go,
 	softmaxF32:     softmax[float32],
 	siluMulF32:     siluMulGo[float32],
+
+	gemmBF16:     gemmBF16Of(4, gemmCols),
+	gemmHalfBF16: gemmBF16Of(4, gemmCols/2),
+	narrowBF16:   narrowBF16Go,
 }
 
 // kernelSets lists the sets this CPU can run, slowest first; kern is the one in use, the last of
@@ -336,6 +350,34 @@ func attnMixBF16Go(out []float32, d int, p []float32, ldp int, v []uint16, off [
 				o[e] += pt * F32FromBF16(row[e])
 			}
 		}
+	}
+}
+
+// gemmBF16Of makes the portable bf16 GEMM tile on rows rows × cols tokens, in VDPBF16PS's order
+// of operations, so that it is also the reference the assembly must match bit for bit (on normal
+// numbers: VDPBF16PS flushes subnormals to zero).
+func gemmBF16Of(rows, cols int) func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int) {
+	return func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int) {
+		for i := 0; i < rows; i++ {
+			ai := a[i*lda : i*lda+kc]
+			ci := c[i*ldc : i*ldc+cols]
+			for t := range ci {
+				var sum float32
+				for k := 0; k < kc; k += 2 {
+					pair := b[k/2*ldb+t]
+					sum += F32FromBF16(ai[k+1]) * F32FromBF16(uint16(pair>>16))
+					sum += F32FromBF16(ai[k]) * F32FromBF16(uint16(pair))
+				}
+				ci[t] += sum
+			}
+		}
+	}
+}
+
+func narrowBF16Go(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	for i, f := range src {
+		dst[i] = BF16FromF32(f)
 	}
 }
 

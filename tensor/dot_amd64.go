@@ -16,6 +16,12 @@ func archKernels() []*kernels {
 	avx2.attnScoresF32, avx2.attnScoresBF16 = portable.attnScoresF32, portable.attnScoresBF16
 	avx2.attnMixF32, avx2.attnMixBF16 = portable.attnMixF32, portable.attnMixBF16
 	avx2.softmaxF32, avx2.siluMulF32 = portable.softmaxF32, portable.siluMulF32
+	avx2.gemmBF16, avx2.gemmHalfBF16 = gemmBF16Of(6, gemmCols), gemmBF16Of(6, gemmCols/2)
+	avx2.narrowBF16 = portable.narrowBF16
+	if !cpu.X86.HasAVX512BF16 {
+		// The bf16 compute mode without VDPBF16PS: right, but no faster than the exact GEMM.
+		avx512.gemmBF16, avx512.gemmHalfBF16 = gemmBF16Of(12, gemmCols), gemmBF16Of(12, gemmCols/2)
+	}
 	var sets []*kernels
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C {
 		sets = append(sets, avx2)
@@ -109,6 +115,32 @@ var avx512 = &kernels{
 			siluMulF32AVX512(&out[0], &g[0], &u[0], len(g))
 		}
 	},
+	gemmBF16: func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int) {
+		gemmBF16Z(a, lda, b, ldb, c, ldc, kc, gemmCols, gemm12x32BF16AVX512)
+	},
+	gemmHalfBF16: func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int) {
+		gemmBF16Z(a, lda, b, ldb, c, ldc, kc, gemmCols/2, gemm12x16BF16AVX512)
+	},
+	narrowBF16: func(dst []uint16, src []float32) {
+		if len(src) > 0 {
+			dst = dst[:len(src)]
+			narrowBF16AVX512(&dst[0], &src[0], len(src))
+		}
+	},
+}
+
+// gemmBF16Z checks the bounds of a bf16 GEMM tile of 12 rows × cols tokens and runs f.
+func gemmBF16Z(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc, cols int, f func(a *uint16, lda int, b *uint32, ldb int, c *float32, ldc, kc int)) {
+	if kc%2 != 0 {
+		panic("tensor: bf16 GEMM over an odd depth")
+	}
+	c = c[:11*ldc+cols]
+	if kc == 0 {
+		return
+	}
+	a = a[:11*lda+kc]
+	b = b[:(kc/2-1)*ldb+cols]
+	f(&a[0], lda, &b[0], ldb, &c[0], ldc, kc)
 }
 
 // attnScoresZ runs an AVX-512 scores kernel, which takes rows of a multiple of 16 elements; other
@@ -394,3 +426,12 @@ func softmaxF32AVX512(x *float32, n int)
 
 //go:noescape
 func siluMulF32AVX512(out, gate, u *float32, n int)
+
+//go:noescape
+func gemm12x32BF16AVX512(a *uint16, lda int, b *uint32, ldb int, c *float32, ldc, kc int)
+
+//go:noescape
+func gemm12x16BF16AVX512(a *uint16, lda int, b *uint32, ldb int, c *float32, ldc, kc int)
+
+//go:noescape
+func narrowBF16AVX512(dst *uint16, src *float32, n int)

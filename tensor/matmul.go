@@ -48,7 +48,14 @@ type matmulJob struct {
 	packed []float32 // (panels, in, gemmCols); tokens past nt are zeros
 	pack   packJob
 
+	// bf16 is the bf16 compute mode's GEMM (MatMulBF16): the group's tokens rounded to bf16 and
+	// packed as pairs into pairs, (panels, in/2, gemmCols), and multiplied with the weights' own
+	// bf16 rows.
+	bf16  bool
+	pairs []uint32
+
 	scratch [][]float32 // per worker: the GEMM's widened slice a and output block c
+	narrow  [][]uint16  // per worker: the bf16 GEMM's rounded tokens, or a tile of rows padded
 	sums    []gemvSums  // per worker: the GEMV kernels' outputs
 }
 
@@ -74,7 +81,17 @@ const (
 	matmulGrain = 16
 )
 
-func (c *CPU) MatMul(dst, x, w, bias *Tensor) {
+func (c *CPU) MatMul(dst, x, w, bias *Tensor) { c.matMul(dst, x, w, bias, false) }
+
+// MatMulBF16 is MatMul in the bf16 compute mode, which trades exactness for speed: where a batch
+// runs through the GEMM (prefill) with bf16 weights, x is rounded to bf16 and multiplied with the
+// weights in bf16 pairs (VDPBF16PS on a CPU with AVX512-BF16), every product exact and every sum
+// F32: about twice the multiply-adds per instruction of the exact GEMM, and no widening of the
+// weights. Everything else (the GEMV of a few tokens, F32 or F16 weights, an odd width) is exact,
+// as MatMul.
+func (c *CPU) MatMulBF16(dst, x, w, bias *Tensor) { c.matMul(dst, x, w, bias, true) }
+
+func (c *CPU) matMul(dst, x, w, bias *Tensor, bf16 bool) {
 	n, in, out := x.Rows(), x.Cols(), w.Rows()
 	if len(w.Shape) != 2 || w.Cols() != in || dst.Rows() != n || dst.Cols() != out {
 		panic(fmt.Sprintf("tensor: matmul %v · %vᵀ into %v", x.Shape, w.Shape, dst.Shape))
@@ -97,10 +114,8 @@ func (c *CPU) MatMul(dst, x, w, bias *Tensor) {
 	if bias != nil {
 		j.bias = vector(bias, &c.widened)
 	}
-	gemmTokens := n - n%gemmCols
-	if r := n % gemmCols; r >= matmulPanel || gemmTokens > 0 && r >= matmulHalfPanel && r <= gemmCols/2 {
-		gemmTokens = n
-	}
+	gemmTokens := gemmTokensOf(n)
+	j.bf16 = bf16 && w.DType == BF16 && in%2 == 0
 	if gemmTokens > 0 {
 		// Split the tokens into equal groups of whole panels, so that no group is mostly padding.
 		groups := (gemmTokens + matmulTokens - 1) / matmulTokens
@@ -109,7 +124,9 @@ func (c *CPU) MatMul(dst, x, w, bias *Tensor) {
 		for t0 := 0; t0 < gemmTokens; t0 += size {
 			j.t0, j.nt, j.gemm = t0, min(size, gemmTokens-t0), true
 			panels := (j.nt + gemmCols - 1) / gemmCols
-			if need := panels * in * gemmCols; len(j.packed) < need {
+			if j.bf16 {
+				j.pairs = grow(&j.pairs, panels*in/2*gemmCols)
+			} else if need := panels * in * gemmCols; len(j.packed) < need {
 				j.packed = make([]float32, need)
 			}
 			j.pack.m = j
@@ -123,8 +140,19 @@ func (c *CPU) MatMul(dst, x, w, bias *Tensor) {
 	}
 }
 
+// gemmTokensOf is how many of a batch of n tokens run through the GEMM, the first ones; the rest
+// run through the GEMV.
+func gemmTokensOf(n int) int {
+	if r := n % gemmCols; r >= matmulPanel || n >= gemmCols && r >= matmulHalfPanel && r <= gemmCols/2 {
+		return n
+	}
+	return n - n%gemmCols
+}
+
 func (j *matmulJob) run(worker, lo, hi int) {
-	if j.gemm {
+	if j.gemm && j.bf16 {
+		j.runGEMMBF16(worker, lo, hi)
+	} else if j.gemm {
 		j.runGEMM(worker, lo, hi)
 	} else {
 		j.runGEMV(&j.sums[worker], lo, hi)
@@ -256,16 +284,68 @@ func (j *matmulJob) runGEMM(worker, lo, hi int) {
 				}
 			}
 		}
-		// c holds the outputs transposed: c[i·width + t] is token t0+t of weight row i0+i.
-		k.transpose(j.dst[j.t0*j.out+i0:], j.out, c, width, rows, j.nt)
-		if j.bias != nil {
-			for t := j.t0; t < j.t0+j.nt; t++ {
-				out := j.dst[t*j.out+i0 : t*j.out+i0+rows]
-				for i, b := range j.bias[i0 : i0+rows] {
-					out[i] += b
+		j.store(c, i0, rows, width)
+	}
+}
+
+// store writes a block of outputs into dst (+ bias): c holds them transposed, c[i·width + t] is
+// token t0+t of weight row i0+i.
+func (j *matmulJob) store(c []float32, i0, rows, width int) {
+	j.k.transpose(j.dst[j.t0*j.out+i0:], j.out, c, width, rows, j.nt)
+	if j.bias != nil {
+		for t := j.t0; t < j.t0+j.nt; t++ {
+			out := j.dst[t*j.out+i0 : t*j.out+i0+rows]
+			for i, b := range j.bias[i0 : i0+rows] {
+				out[i] += b
+			}
+		}
+	}
+}
+
+// runGEMMBF16 is runGEMM in the bf16 compute mode: the tiles read the weights' bf16 rows where
+// they lie (a tile past the last row reads a copy padded with zeros), so nothing is widened, and
+// the packed tokens are bf16 pairs.
+func (j *matmulJob) runGEMMBF16(worker, lo, hi int) {
+	in, k := j.in, j.k
+	mr := k.gemmRows
+	width := (j.nt + gemmCols - 1) / gemmCols * gemmCols
+	panels := width / gemmCols
+	blockRows := matmulRowsMany / mr * mr
+	if panels <= 4 {
+		blockRows = matmulRowsFew / mr * mr
+	}
+	depth := min(matmulDepth, in)
+	cblock := grow(&j.scratch[worker], blockRows*width)
+	w := j.w.U16()
+	for i0 := lo; i0 < hi; i0 += blockRows {
+		rows := min(blockRows, hi-i0)
+		tiles := (rows + mr - 1) / mr
+		c := cblock[:tiles*mr*width]
+		clear(c)
+		for p0 := 0; p0 < in; p0 += depth {
+			kc := min(depth, in-p0)
+			for tile := 0; tile < tiles; tile++ {
+				r0 := i0 + tile*mr
+				a, lda := w[r0*in+p0:], in
+				if r0+mr > j.out {
+					pad := grow(&j.narrow[worker], mr*kc)
+					clear(pad)
+					for i := 0; i < j.out-r0; i++ {
+						copy(pad[i*kc:(i+1)*kc], w[(r0+i)*in+p0:])
+					}
+					a, lda = pad, kc
+				}
+				ct := c[tile*mr*width:]
+				for p := 0; p < panels; p++ {
+					gemm := k.gemmBF16
+					if j.nt-p*gemmCols <= gemmCols/2 {
+						gemm = k.gemmHalfBF16
+					}
+					gemm(a, lda, j.pairs[(p*in+p0)/2*gemmCols:], gemmCols, ct[p*gemmCols:], width, kc)
 				}
 			}
 		}
+		j.store(c, i0, rows, width)
 	}
 }
 
@@ -298,9 +378,13 @@ type packJob struct {
 	m *matmulJob
 }
 
-func (pj *packJob) run(_, lo, hi int) {
+func (pj *packJob) run(worker, lo, hi int) {
 	j := pj.m
 	in := j.in
+	if j.bf16 {
+		pj.pairs(worker, lo, hi)
+		return
+	}
 	for p := lo; p < hi; p++ {
 		panel := j.packed[p*in*gemmCols : (p+1)*in*gemmCols]
 		tokens := min(gemmCols, j.nt-p*gemmCols)
@@ -311,4 +395,36 @@ func (pj *packJob) run(_, lo, hi int) {
 			}
 		}
 	}
+}
+
+// pairs packs panels [lo, hi) for the bf16 GEMM: each token's row rounded to bf16, where elements
+// k and k+1 make one 32-bit pair, then the panel's (tokens, in/2) pairs transposed into
+// (in/2, gemmCols): pairs[(p·in/2 + k/2)·32 + t] holds token t0 + 32p + t's elements k, k+1.
+func (pj *packJob) pairs(worker, lo, hi int) {
+	j := pj.m
+	half := j.in / 2
+	rounded := grow(&j.narrow[worker], gemmCols*j.in)
+	for p := lo; p < hi; p++ {
+		tokens := min(gemmCols, j.nt-p*gemmCols)
+		for t := 0; t < tokens; t++ {
+			row := (j.t0 + p*gemmCols + t) * j.in
+			j.k.narrowBF16(rounded[t*j.in:(t+1)*j.in], j.x[row:row+j.in])
+		}
+		// The transpose moves 32-bit elements, whatever they hold.
+		panel := asF32(j.pairs[p*half*gemmCols : (p+1)*half*gemmCols])
+		j.k.transpose(panel, gemmCols, asF32(rounded[:tokens*j.in]), half, tokens, half)
+		if tokens < gemmCols {
+			for k := 0; k < half; k++ {
+				clear(panel[k*gemmCols+tokens : (k+1)*gemmCols])
+			}
+		}
+	}
+}
+
+// asF32 views 32-bit elements (or pairs of 16-bit ones) as float32, for moving them about.
+func asF32[E uint32 | uint16](s []E) []float32 {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0]))/4)
 }

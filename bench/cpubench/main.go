@@ -59,6 +59,7 @@ func run(args []string, stdout io.Writer) error {
 	threads := fs.Int("threads", 2, "CPU threads")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the timed passes to this file")
 	kvCache := fs.String("kv-cache", "f32", "KV cache dtype: f32 (exact) or bf16")
+	compute := fs.String("compute", "f32", "arithmetic of the GEMM: f32 (exact) or bf16")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,13 +78,24 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("--decode must be >= 0, --reps and --threads >= 1")
 	}
 	var prec llama.Precision
-	mode := "f32"
+	var modes []string
 	switch *kvCache {
 	case "f32":
 	case "bf16":
-		prec.KVBF16, mode = true, "kv-bf16"
+		prec.KVBF16, modes = true, append(modes, "kv-bf16")
 	default:
 		return fmt.Errorf("--kv-cache %q: want f32 or bf16", *kvCache)
+	}
+	switch *compute {
+	case "f32":
+	case "bf16":
+		prec.ComputeBF16, modes = true, append(modes, "compute-bf16")
+	default:
+		return fmt.Errorf("--compute %q: want f32 or bf16", *compute)
+	}
+	mode := "f32"
+	if len(modes) > 0 {
+		mode = strings.Join(modes, "+")
 	}
 	m, err := llama.Load(*dir, llama.LoadOptions{Prefetch: true})
 	if err != nil {
