@@ -38,6 +38,8 @@ type Runner struct {
 
 	n, m int // tokens and logit rows the views below are shaped for
 
+	products [3]tensor.Product // the products of one input, for a backend with MatMulShared
+
 	x     *tensor.Tensor // (n, dim) residual stream
 	xn    *tensor.Tensor // (n, dim) normalised residual
 	q     *tensor.Tensor // (n, heads, head_dim)
@@ -363,6 +365,26 @@ func (r *Runner) matMul(fast bool, dst, x, w, b *tensor.Tensor) {
 	r.Backend.MatMul(dst, x, w, b)
 }
 
+// sharedBackend is a backend that computes several products of one input in one pass
+// (tensor.CPU): q, k and v, or gate and up.
+type sharedBackend interface {
+	MatMulShared(x *tensor.Tensor, bf16 bool, ps ...tensor.Product)
+}
+
+// shared computes the products of x, as matMul would one by one.
+func (r *Runner) shared(fast bool, x *tensor.Tensor, ps ...tensor.Product) {
+	sb, ok := r.Backend.(sharedBackend)
+	if !ok {
+		for _, p := range ps {
+			r.matMul(fast, p.Dst, x, p.W, p.Bias)
+		}
+		return
+	}
+	// The runner's own array, so that the products do not escape to the heap on every call.
+	n := copy(r.products[:], ps)
+	sb.MatMulShared(x, fast && r.prec.ComputeBF16, r.products[:n]...)
+}
+
 // patternBackend is the explicit attention path (probabilities, then their product with V) that a
 // hook on attn.hook_pattern needs; the fused Attention op never forms the probabilities.
 type patternBackend interface {
@@ -385,9 +407,8 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	// Attention block.
 	at(hooks.ResidPre, r.x)
 	be.RMSNorm(r.xn, r.x, w.AttnNorm, c.NormEps)
-	mm(r.q2, r.xn, w.WQ, w.BQ)
-	mm(r.k2, r.xn, w.WK, w.BK)
-	mm(r.v2, r.xn, w.WV, w.BV)
+	r.shared(rec == nil, r.xn, tensor.Product{Dst: r.q2, W: w.WQ, Bias: w.BQ},
+		tensor.Product{Dst: r.k2, W: w.WK, Bias: w.BK}, tensor.Product{Dst: r.v2, W: w.WV, Bias: w.BV})
 	at(hooks.Q, r.q)
 	at(hooks.K, r.k)
 	at(hooks.V, r.v)
@@ -410,8 +431,8 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	// MLP block.
 	at(hooks.ResidMid, r.x)
 	be.RMSNorm(r.xn, r.x, w.MLPNorm, c.NormEps)
-	mm(r.gate, r.xn, w.WGate, w.BGate)
-	mm(r.up, r.xn, w.WUp, w.BUp)
+	r.shared(rec == nil, r.xn, tensor.Product{Dst: r.gate, W: w.WGate, Bias: w.BGate},
+		tensor.Product{Dst: r.up, W: w.WUp, Bias: w.BUp})
 	if lr != nil {
 		lr.mid, lr.gate, lr.up = r.clone(r.x), r.clone(r.gate), r.clone(r.up)
 	}

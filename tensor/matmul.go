@@ -35,12 +35,15 @@ import (
 // panel from matmulPanel on, and otherwise through the GEMV, since a panel that is mostly padding
 // costs more than reading the weights again.
 type matmulJob struct {
-	x          []float32 // (n, in)
-	w          *Tensor   // (out, in)
-	bias       []float32 // (out) or nil
-	dst        []float32 // (n, out)
-	n, in, out int
-	k          *kernels
+	x     []float32 // (n, in)
+	n, in int
+	k     *kernels
+
+	// The products of x, one or several (MatMulShared) whose weight rows the workers split as
+	// one range: part i's rows are [row0, row0+out) of it.
+	parts []matmulPart
+	buf   [maxShared]matmulPart
+	rows  int // Σ out
 
 	// The tokens of this pass, [t0, t0+nt): a GEMM group, packed into packed, or the GEMV's tokens.
 	t0, nt int
@@ -48,11 +51,11 @@ type matmulJob struct {
 	packed []float32 // (panels, in, gemmCols); tokens past nt are zeros
 	pack   packJob
 
-	// bf16 is the bf16 compute mode's GEMM (MatMulBF16): the group's tokens rounded to bf16 and
-	// packed as pairs into pairs, (panels, in/2, gemmCols), and multiplied with the weights' own
-	// bf16 rows.
-	bf16  bool
-	pairs []uint32
+	// The bf16 compute mode's GEMM (MatMulBF16, parts with bf16 set): the group's tokens rounded
+	// to bf16 and packed as pairs into pairs, (panels, in/2, gemmCols), and multiplied with the
+	// weights' own bf16 rows. bf16 and f32 say which packings the parts need.
+	bf16, f32 bool
+	pairs     []uint32
 
 	scratch [][]float32 // per worker: the GEMM's widened slice a and output block c
 	narrow  [][]uint16  // per worker: the bf16 GEMM's rounded tokens, or a tile of rows padded
@@ -92,30 +95,62 @@ func (c *CPU) MatMul(dst, x, w, bias *Tensor) { c.matMul(dst, x, w, bias, false)
 func (c *CPU) MatMulBF16(dst, x, w, bias *Tensor) { c.matMul(dst, x, w, bias, true) }
 
 func (c *CPU) matMul(dst, x, w, bias *Tensor, bf16 bool) {
-	n, in, out := x.Rows(), x.Cols(), w.Rows()
-	if len(w.Shape) != 2 || w.Cols() != in || dst.Rows() != n || dst.Cols() != out {
-		panic(fmt.Sprintf("tensor: matmul %v · %vᵀ into %v", x.Shape, w.Shape, dst.Shape))
-	}
-	if bias != nil && bias.Numel() != out {
-		panic(fmt.Sprintf("tensor: matmul bias %v for %d outputs", bias.Shape, out))
-	}
 	if x.DType == F64 || dst.DType == F64 {
+		checkMatMul(dst, x, w, bias)
 		matmulPlain(&c.f64, dst, x, w, bias) // F64 activations: matmul_plain.go
 		return
 	}
-	switch w.DType {
-	case F32, BF16, F16:
-	default:
-		panic(fmt.Sprintf("tensor: matmul with %s weights", w.DType))
+	c.MatMulShared(x, bf16, Product{dst, w, bias})
+}
+
+// maxShared is the most products MatMulShared takes at once.
+const maxShared = 4
+
+// A Product is one matrix product of MatMulShared: Dst = x·Wᵀ + Bias (Bias may be nil).
+type Product struct{ Dst, W, Bias *Tensor }
+
+// MatMulShared computes up to four products of the same input x in one pass, each exactly as
+// MatMul (bf16: MatMulBF16) computes it, bit for bit: q, k and v of a layer, or its gate and up.
+// The tokens are packed once for all of them, and the workers split the rows of all the weights
+// as one range, so a decode step hands work to the other threads once instead of once per
+// product.
+func (c *CPU) MatMulShared(x *Tensor, bf16 bool, ps ...Product) {
+	if len(ps) == 0 || len(ps) > maxShared {
+		panic(fmt.Sprintf("tensor: %d products in one MatMulShared", len(ps)))
 	}
+	if x.DType == F64 {
+		for _, p := range ps {
+			c.matMul(p.Dst, x, p.W, p.Bias, bf16) // F64 activations: one at a time, matmul_plain.go
+		}
+		return
+	}
+	n, in := x.Rows(), x.Cols()
 	j := &c.matmul
-	j.x, j.w, j.dst, j.n, j.in, j.out, j.k = x.F32(), w, dst.F32(), n, in, out, kern
-	j.bias = nil
-	if bias != nil {
-		j.bias = vector(bias, &c.widened)
+	j.parts = j.buf[:len(ps)]
+	j.rows = 0
+	j.bf16, j.f32 = false, false
+	for i, pr := range ps {
+		checkMatMul(pr.Dst, x, pr.W, pr.Bias)
+		if x.DType != F32 || pr.Dst.DType != F32 {
+			panic(fmt.Sprintf("tensor: shared matmul of %s activations into %s", x.DType, pr.Dst.DType))
+		}
+		switch pr.W.DType {
+		case F32, BF16, F16:
+		default:
+			panic(fmt.Sprintf("tensor: matmul with %s weights", pr.W.DType))
+		}
+		p := &j.parts[i]
+		p.w, p.dst, p.out, p.row0 = pr.W, pr.Dst.F32(), pr.W.Rows(), j.rows
+		p.bias = nil
+		if pr.Bias != nil {
+			p.bias = vector(pr.Bias, &p.widened)
+		}
+		j.rows += p.out
+		p.bf16 = bf16 && pr.W.DType == BF16 && in%2 == 0
+		j.bf16, j.f32 = j.bf16 || p.bf16, j.f32 || !p.bf16
 	}
+	j.x, j.n, j.in, j.k = x.F32(), n, in, kern
 	gemmTokens := gemmTokensOf(n)
-	j.bf16 = bf16 && w.DType == BF16 && in%2 == 0
 	if gemmTokens > 0 {
 		// Split the tokens into equal groups of whole panels, so that no group is mostly padding.
 		groups := (gemmTokens + matmulTokens - 1) / matmulTokens
@@ -126,18 +161,41 @@ func (c *CPU) matMul(dst, x, w, bias *Tensor, bf16 bool) {
 			panels := (j.nt + gemmCols - 1) / gemmCols
 			if j.bf16 {
 				j.pairs = grow(&j.pairs, panels*in/2*gemmCols)
-			} else if need := panels * in * gemmCols; len(j.packed) < need {
+			}
+			if need := panels * in * gemmCols; j.f32 && len(j.packed) < need {
 				j.packed = make([]float32, need)
 			}
 			j.pack.m = j
 			c.pool.parallel(panels, 1, &j.pack)
-			c.pool.parallel(out, max(matmulGrain, j.k.gemmRows), j)
+			c.pool.parallel(j.rows, max(matmulGrain, j.k.gemmRows), j)
 		}
 	}
 	if gemmTokens < n {
 		j.t0, j.nt, j.gemm = gemmTokens, n-gemmTokens, false
-		c.pool.parallel(out, matmulGrain, j)
+		c.pool.parallel(j.rows, matmulGrain, j)
 	}
+}
+
+// checkMatMul panics unless dst = x·wᵀ + bias has matching shapes.
+func checkMatMul(dst, x, w, bias *Tensor) {
+	n, in, out := x.Rows(), x.Cols(), w.Rows()
+	if len(w.Shape) != 2 || w.Cols() != in || dst.Rows() != n || dst.Cols() != out {
+		panic(fmt.Sprintf("tensor: matmul %v · %vᵀ into %v", x.Shape, w.Shape, dst.Shape))
+	}
+	if bias != nil && bias.Numel() != out {
+		panic(fmt.Sprintf("tensor: matmul bias %v for %d outputs", bias.Shape, out))
+	}
+}
+
+// matmulPart is one product of a matmulJob: dst = x·wᵀ + bias.
+type matmulPart struct {
+	w       *Tensor   // (out, in)
+	bias    []float32 // (out) or nil
+	dst     []float32 // (n, out)
+	out     int
+	row0    int       // where its rows start in the job's range
+	widened []float32 // its bias widened to F32, when it is not F32
+	bf16    bool      // its GEMM runs on bf16 pairs (MatMulBF16 with bf16 weights)
 }
 
 // gemmTokensOf is how many of a batch of n tokens run through the GEMM, the first ones; the rest
@@ -150,12 +208,18 @@ func gemmTokensOf(n int) int {
 }
 
 func (j *matmulJob) run(worker, lo, hi int) {
-	if j.gemm && j.bf16 {
-		j.runGEMMBF16(worker, lo, hi)
-	} else if j.gemm {
-		j.runGEMM(worker, lo, hi)
-	} else {
-		j.runGEMV(&j.sums[worker], lo, hi)
+	for i := range j.parts {
+		p := &j.parts[i]
+		a, b := max(lo, p.row0)-p.row0, min(hi, p.row0+p.out)-p.row0
+		switch {
+		case a >= b:
+		case j.gemm && p.bf16:
+			j.runGEMMBF16(p, worker, a, b)
+		case j.gemm:
+			j.runGEMM(p, worker, a, b)
+		default:
+			j.runGEMV(p, &j.sums[worker], a, b)
+		}
 	}
 }
 
@@ -172,69 +236,64 @@ type gemvSums struct {
 // (rows r, r+q, r+2q, r+3q), so the worker reads w as four long sequential streams: one core keeps
 // more memory requests in flight with several streams than with one (about 42 GB/s against 30 for
 // two threads on the reference machine), and adjacent rows would make four short streams that the
-// prefetcher restarts every row.
-func (j *matmulJob) runGEMV(sums *gemvSums, lo, hi int) {
-	in, k := j.in, j.k
+// prefetcher restarts every row. The rows past the quarters run through the same kernels as a
+// quad of one row four times (stride 0), so that every row's sum is formed in the same order
+// whichever rows a worker gets: the result does not depend on the number of threads.
+func (j *matmulJob) runGEMV(p *matmulPart, sums *gemvSums, lo, hi int) {
 	q := (hi - lo) / 4
-	four, tile := &sums.four, &sums.tile
 	for r := lo; r < lo+q; r++ {
-		t, end := j.t0, j.t0+j.nt
-		for ; t+4 <= end; t += 4 {
-			x := j.x[t*in:]
-			switch j.w.DType {
-			case F32:
-				k.dot4x4F32(tile, x, in, j.w.F32()[r*in:], q*in, in)
-			case BF16:
-				k.dot4x4BF16(tile, x, in, j.w.U16()[r*in:], q*in, in)
-			case F16:
-				k.dot4x4F16(tile, x, in, j.w.U16()[r*in:], q*in, in)
-			}
-			for tt := range 4 {
-				out := j.dst[(t+tt)*j.out : (t+tt+1)*j.out]
-				out[r], out[r+q], out[r+2*q], out[r+3*q] = tile[4*tt], tile[4*tt+1], tile[4*tt+2], tile[4*tt+3]
-			}
-		}
-		for ; t < end; t++ {
-			x := j.x[t*in : (t+1)*in]
-			switch j.w.DType {
-			case F32:
-				k.dot4F32(four, x, j.w.F32()[r*in:], q*in)
-			case BF16:
-				k.dot4BF16(four, x, j.w.U16()[r*in:], q*in)
-			case F16:
-				k.dot4F16(four, x, j.w.U16()[r*in:], q*in)
-			}
-			out := j.dst[t*j.out : (t+1)*j.out]
-			out[r], out[r+q], out[r+2*q], out[r+3*q] = four[0], four[1], four[2], four[3]
-		}
+		j.gemvQuad(p, sums, r, q)
 	}
 	for r := lo + 4*q; r < hi; r++ {
-		for t := j.t0; t < j.t0+j.nt; t++ {
-			x := j.x[t*in : (t+1)*in]
-			var s float32
-			switch j.w.DType {
-			case F32:
-				s = k.dotF32(x, j.w.F32()[r*in:(r+1)*in])
-			case BF16:
-				s = k.dotBF16(x, j.w.U16()[r*in:(r+1)*in])
-			case F16:
-				s = k.dotF16(x, j.w.U16()[r*in:(r+1)*in])
-			}
-			j.dst[t*j.out+r] = s
-		}
+		j.gemvQuad(p, sums, r, 0)
 	}
-	if j.bias != nil {
+	if p.bias != nil {
 		for t := j.t0; t < j.t0+j.nt; t++ {
-			out := j.dst[t*j.out : (t+1)*j.out]
+			out := p.dst[t*p.out : (t+1)*p.out]
 			for r := lo; r < hi; r++ {
-				out[r] += j.bias[r]
+				out[r] += p.bias[r]
 			}
 		}
 	}
 }
 
+// gemvQuad computes rows r, r+q, r+2q and r+3q (q may be 0: row r alone) for every token.
+func (j *matmulJob) gemvQuad(p *matmulPart, sums *gemvSums, r, q int) {
+	in, k := j.in, j.k
+	four, tile := &sums.four, &sums.tile
+	t, end := j.t0, j.t0+j.nt
+	for ; t+4 <= end; t += 4 {
+		x := j.x[t*in:]
+		switch p.w.DType {
+		case F32:
+			k.dot4x4F32(tile, x, in, p.w.F32()[r*in:], q*in, in)
+		case BF16:
+			k.dot4x4BF16(tile, x, in, p.w.U16()[r*in:], q*in, in)
+		case F16:
+			k.dot4x4F16(tile, x, in, p.w.U16()[r*in:], q*in, in)
+		}
+		for tt := range 4 {
+			out := p.dst[(t+tt)*p.out : (t+tt+1)*p.out]
+			out[r], out[r+q], out[r+2*q], out[r+3*q] = tile[4*tt], tile[4*tt+1], tile[4*tt+2], tile[4*tt+3]
+		}
+	}
+	for ; t < end; t++ {
+		x := j.x[t*in : (t+1)*in]
+		switch p.w.DType {
+		case F32:
+			k.dot4F32(four, x, p.w.F32()[r*in:], q*in)
+		case BF16:
+			k.dot4BF16(four, x, p.w.U16()[r*in:], q*in)
+		case F16:
+			k.dot4F16(four, x, p.w.U16()[r*in:], q*in)
+		}
+		out := p.dst[t*p.out : (t+1)*p.out]
+		out[r], out[r+q], out[r+2*q], out[r+3*q] = four[0], four[1], four[2], four[3]
+	}
+}
+
 // runGEMM computes the outputs of weight rows [lo, hi) for the token group [t0, t0+nt).
-func (j *matmulJob) runGEMM(worker, lo, hi int) {
+func (j *matmulJob) runGEMM(p *matmulPart, worker, lo, hi int) {
 	in, k := j.in, j.k
 	mr := k.gemmRows
 	width := (j.nt + gemmCols - 1) / gemmCols * gemmCols // padded tokens of the group
@@ -261,41 +320,41 @@ func (j *matmulJob) runGEMM(worker, lo, hi int) {
 			// Widen the slice of the whole block at once. The last tile may run past rows: its
 			// extra rows of a hold stale values, and the c rows they feed are never read.
 			a := ablock[:tiles*mr*kc]
-			j.widenBlock(a, i0, rows, p0, kc)
+			j.widenBlock(p, a, i0, rows, p0, kc)
 			for tile := 0; tile < tiles; tile++ {
 				at := a[tile*mr*kc:]
 				ct := c[tile*mr*width:]
 				// The first panel's call prefetches the weights this tile's rows will widen next:
 				// the next slice, or after the last slice the first slice of the next block.
-				pf := j.weightAddr(i0+tile*mr, p0+kc)
+				pf := j.weightAddr(p, i0+tile*mr, p0+kc)
 				if p0+kc >= in {
 					pf = 0
 					if i0+blockRows < hi {
-						pf = j.weightAddr(i0+blockRows+tile*mr, 0)
+						pf = j.weightAddr(p, i0+blockRows+tile*mr, 0)
 					}
 				}
-				for p := 0; p < panels; p++ {
+				for pn := 0; pn < panels; pn++ {
 					gemm := k.gemm
-					if j.nt-p*gemmCols <= gemmCols/2 {
+					if j.nt-pn*gemmCols <= gemmCols/2 {
 						gemm = k.gemmHalf
 					}
-					gemm(at, kc, j.packed[(p*in+p0)*gemmCols:], gemmCols, ct[p*gemmCols:], width, kc, pf, in*j.w.DType.Size())
+					gemm(at, kc, j.packed[(pn*in+p0)*gemmCols:], gemmCols, ct[pn*gemmCols:], width, kc, pf, in*p.w.DType.Size())
 					pf = 0
 				}
 			}
 		}
-		j.store(c, i0, rows, width)
+		j.store(p, c, i0, rows, width)
 	}
 }
 
 // store writes a block of outputs into dst (+ bias): c holds them transposed, c[i·width + t] is
 // token t0+t of weight row i0+i.
-func (j *matmulJob) store(c []float32, i0, rows, width int) {
-	j.k.transpose(j.dst[j.t0*j.out+i0:], j.out, c, width, rows, j.nt)
-	if j.bias != nil {
+func (j *matmulJob) store(p *matmulPart, c []float32, i0, rows, width int) {
+	j.k.transpose(p.dst[j.t0*p.out+i0:], p.out, c, width, rows, j.nt)
+	if p.bias != nil {
 		for t := j.t0; t < j.t0+j.nt; t++ {
-			out := j.dst[t*j.out+i0 : t*j.out+i0+rows]
-			for i, b := range j.bias[i0 : i0+rows] {
+			out := p.dst[t*p.out+i0 : t*p.out+i0+rows]
+			for i, b := range p.bias[i0 : i0+rows] {
 				out[i] += b
 			}
 		}
@@ -305,7 +364,7 @@ func (j *matmulJob) store(c []float32, i0, rows, width int) {
 // runGEMMBF16 is runGEMM in the bf16 compute mode: the tiles read the weights' bf16 rows where
 // they lie (a tile past the last row reads a copy padded with zeros), so nothing is widened, and
 // the packed tokens are bf16 pairs.
-func (j *matmulJob) runGEMMBF16(worker, lo, hi int) {
+func (j *matmulJob) runGEMMBF16(p *matmulPart, worker, lo, hi int) {
 	in, k := j.in, j.k
 	mr := k.gemmRows
 	width := (j.nt + gemmCols - 1) / gemmCols * gemmCols
@@ -316,7 +375,7 @@ func (j *matmulJob) runGEMMBF16(worker, lo, hi int) {
 	}
 	depth := min(matmulDepth, in)
 	cblock := grow(&j.scratch[worker], blockRows*width)
-	w := j.w.U16()
+	w := p.w.U16()
 	for i0 := lo; i0 < hi; i0 += blockRows {
 		rows := min(blockRows, hi-i0)
 		tiles := (rows + mr - 1) / mr
@@ -327,48 +386,48 @@ func (j *matmulJob) runGEMMBF16(worker, lo, hi int) {
 			for tile := 0; tile < tiles; tile++ {
 				r0 := i0 + tile*mr
 				a, lda := w[r0*in+p0:], in
-				if r0+mr > j.out {
+				if r0+mr > p.out {
 					pad := grow(&j.narrow[worker], mr*kc)
 					clear(pad)
-					for i := 0; i < j.out-r0; i++ {
+					for i := 0; i < p.out-r0; i++ {
 						copy(pad[i*kc:(i+1)*kc], w[(r0+i)*in+p0:])
 					}
 					a, lda = pad, kc
 				}
 				ct := c[tile*mr*width:]
-				for p := 0; p < panels; p++ {
+				for pn := 0; pn < panels; pn++ {
 					gemm := k.gemmBF16
-					if j.nt-p*gemmCols <= gemmCols/2 {
+					if j.nt-pn*gemmCols <= gemmCols/2 {
 						gemm = k.gemmHalfBF16
 					}
-					gemm(a, lda, j.pairs[(p*in+p0)/2*gemmCols:], gemmCols, ct[p*gemmCols:], width, kc)
+					gemm(a, lda, j.pairs[(pn*in+p0)/2*gemmCols:], gemmCols, ct[pn*gemmCols:], width, kc)
 				}
 			}
 		}
-		j.store(c, i0, rows, width)
+		j.store(p, c, i0, rows, width)
 	}
 }
 
 // weightAddr is the address of weight (r, k), for prefetching only: it may lie past the weights,
 // so it is a uintptr, which the garbage collector does not follow.
-func (j *matmulJob) weightAddr(r, k int) uintptr {
-	if len(j.w.Data) == 0 {
+func (j *matmulJob) weightAddr(p *matmulPart, r, k int) uintptr {
+	if len(p.w.Data) == 0 {
 		return 0
 	}
-	return uintptr(unsafe.Pointer(&j.w.Data[0])) + uintptr((r*j.in+k)*j.w.DType.Size())
+	return uintptr(unsafe.Pointer(&p.w.Data[0])) + uintptr((r*j.in+k)*p.w.DType.Size())
 }
 
 // widenBlock writes columns [p0, p0+kc) of the weight rows [r0, r0+rows) into a as F32, (rows, kc).
-func (j *matmulJob) widenBlock(a []float32, r0, rows, p0, kc int) {
+func (j *matmulJob) widenBlock(p *matmulPart, a []float32, r0, rows, p0, kc int) {
 	in := j.in
 	src := r0*in + p0
-	switch j.w.DType {
+	switch p.w.DType {
 	case F32:
-		j.k.widenBlockF32(a, j.w.F32()[src:], in, rows, kc)
+		j.k.widenBlockF32(a, p.w.F32()[src:], in, rows, kc)
 	case BF16:
-		j.k.widenBlockBF16(a, j.w.U16()[src:], in, rows, kc)
+		j.k.widenBlockBF16(a, p.w.U16()[src:], in, rows, kc)
 	case F16:
-		j.k.widenBlockF16(a, j.w.U16()[src:], in, rows, kc)
+		j.k.widenBlockF16(a, p.w.U16()[src:], in, rows, kc)
 	}
 }
 
@@ -383,9 +442,8 @@ func (pj *packJob) run(worker, lo, hi int) {
 	in := j.in
 	if j.bf16 {
 		pj.pairs(worker, lo, hi)
-		return
 	}
-	for p := lo; p < hi; p++ {
+	for p := lo; p < hi && j.f32; p++ {
 		panel := j.packed[p*in*gemmCols : (p+1)*in*gemmCols]
 		tokens := min(gemmCols, j.nt-p*gemmCols)
 		j.k.transpose(panel, gemmCols, j.x[(j.t0+p*gemmCols)*in:], in, tokens, in)
