@@ -53,10 +53,12 @@ const (
 // for query j < len(q)/d and key t < n; the softmax of one row of scores in place; and the mix of
 // the cached values the rows weigh, out[j·d + e] = Σ_t p[j·ldp + t]·v_t[e]. k and v are a layer's
 // cache, head the element offset of the kv head within a row, off the element offsets of the rows
-// (cacheRows.of).
+// (cacheRows.of). The backward pass runs them on the batch's own rows, and recomputes a softmax's
+// elements bit for bit from the statistics it returns, with exp.
 type attentionOps[T float] struct {
 	scores  func(s []T, lds int, q []T, d int, k *Tensor, head int, off []int, n int, scale T)
-	softmax func(x []T)
+	softmax func(x []T) (m, inv T) // returns what exp needs to recompute x: exp(x − m)·inv
+	exp     func(x []T)
 	mix     func(out []T, d int, p []T, ldp int, v *Tensor, head int, off []int, n int)
 }
 
@@ -272,7 +274,8 @@ func attentionGo[T float](dot func(x, y []T) T) attentionOps[T] {
 				}
 			}
 		},
-		softmax: softmax[T],
+		softmax: softmaxStats[T],
+		exp:     expGo[T],
 		mix: func(out []T, d int, p []T, ldp int, v *Tensor, head int, off []int, n int) {
 			vv := elems[T](v)[head:]
 			clear(out)
@@ -294,7 +297,8 @@ var attentionF32 = attentionOps[float32]{
 			kern.attnScoresF32(s, lds, q, d, k.F32()[head:], off, n, scale)
 		}
 	},
-	softmax: func(x []float32) { kern.softmaxF32(x) },
+	softmax: func(x []float32) (m, inv float32) { return kern.softmaxF32(x) },
+	exp:     func(x []float32) { kern.expF32(x) },
 	mix: func(out []float32, d int, p []float32, ldp int, v *Tensor, head int, off []int, n int) {
 		if v.DType == BF16 {
 			kern.attnMixBF16(out, d, p, ldp, v.U16()[head:], off, n)

@@ -50,6 +50,8 @@ func (j *cpuJobs[T]) init(p *pool, dot func(x, y []T) T, load func(dst []T, t *T
 	j.attention.scores = make([][]T, p.threads)
 	j.attnGrad.scores = make([][]T, p.threads)
 	j.attnGrad.dprobs = make([][]T, p.threads)
+	j.attnGrad.sums = make([][]T, p.threads)
+	j.attnGrad.offs = make([][]int, p.threads)
 	j.rope.cos = make([][]T, p.threads)
 	j.rope.sin = make([][]T, p.threads)
 	j.matmul.rows = make([][]T, p.threads)

@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"math"
 	"os"
 	"sync"
 )
@@ -70,8 +71,11 @@ type kernels struct {
 	// and e < d: the values weighed by each query's probabilities, added in order of t.
 	attnMixF32  func(out []float32, d int, p []float32, ldp int, v []float32, off []int, n int)
 	attnMixBF16 func(out []float32, d int, p []float32, ldp int, v []uint16, off []int, n int)
-	// softmaxF32: x = exp(x − max x) / Σ exp(x − max x), in place.
-	softmaxF32 func(x []float32)
+	// softmaxF32: x = exp(x − max x) / Σ exp(x − max x), in place; it returns max x and 1/Σ, from
+	// which expF32 recomputes every element bit for bit as expF32(x − max)·(1/Σ).
+	softmaxF32 func(x []float32) (m, inv float32)
+	// expF32: x = e^x, elementwise, in place.
+	expF32 func(x []float32)
 	// siluMulF32: out = g / (1 + e⁻ᵍ) · u, elementwise (the SwiGLU gate).
 	siluMulF32 func(out, g, u []float32)
 
@@ -116,7 +120,8 @@ var portable = &kernels{
 	attnScoresBF16: attnScoresBF16Go,
 	attnMixF32:     attnMixF32Go,
 	attnMixBF16:    attnMixBF16Go,
-	softmaxF32:     softmax[float32],
+	softmaxF32:     softmaxStats[float32],
+	expF32:         expGo[float32],
 	siluMulF32:     siluMulGo[float32],
 
 	gemmBF16:     gemmBF16Of(4, gemmCols),
@@ -350,6 +355,13 @@ func attnMixBF16Go(out []float32, d int, p []float32, ldp int, v []uint16, off [
 				o[e] += pt * F32FromBF16(row[e])
 			}
 		}
+	}
+}
+
+// expGo is x = e^x through math.Exp, rounded to T, as softmaxStats forms its exponentials.
+func expGo[T float](x []T) {
+	for i, v := range x {
+		x[i] = T(math.Exp(float64(v)))
 	}
 }
 

@@ -15,7 +15,7 @@ func archKernels() []*kernels {
 	// Attention and the exp-based ops have AVX-512 kernels only; AVX2 runs the portable ones.
 	avx2.attnScoresF32, avx2.attnScoresBF16 = portable.attnScoresF32, portable.attnScoresBF16
 	avx2.attnMixF32, avx2.attnMixBF16 = portable.attnMixF32, portable.attnMixBF16
-	avx2.softmaxF32, avx2.siluMulF32 = portable.softmaxF32, portable.siluMulF32
+	avx2.softmaxF32, avx2.expF32, avx2.siluMulF32 = portable.softmaxF32, portable.expF32, portable.siluMulF32
 	avx2.gemmBF16, avx2.gemmHalfBF16 = gemmBF16Of(6, gemmCols), gemmBF16Of(6, gemmCols/2)
 	avx2.narrowBF16 = portable.narrowBF16
 	if !cpu.X86.HasAVX512BF16 {
@@ -104,9 +104,15 @@ var avx512 = &kernels{
 	attnMixBF16: func(out []float32, d int, p []float32, ldp int, v []uint16, off []int, n int) {
 		attnMixZ(out, d, p, ldp, v, off, n, attnMixBF16Go, &attnMixBF16AVX512)
 	},
-	softmaxF32: func(x []float32) {
+	softmaxF32: func(x []float32) (m, inv float32) {
+		if len(x) == 0 {
+			return 0, 0
+		}
+		return softmaxF32AVX512(&x[0], len(x))
+	},
+	expF32: func(x []float32) {
 		if len(x) > 0 {
-			softmaxF32AVX512(&x[0], len(x))
+			expF32AVX512(&x[0], len(x))
 		}
 	},
 	siluMulF32: func(out, g, u []float32) {
@@ -422,7 +428,10 @@ func attnMixBF16Q3AVX512(out, p *float32, ldp int, v *uint16, off *int, n, d int
 func attnMixBF16Q4AVX512(out, p *float32, ldp int, v *uint16, off *int, n, d int)
 
 //go:noescape
-func softmaxF32AVX512(x *float32, n int)
+func softmaxF32AVX512(x *float32, n int) (m, inv float32)
+
+//go:noescape
+func expF32AVX512(x *float32, n int)
 
 //go:noescape
 func siluMulF32AVX512(out, gate, u *float32, n int)

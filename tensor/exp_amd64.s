@@ -67,11 +67,12 @@ GLOBL expConst<>(SB), RODATA|NOPTR, $48
 
 // ---- kernels -----------------------------------------------------------------------------------
 
-// func softmaxF32AVX512(x *float32, n int)
+// func softmaxF32AVX512(x *float32, n int) (m, inv float32)
 //
 // x = exp(x − max) / Σ exp(x − max) in place, n >= 1: the maximum, then the exponentials and their
-// sum in 16 lanes added by one tree, then the product with 1/sum.
-TEXT ·softmaxF32AVX512(SB), NOSPLIT, $0-16
+// sum in 16 lanes added by one tree, then the product with 1/sum. Returns the maximum and 1/sum,
+// from which expF32AVX512 recomputes any element bit for bit: exp(x − m)·inv.
+TEXT ·softmaxF32AVX512(SB), NOSPLIT, $0-24
 	MOVQ         x+0(FP), DI
 	MOVQ         n+8(FP), DX
 	VBROADCASTSS expConst<>+44(SB), Z0
@@ -144,6 +145,8 @@ sum:
 	VPERMILPS     $0xB1, X2, X3
 	VADDSS        X3, X2, X2
 	VDIVSS        X2, X29, X2
+	VMOVSS        X2, inv+20(FP)
+	VMOVSS        X0, m+16(FP)
 	VBROADCASTSS  X2, Z2
 
 	// The products with 1/sum.
@@ -210,6 +213,37 @@ siluTail:
 	VDIVPS    Z1, Z6, Z6
 	VMULPS    Z7, Z6, Z6
 	VMOVUPS   Z6, K1, (DI)
+
+done:
+	VZEROUPPER
+	RET
+
+// func expF32AVX512(x *float32, n int)
+//
+// x = exp(x), elementwise and in place, with softmaxF32AVX512's exp (the same instructions, so the
+// same bits).
+TEXT ·expF32AVX512(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), DI
+	MOVQ n+8(FP), CX
+	LOAD_EXP_CONSTANTS
+
+exp16:
+	CMPQ    CX, $16
+	JLT     expTail
+	VMOVUPS (DI), Z1
+	EXP_Z1
+	VMOVUPS Z1, (DI)
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	JMP     exp16
+
+expTail:
+	TESTQ     CX, CX
+	JZ        done
+	TAILMASK
+	VMOVUPS.Z (DI), K1, Z1
+	EXP_Z1
+	VMOVUPS   Z1, K1, (DI)
 
 done:
 	VZEROUPPER

@@ -11,7 +11,8 @@ shared machine's speed hits all of them alike:
   llamacpp    llama-bench on a bf16 GGUF of the same weights: pp<P> for prefill, tg<G> at depth
               P for decode after a prompt of P tokens (bench/peers/llamacpp.sh builds both)
 
-Every engine prefills P tokens (prompt lengths --prompt) and decodes G tokens after them; tok/s
+Every engine prefills P tokens (prompt lengths --prompt) and decodes G tokens after them (HF:
+--hf-decode, fewer, since it is compared on prefill and its bf16 decode can be very slow); tok/s
 counts prompt tokens / prefill time and decode steps / decode time on every side. Around each
 run the script reads /proc/stat and the child's own CPU time (wait4): others_busy is the share of
 all cores that other processes kept busy meanwhile. Peers that spin-wait (llama.cpp) or run many
@@ -81,7 +82,7 @@ def tiller(a, mode, flags):
 
 def hf(a, dtype):
     cmd = [a.python, os.path.join(HERE, "hf_cpu.py"), "--model", a.model, "--dtype", dtype,
-           "--prompt", a.prompt, "--decode", str(a.decode), "--threads", str(a.threads)]
+           "--prompt", a.prompt, "--decode", str(a.hf_decode), "--threads", str(a.threads)]
     out, wall, own, others = measure(cmd)
     return rows_of(out), wall, own, others
 
@@ -167,6 +168,8 @@ def main():
                     help="semicolon-separated NAME=FLAGS tiller runs, e.g. 'f32=;kv-bf16=--kv-cache bf16'")
     ap.add_argument("--prompt", default="32,512")
     ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--hf-decode", type=int, default=16,
+                    help="decode steps of HF transformers (its bf16 decode can run at 1 tok/s on a CPU without AMX)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", type=float, default=0.1, help="others_busy below which a run counts as quiet")
