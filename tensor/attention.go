@@ -62,16 +62,18 @@ type attentionOps[T float] struct {
 	mix     func(out []T, d int, p []T, ldp int, v *Tensor, head int, off []int, n int)
 }
 
-// attentionJob computes the (kv head, token) pairs [lo, hi) of one of the attention ops: every
-// query head of the token that reads the kv head. Attention, and AttentionPattern followed by
-// AttentionApply, run the same scores, softmax and sum in the same order, so the two paths agree
-// bit for bit; and each query's result depends only on its own query and cached rows, not on the
-// batch around it or on the other queries of its group.
+// attentionJob computes the items [lo, hi) of one of the attention ops: an item is a token and
+// `per` query heads of it that read one kv head, all of the group (so that each cached row is read
+// once for them) or, when the batch has too few tokens to keep every worker busy that way (a
+// decode step), one. Attention, and AttentionPattern followed by AttentionApply, run the same
+// scores, softmax and sum in the same order, so the two paths agree bit for bit; and each query's
+// result depends only on its own query and cached rows, not on the batch around it or on the other
+// queries of its item.
 //
-// Pairs are ordered by kv head, so that a worker's pairs read the rows of few kv heads, and within
-// a kv head the tokens alternate from both ends of the batch (0, n−1, 1, n−2, …): a prompt's later
-// tokens attend to more positions, and alternation gives every contiguous range of pairs, which is
-// what a worker takes, its share of the work.
+// Items are ordered by query head, so that a worker's items read the rows of few kv heads, and
+// within a head the tokens alternate from both ends of the batch (0, n−1, 1, n−2, …): a prompt's
+// later tokens attend to more positions, and alternation gives every contiguous range of items,
+// which is what a worker takes, its share of the work.
 type attentionJob[T float] struct {
 	mode                 attentionMode
 	ops                  attentionOps[T]
@@ -80,33 +82,35 @@ type attentionJob[T float] struct {
 	rows                 cacheRows
 	pos                  []int32
 	heads, group, d, ctx int
+	per                  int // query heads per item: group, or 1
 	scale                T
-	scores               [][]T // per worker: the group's scores, (group, positions)
+	scores               [][]T // per worker: the item's scores, (per, positions)
 }
 
 func (j *attentionJob[T]) run(worker, lo, hi int) {
-	tokens := len(j.pos)
+	tokens, per := len(j.pos), j.per
 	for item := lo; item < hi; item++ {
-		g, i := item/tokens, item%tokens
+		h0, i := item/tokens*per, item%tokens // the item's first query head, and its token
 		if i%2 == 0 {
 			i /= 2
 		} else {
 			i = tokens - 1 - i/2
 		}
+		g := h0 / j.group
 		n := int(j.pos[i]) + 1
 		off := j.rows.of(i, n)
-		first := i*j.heads + g*j.group // the group's first query: index of (token, head)
+		first := i*j.heads + h0 // the item's first query: index of (token, head)
 		var s []T
 		lds := j.ctx
 		switch j.mode {
 		case attend:
-			s, lds = perWorker(j.scores, worker, j.group*n), n
+			s, lds = perWorker(j.scores, worker, per*n), n
 		case pattern, apply:
-			s = j.p[first*j.ctx : (first+j.group)*j.ctx]
+			s = j.p[first*j.ctx : (first+per)*j.ctx]
 		}
 		if j.mode != apply {
-			j.ops.scores(s, lds, j.q[first*j.d:(first+j.group)*j.d], j.d, j.k, g*j.d, off, n, j.scale)
-			for h := range j.group {
+			j.ops.scores(s, lds, j.q[first*j.d:(first+per)*j.d], j.d, j.k, g*j.d, off, n, j.scale)
+			for h := range per {
 				j.ops.softmax(s[h*lds : h*lds+n])
 				if j.mode == pattern {
 					clear(s[h*lds+n : (h+1)*lds])
@@ -114,7 +118,7 @@ func (j *attentionJob[T]) run(worker, lo, hi int) {
 			}
 		}
 		if j.mode != pattern {
-			j.ops.mix(j.dst[first*j.d:(first+j.group)*j.d], j.d, s, lds, j.v, g*j.d, off, n)
+			j.ops.mix(j.dst[first*j.d:(first+per)*j.d], j.d, s, lds, j.v, g*j.d, off, n)
 		}
 	}
 }
@@ -259,7 +263,12 @@ func attention[T float](jobs *cpuJobs[T], mode attentionMode, dst, q, p *Tensor,
 	}
 	j.group = j.heads / kv.KVHeads
 	j.scale = T(1 / math.Sqrt(float64(j.d)))
-	jobs.pool.parallel(len(seq)*kv.KVHeads, 1, j)
+	// Whole groups when there are enough of them for every worker several times over.
+	j.per = j.group
+	if len(seq)*kv.KVHeads < 4*jobs.pool.threads {
+		j.per = 1
+	}
+	jobs.pool.parallel(len(seq)*j.heads/j.per, 1, j)
 }
 
 // attentionGo is the portable form of the attention steps, on a cache of the activations' own

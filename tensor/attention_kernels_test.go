@@ -325,3 +325,38 @@ func TestSiLUMulKernel(t *testing.T) {
 		}
 	})
 }
+
+// A token's attention is the same bits whether it runs in a large batch (items of a whole query
+// group) or alone, as a decode step does (items of one query head), over a paged cache, with a
+// head size the vector kernels take and an odd one, and with an F32 and a BF16 cache.
+func TestAttentionBatchInvariant(t *testing.T) {
+	b := NewCPU(2)
+	defer b.Close()
+	rng := rand.New(rand.NewPCG(29, 30))
+	const heads, kvHeads, n = 6, 2, 21
+	for _, d := range []int{64, 10} {
+		for _, cache := range []DType{F32, BF16} {
+			kv := NewKVCacheOf(b, cache, 1, kvHeads, d, 4, 16)
+			if err := kv.Reserve(0, n); err != nil {
+				t.Fatal(err)
+			}
+			seq, pos := make([]int32, n), make([]int32, n)
+			for i := range pos {
+				pos[i] = int32(i)
+			}
+			b.StoreKV(kv, 0, FromF32(randomF32(rng, n*kvHeads*d), n, kvHeads, d), FromF32(randomF32(rng, n*kvHeads*d), n, kvHeads, d), seq, pos)
+			q := randomF32(rng, n*heads*d)
+			all := New(F32, n, heads*d)
+			b.Attention(all, FromF32(q, n, heads, d), kv, 0, seq, pos)
+			for i := range n {
+				one := New(F32, 1, heads*d)
+				b.Attention(one, FromF32(q[i*heads*d:(i+1)*heads*d], 1, heads, d), kv, 0, seq[i:i+1], pos[i:i+1])
+				for e, v := range one.F32() {
+					if w := all.F32()[i*heads*d+e]; math.Float32bits(v) != math.Float32bits(w) {
+						t.Fatalf("d=%d %s cache: token %d element %d is %g alone, %g in the batch", d, cache, i, e, v, w)
+					}
+				}
+			}
+		}
+	}
+}
