@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/tillerlm/tiller/hooks"
@@ -157,14 +156,8 @@ func (a *analysis) has(k Kind) bool {
 
 // readSet is a hook set that captures the activations at every point of a.reads.
 func (a *analysis) readSet() *hooks.Set {
-	names := make([]string, len(a.reads))
-	for i, p := range a.reads {
-		names[i] = p.Name()
-	}
 	h := hooks.NewSet(a.dims)
-	if err := h.Read(strings.Join(names, ",")); err != nil {
-		panic("attrib: " + err.Error()) // the names come from hooks.Point
-	}
+	h.ReadPoints(a.reads)
 	return h
 }
 
