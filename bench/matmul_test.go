@@ -59,14 +59,25 @@ func weightsFor(out, in int) []*tensor.Tensor {
 	return m.copies
 }
 
-func benchMatMul(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, false) }
+func benchMatMul(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, matmulForward) }
+
+// matmulPass names what benchMatMulPass times.
+type matmulPass uint8
+
+const (
+	matmulForward  matmulPass = iota // MatMul
+	matmulBackward                   // MatMulBackward's activation gradient
+	matmulBF16                       // MatMulBF16, the bf16 compute mode
+)
 
 // benchMatMulBackward times the activation gradient of MatMul, dx (n, in) += dy (n, out)·w, the
 // backward of a layer whose weights are frozen: the same FLOPs as the forward, with w read across
 // its rows' sum instead of along it.
-func benchMatMulBackward(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, true) }
+func benchMatMulBackward(b *testing.B, out, in, n int) {
+	benchMatMulPass(b, out, in, n, matmulBackward)
+}
 
-func benchMatMulPass(b *testing.B, out, in, n int, backward bool) {
+func benchMatMulPass(b *testing.B, out, in, n int, kind matmulPass) {
 	ws := weightsFor(out, in)
 	x := tensor.New(tensor.F32, n, in)
 	xs := x.F32()
@@ -77,7 +88,10 @@ func benchMatMulPass(b *testing.B, out, in, n int, backward bool) {
 	cpu := tensor.NewCPU(matmulThreads)
 	defer cpu.Close()
 	pass := func(w *tensor.Tensor) { cpu.MatMul(dst, x, w, nil) }
-	if backward {
+	if kind == matmulBF16 {
+		pass = func(w *tensor.Tensor) { cpu.MatMulBF16(dst, x, w, nil) }
+	}
+	if kind == matmulBackward {
 		// dst plays dy and x plays dx, which grows by about one per call and stays finite.
 		for i, d := 0, dst.F32(); i < len(d); i++ {
 			d[i] = float32(i%89)/89 - 0.5
@@ -176,12 +190,18 @@ var prefillShapes = []struct {
 }
 
 // BenchmarkMatMulPrefill is the prefill GEMM at 64 to 2048 tokens on every layer shape above,
-// against the FMA peak measured just before each case (x-peak).
-func BenchmarkMatMulPrefill(b *testing.B) {
+// against the FMA peak of the same cores (x-peak, see againstPeak).
+func BenchmarkMatMulPrefill(b *testing.B) { benchPrefillShapes(b, matmulForward) }
+
+// BenchmarkMatMulPrefillBF16 is the same in the bf16 compute mode (MatMulBF16), still against the
+// F32 FMA peak: VDPBF16PS does twice the multiply-adds of an FMA, so its ceiling is x-peak 2.
+func BenchmarkMatMulPrefillBF16(b *testing.B) { benchPrefillShapes(b, matmulBF16) }
+
+func benchPrefillShapes(b *testing.B, kind matmulPass) {
 	for _, m := range prefillShapes {
 		for _, l := range m.layers {
 			for _, n := range []int{64, 256, 512, 2048} {
-				b.Run(fmt.Sprintf("%s/%s/n=%d", m.model, l.name, n), func(b *testing.B) { benchMatMul(b, l.out, l.in, n) })
+				b.Run(fmt.Sprintf("%s/%s/n=%d", m.model, l.name, n), func(b *testing.B) { benchMatMulPass(b, l.out, l.in, n, kind) })
 			}
 		}
 	}
