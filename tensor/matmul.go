@@ -58,7 +58,7 @@ type matmulJob struct {
 	pairs     []uint32
 
 	scratch [][]float32 // per worker: the GEMM's widened slice a and output block c
-	narrow  [][]uint16  // per worker: the bf16 GEMM's rounded tokens, or a tile of rows padded
+	narrow  [][]uint16  // per worker: the bf16 GEMM's rounded tokens (packing), or its block of weights
 	sums    []gemvSums  // per worker: the GEMV kernels' outputs
 }
 
@@ -361,9 +361,10 @@ func (j *matmulJob) store(p *matmulPart, c []float32, i0, rows, width int) {
 	}
 }
 
-// runGEMMBF16 is runGEMM in the bf16 compute mode: the tiles read the weights' bf16 rows where
-// they lie (a tile past the last row reads a copy padded with zeros), so nothing is widened, and
-// the packed tokens are bf16 pairs.
+// runGEMMBF16 is runGEMM in the bf16 compute mode: with more than two panels the block's slice of
+// the weights' bf16 rows is copied as it is (no widening) into a contiguous block, padded with
+// zero rows to whole tiles, so that the tiles read it from L2 in order rather than as 12 strided
+// runs (measured: +10-25% at 512 tokens, -5-15% at 64); the packed tokens are bf16 pairs.
 func (j *matmulJob) runGEMMBF16(p *matmulPart, worker, lo, hi int) {
 	in, k := j.in, j.k
 	mr := k.gemmRows
@@ -375,6 +376,7 @@ func (j *matmulJob) runGEMMBF16(p *matmulPart, worker, lo, hi int) {
 	}
 	depth := min(matmulDepth, in)
 	cblock := grow(&j.scratch[worker], blockRows*width)
+	ablock := grow(&j.narrow[worker], blockRows*depth)
 	w := p.w.U16()
 	for i0 := lo; i0 < hi; i0 += blockRows {
 		rows := min(blockRows, hi-i0)
@@ -383,16 +385,26 @@ func (j *matmulJob) runGEMMBF16(p *matmulPart, worker, lo, hi int) {
 		clear(c)
 		for p0 := 0; p0 < in; p0 += depth {
 			kc := min(depth, in-p0)
+			// With few panels the copy costs more than the strided reads it saves: the tiles
+			// read the weights where they lie, all but a last tile past the matrix's end.
+			copied := panels > 2
+			a, lda := ablock[:tiles*mr*kc], kc
+			if copied {
+				for i := 0; i < rows; i++ {
+					copy(a[i*kc:(i+1)*kc], w[(i0+i)*in+p0:])
+				}
+				clear(a[rows*kc:])
+			}
 			for tile := 0; tile < tiles; tile++ {
-				r0 := i0 + tile*mr
-				a, lda := w[r0*in+p0:], in
-				if r0+mr > p.out {
-					pad := grow(&j.narrow[worker], mr*kc)
-					clear(pad)
+				at := a[tile*mr*kc:]
+				if r0 := i0 + tile*mr; !copied && r0+mr <= p.out {
+					at, lda = w[r0*in+p0:], in
+				} else if !copied {
+					at, lda = a[:mr*kc], kc
+					clear(at)
 					for i := 0; i < p.out-r0; i++ {
-						copy(pad[i*kc:(i+1)*kc], w[(r0+i)*in+p0:])
+						copy(at[i*kc:(i+1)*kc], w[(r0+i)*in+p0:])
 					}
-					a, lda = pad, kc
 				}
 				ct := c[tile*mr*width:]
 				for pn := 0; pn < panels; pn++ {
@@ -400,7 +412,7 @@ func (j *matmulJob) runGEMMBF16(p *matmulPart, worker, lo, hi int) {
 					if j.nt-pn*gemmCols <= gemmCols/2 {
 						gemm = k.gemmHalfBF16
 					}
-					gemm(a, lda, j.pairs[(pn*in+p0)/2*gemmCols:], gemmCols, ct[pn*gemmCols:], width, kc)
+					gemm(at, lda, j.pairs[(pn*in+p0)/2*gemmCols:], gemmCols, ct[pn*gemmCols:], width, kc)
 				}
 			}
 		}
