@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/tillerlm/tiller/hooks"
@@ -173,22 +172,16 @@ func (a *analysis) has(k Kind) bool {
 // readSet is a hook set that reads the activations at every point of a.reads: into its host
 // cache, or, on a device, captured there as whole batches.
 func (a *analysis) readSet() *hooks.Set {
-	names := make([]string, len(a.reads))
-	for i, p := range a.reads {
-		names[i] = p.Name()
-	}
-	return a.readSetOf(names)
+	return a.readSetOf(a.reads)
 }
 
-// readSetOf is readSet for the named points.
-func (a *analysis) readSetOf(names []string) *hooks.Set {
+// readSetOf is readSet for the given points.
+func (a *analysis) readSetOf(ps []hooks.Point) *hooks.Set {
 	h := hooks.NewSet(a.dims)
-	read := h.Read
 	if a.dev != nil {
-		read = h.Capture
-	}
-	if err := read(strings.Join(names, ",")); err != nil {
-		panic("attrib: " + err.Error()) // the names come from hooks.Point
+		h.CapturePoints(ps)
+	} else {
+		h.ReadPoints(ps)
 	}
 	return h
 }

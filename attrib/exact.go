@@ -136,14 +136,14 @@ func (a *analysis) exactPair(pr *PairResult, nodes []Node) ([]float64, error) {
 	for _, node := range nodes {
 		need[node.Kind.Point(node.Layer)] = true
 	}
-	var names []string
+	var points []hooks.Point
 	for p := range need {
-		names = append(names, p.Name())
+		points = append(points, p)
 	}
-	if len(names) == 0 {
+	if len(points) == 0 {
 		return nil, nil
 	}
-	read := a.readSetOf(names)
+	read := a.readSetOf(points)
 	defer a.release(read)
 	toks := append(append([]int32(nil), in.Corrupt...), in.Cont...)
 	ckv := r.NewKVCache(len(toks), 16)

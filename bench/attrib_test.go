@@ -9,8 +9,8 @@ import (
 	"github.com/tillerlm/tiller/llama"
 )
 
-// atpPairs makes n pairs of 64-token prompts of the 1B shape that differ at the given positions,
-// with a logit difference at the last token as the metric.
+// atpPairs makes n pairs of 64-token prompts that begin with the model's BOS and differ at the
+// given positions, with a logit difference at the last token as the metric.
 func atpPairs(m *llama.Model, n int, diffs ...int) []*attrib.Input {
 	out := make([]*attrib.Input, n)
 	for i := range out {
@@ -18,7 +18,7 @@ func atpPairs(m *llama.Model, n int, diffs ...int) []*attrib.Input {
 		for k := range clean {
 			clean[k] = int32((k*7919 + 13 + 1000*i) % m.Config.Vocab)
 		}
-		clean[0] = 128000
+		clean[0] = int32(max(m.Config.BOS, 0))
 		corrupt := append([]int32(nil), clean...)
 		for _, p := range diffs {
 			corrupt[p] = int32((int(corrupt[p]) + 4242) % m.Config.Vocab)
@@ -67,11 +67,14 @@ var (
 // layer and position, hook_z per head and per head and position) on the Llama-3.2-1B shape in
 // F32 on 2 threads, pairs batched `batch` at a time, against plain forward passes of the same
 // prompts timed before and after in the same iteration. It reports AtP per pair as a multiple
-// of one forward pass (DESIGN.md's goal: <= 3.5), in wall-clock time and in the process's CPU
+// of one forward pass (DESIGN.md's goal: <= 3), in wall-clock time and in the process's CPU
 // time, and the parts: the recorded clean forward, the corrupt forward that reads the nodes, and
 // the backward.
 func benchAtP(b *testing.B, pairs, batch int, star bool, diffs []int) {
-	r := loadRunner(b, "llama-3.2-1b-instruct", 2)
+	benchAtPOn(b, loadRunner(b, "llama-3.2-1b-instruct", 2), pairs, batch, star, diffs)
+}
+
+func benchAtPOn(b *testing.B, r *llama.Runner, pairs, batch int, star bool, diffs []int) {
 	ins := atpPairs(r.Model, pairs, diffs...)
 	forwardTime(b, r, ins[:1]) // first touch of the weights and buffers
 	var ratio, cpuRatio, corrupt, clean, backward, extra float64
@@ -114,6 +117,14 @@ func BenchmarkAtPLlama32_1B_1PairFirstToken(b *testing.B) { benchAtP(b, 1, 1, fa
 func BenchmarkAtPLlama32_1B_4PairsBatched(b *testing.B)   { benchAtP(b, 4, 4, false, midPrompt) }
 func BenchmarkAtPStarLlama32_1B_1Pair(b *testing.B)       { benchAtP(b, 1, 1, true, midPrompt) }
 func BenchmarkAtPLlama32_1B_4PairsOneByOne(b *testing.B)  { benchAtP(b, 4, 1, false, midPrompt) }
+
+// AtP on the real model of TILLER_BENCH_MODEL, as above.
+func BenchmarkAtPReal_1Pair(b *testing.B) {
+	benchAtPOn(b, loadFolder(b, realModel(b), 2), 1, 1, false, midPrompt)
+}
+func BenchmarkAtPReal_1PairFirstToken(b *testing.B) {
+	benchAtPOn(b, loadFolder(b, realModel(b), 2), 1, 1, false, firstToken)
+}
 
 // BenchmarkExactPatchingLlama32_1B times exact activation patching of a sample of 24 nodes of one
 // pair (each a forward pass of the clean prompt from the patched position on, 24 to a batch)

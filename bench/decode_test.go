@@ -60,7 +60,22 @@ func decodeBytes(m *llama.Model) int64 {
 
 // loadRunner loads the random checkpoint for name with its pages read in, on a CPU backend.
 func loadRunner(b *testing.B, name string, threads int) *llama.Runner {
-	m, err := llama.Load(randomModel(b, name), llama.LoadOptions{Prefetch: true})
+	return loadFolder(b, randomModel(b, name), threads)
+}
+
+// realModel is the model folder in TILLER_BENCH_MODEL (SmolLM2-135M-Instruct, say); the benchmark
+// skips without it.
+func realModel(b *testing.B) string {
+	dir := os.Getenv("TILLER_BENCH_MODEL")
+	if dir == "" {
+		b.Skip("set TILLER_BENCH_MODEL to a model folder (a real checkpoint in Hugging Face layout) to run this benchmark")
+	}
+	return dir
+}
+
+// loadFolder loads the model folder dir with its pages read in, on a CPU backend.
+func loadFolder(b *testing.B, dir string, threads int) *llama.Runner {
+	m, err := llama.Load(dir, llama.LoadOptions{Prefetch: true})
 	if err != nil {
 		b.Fatal(err)
 	}

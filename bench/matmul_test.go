@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/tillerlm/tiller/tensor"
@@ -11,7 +12,8 @@ import (
 // Decode (n = 1) is a GEMV that reads every weight once: it reports GB/s of weights, the read
 // bandwidth measured just before (read-GB/s, see memory_test.go) and the fraction of it reached
 // (x-read). Prefill (n = 64, 256) is a GEMM of 2·n·out·in FLOPs: it reports GFLOP/s, the FMA
-// throughput of the same cores measured just before (peak-GFLOP/s) and the fraction (x-peak).
+// throughput of the same cores in a burst of the same FLOPs after each call (peak-GFLOP/s, the
+// median) and the median ratio of the two (x-peak; see againstPeak).
 // A small batch (n = 4, 16: several sequences decoding together) takes the GEMV path with its
 // four-token kernel and reports GFLOP/s too. The weights are random BF16 of realistic
 // magnitude (never zeros, no subnormals), with enough copies that one pass over all of them reads
@@ -57,14 +59,25 @@ func weightsFor(out, in int) []*tensor.Tensor {
 	return m.copies
 }
 
-func benchMatMul(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, false) }
+func benchMatMul(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, matmulForward) }
+
+// matmulPass names what benchMatMulPass times.
+type matmulPass uint8
+
+const (
+	matmulForward  matmulPass = iota // MatMul
+	matmulBackward                   // MatMulBackward's activation gradient
+	matmulBF16                       // MatMulBF16, the bf16 compute mode
+)
 
 // benchMatMulBackward times the activation gradient of MatMul, dx (n, in) += dy (n, out)·w, the
 // backward of a layer whose weights are frozen: the same FLOPs as the forward, with w read across
 // its rows' sum instead of along it.
-func benchMatMulBackward(b *testing.B, out, in, n int) { benchMatMulPass(b, out, in, n, true) }
+func benchMatMulBackward(b *testing.B, out, in, n int) {
+	benchMatMulPass(b, out, in, n, matmulBackward)
+}
 
-func benchMatMulPass(b *testing.B, out, in, n int, backward bool) {
+func benchMatMulPass(b *testing.B, out, in, n int, kind matmulPass) {
 	ws := weightsFor(out, in)
 	x := tensor.New(tensor.F32, n, in)
 	xs := x.F32()
@@ -74,15 +87,11 @@ func benchMatMulPass(b *testing.B, out, in, n int, backward bool) {
 	dst := tensor.New(tensor.F32, n, out)
 	cpu := tensor.NewCPU(matmulThreads)
 	defer cpu.Close()
-	// The ceiling, measured right before: read bandwidth for the GEMV, FMA throughput for the GEMM.
-	var ceiling float64
-	if n == 1 {
-		ceiling = readBandwidth()
-	} else {
-		ceiling = fmaPeak()
-	}
 	pass := func(w *tensor.Tensor) { cpu.MatMul(dst, x, w, nil) }
-	if backward {
+	if kind == matmulBF16 {
+		pass = func(w *tensor.Tensor) { cpu.MatMulBF16(dst, x, w, nil) }
+	}
+	if kind == matmulBackward {
 		// dst plays dy and x plays dx, which grows by about one per call and stays finite.
 		for i, d := 0, dst.F32(); i < len(d); i++ {
 			d[i] = float32(i%89)/89 - 0.5
@@ -90,24 +99,27 @@ func benchMatMulPass(b *testing.B, out, in, n int, backward bool) {
 		pass = func(w *tensor.Tensor) { cpu.MatMulBackward(x, nil, nil, dst, x, w) }
 	}
 	pass(ws[0]) // warm up: scratch buffers, page faults of dst
+	if n > 1 {
+		// The GEMM against the FMA peak of the same cores, each call paired with a burst.
+		b.ResetTimer()
+		gflops, peak, ratio := againstPeak(b, 2*float64(n)*float64(out)*float64(in), func(i int) { pass(ws[i%len(ws)]) })
+		b.ReportMetric(gflops, "GFLOP/s")
+		if peak > 0 {
+			b.ReportMetric(peak, "peak-GFLOP/s")
+			b.ReportMetric(ratio, "x-peak")
+		}
+		return
+	}
+	// The GEMV against the read bandwidth, measured right before.
+	ceiling := readBandwidth()
 	b.ResetTimer()
 	for i := range b.N {
 		pass(ws[i%len(ws)])
 	}
-	sec := b.Elapsed().Seconds()
-	if n == 1 {
-		gbs := float64(b.N) * float64(out*in*2) / sec / 1e9
-		b.ReportMetric(gbs, "GB/s")
-		b.ReportMetric(ceiling, "read-GB/s")
-		b.ReportMetric(gbs/ceiling, "x-read")
-	} else {
-		gflops := float64(b.N) * 2 * float64(n) * float64(out) * float64(in) / sec / 1e9
-		b.ReportMetric(gflops, "GFLOP/s")
-		if ceiling > 0 {
-			b.ReportMetric(ceiling, "peak-GFLOP/s")
-			b.ReportMetric(gflops/ceiling, "x-peak")
-		}
-	}
+	gbs := float64(b.N) * float64(out*in*2) / b.Elapsed().Seconds() / 1e9
+	b.ReportMetric(gbs, "GB/s")
+	b.ReportMetric(ceiling, "read-GB/s")
+	b.ReportMetric(gbs/ceiling, "x-read")
 }
 
 // Llama 3.1 8B: d_model 4096, 32 heads and 8 kv heads of 128, d_mlp 14336, vocabulary 128256.
@@ -152,3 +164,45 @@ func BenchmarkMatMulBackwardQProj64(b *testing.B)  { benchMatMulBackward(b, dMod
 func BenchmarkMatMulBackwardGateUp64(b *testing.B) { benchMatMulBackward(b, dMLP, dModel, 64) }
 func BenchmarkMatMulBackwardDown64(b *testing.B)   { benchMatMulBackward(b, dModel, dMLP, 64) }
 func BenchmarkMatMulBackwardDown44(b *testing.B)   { benchMatMulBackward(b, dModel, dMLP, 44) }
+
+// prefillShapes are the linear layers of real models, for the prefill GEMM at long and short
+// prompts: SmolLM2-135M (d_model 576, d_mlp 1536, 3 kv heads of 64), Llama 3.2 1B (2048, 8192,
+// 8 kv heads of 64) and Llama 3.1 8B (above).
+var prefillShapes = []struct {
+	model  string
+	layers []struct {
+		name    string
+		out, in int
+	}
+}{
+	{"smollm2-135m", []struct {
+		name    string
+		out, in int
+	}{{"q_proj", 576, 576}, {"kv_proj", 192, 576}, {"gate_up", 1536, 576}, {"down", 576, 1536}}},
+	{"llama-3.2-1b", []struct {
+		name    string
+		out, in int
+	}{{"q_proj", 2048, 2048}, {"kv_proj", 512, 2048}, {"gate_up", 8192, 2048}, {"down", 2048, 8192}}},
+	{"llama-3.1-8b", []struct {
+		name    string
+		out, in int
+	}{{"q_proj", dModel, dModel}, {"gate_up", dMLP, dModel}, {"down", dModel, dMLP}}},
+}
+
+// BenchmarkMatMulPrefill is the prefill GEMM at 64 to 2048 tokens on every layer shape above,
+// against the FMA peak of the same cores (x-peak, see againstPeak).
+func BenchmarkMatMulPrefill(b *testing.B) { benchPrefillShapes(b, matmulForward) }
+
+// BenchmarkMatMulPrefillBF16 is the same in the bf16 compute mode (MatMulBF16), still against the
+// F32 FMA peak: VDPBF16PS does twice the multiply-adds of an FMA, so its ceiling is x-peak 2.
+func BenchmarkMatMulPrefillBF16(b *testing.B) { benchPrefillShapes(b, matmulBF16) }
+
+func benchPrefillShapes(b *testing.B, kind matmulPass) {
+	for _, m := range prefillShapes {
+		for _, l := range m.layers {
+			for _, n := range []int{64, 256, 512, 2048} {
+				b.Run(fmt.Sprintf("%s/%s/n=%d", m.model, l.name, n), func(b *testing.B) { benchMatMulPass(b, l.out, l.in, n, kind) })
+			}
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,14 +104,60 @@ func readBandwidth() float64 {
 }
 
 // fmaRun runs the FMA loop once on each of memThreads goroutines and returns the FLOPs done.
-func fmaRun() float64 {
+func fmaRun() float64 { return fmaSteps(1 << 20) }
+
+// fmaSteps runs iters steps of the FMA loop on each of memThreads goroutines and returns the
+// FLOPs done.
+func fmaSteps(iters int) float64 {
 	var flops [memThreads]float64
-	parallel(memThreads, func(t, _ int) { flops[t] = fmaFLOPs(1 << 20) })
+	parallel(memThreads, func(t, _ int) { flops[t] = fmaFLOPs(iters) })
 	total := 0.0
 	for _, f := range flops {
 		total += f
 	}
 	return total
+}
+
+// againstPeak times b.N calls of f, each doing flops FLOPs on the cores, and pairs each call with
+// an FMA burst of the same FLOPs right after it (outside the timer). Both are measured in CPU time
+// (this process's user+system seconds) as well as wall time: on a shared machine other processes
+// take the cores for slices of every second, which stretches wall time at random but leaves the
+// work done per CPU-second alone, so x-peak, the median over calls of the ratio of the two per
+// CPU-second rates, is a property of the code; peak is the median burst in wall GFLOP/s on all
+// threads. It returns the calls' wall GFLOP/s over the timed total, peak and x-peak (0 and 0
+// without an FMA loop).
+func againstPeak(b *testing.B, flops float64, f func(i int)) (gflops, peak, ratio float64) {
+	perStep := fmaFLOPs(1) * memThreads
+	var peaks, ratios []float64
+	for i := range b.N {
+		c0 := cpuSeconds()
+		f(i)
+		rate := flops / (cpuSeconds() - c0)
+		if perStep > 0 {
+			b.StopTimer()
+			start, c0 := time.Now(), cpuSeconds()
+			done := fmaSteps(max(1, int(flops/perStep)))
+			peaks = append(peaks, done/time.Since(start).Seconds()/1e9)
+			ratios = append(ratios, rate/(done/(cpuSeconds()-c0)))
+			b.StartTimer()
+		}
+	}
+	gflops = float64(b.N) * flops / b.Elapsed().Seconds() / 1e9
+	if len(peaks) == 0 {
+		return gflops, 0, 0
+	}
+	slices.Sort(peaks)
+	slices.Sort(ratios)
+	return gflops, peaks[len(peaks)/2], ratios[len(ratios)/2]
+}
+
+// cpuSeconds is this process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // fmaPeak is the best of three FMA runs in GFLOP/s: the ceiling that a GEMM benchmark reports

@@ -41,6 +41,14 @@ func (s *Set) Capture(patterns string) error {
 	return nil
 }
 
+// CapturePoints captures the given points, as Capture does the points its patterns name, without
+// matching names.
+func (s *Set) CapturePoints(ps []Point) {
+	for _, p := range ps {
+		s.add(p, entry{act: capture})
+	}
+}
+
 // AtDevice runs the interventions registered at p, in order, on a batch's activation x in d's
 // memory, as At does on the host: (n, width) with row i the token at position pos[i] of sequence
 // seq[i], or (n, heads, ctx) for the pattern. Patch values given in host memory are uploaded once.

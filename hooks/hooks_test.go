@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -110,6 +111,32 @@ func TestReadSplitsSequences(t *testing.T) {
 	b, _ = s.Cache.Get(3, p.Name())
 	if b.Shape[0] != 3 || b.F32()[2*4+2] != 2 || b.F32()[1*4+3] != 403 {
 		t.Errorf("after a decode step: %v %v", b.Shape, b.F32())
+	}
+}
+
+// ReadPoints reads exactly the points Read's names match: the same points active, the same values
+// cached.
+func TestReadPoints(t *testing.T) {
+	byName, byPoint := NewSet(dims), NewSet(dims)
+	if err := byName.Read("blocks.0.hook_resid_pre,blocks.1.hook_mlp_out"); err != nil {
+		t.Fatal(err)
+	}
+	byPoint.ReadPoints([]Point{{0, ResidPre}, {1, MLPOut}})
+	for _, p := range All(dims.Layers) {
+		if byName.Active(p) != byPoint.Active(p) {
+			t.Fatalf("%s: active %v by name, %v by point", p.Name(), byName.Active(p), byPoint.Active(p))
+		}
+	}
+	x := coded(5, 4)
+	for _, s := range []*Set{byName, byPoint} {
+		if err := s.At(Point{0, ResidPre}, x, seq, pos); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := byName.Cache.Get(7, "blocks.0.hook_resid_pre")
+	b, _ := byPoint.Cache.Get(7, "blocks.0.hook_resid_pre")
+	if a == nil || b == nil || fmt.Sprint(a.F32()) != fmt.Sprint(b.F32()) {
+		t.Errorf("cached %v by name, %v by point", a, b)
 	}
 }
 

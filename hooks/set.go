@@ -89,6 +89,14 @@ func (s *Set) Read(patterns string) error {
 	return nil
 }
 
+// ReadPoints reads the given points, as Read does the points its patterns name, without matching
+// names: for a caller that has the points already (attribution reads hundreds of them per run).
+func (s *Set) ReadPoints(ps []Point) {
+	for _, p := range ps {
+		s.add(p, entry{act: read})
+	}
+}
+
 // Replace patches the named point with value, one sequence's activation in the point's
 // per-sequence shape (positions along its first axis, or (head, pos_q, pos_k) for the pattern),
 // at the rows w selects; for a per-head point w.Heads may restrict it to some heads. The value may

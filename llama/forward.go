@@ -34,8 +34,11 @@ type Runner struct {
 	Model   *Model // weights in the backend's memory
 	Backend tensor.Backend
 	act     tensor.DType // activations, gradients and the KV cache: F32, or F64 for exact analysis
+	prec    Precision
 
 	n, m int // tokens and logit rows the views below are shaped for
+
+	products [3]tensor.Product // the products of one input, for a backend with MatMulShared
 
 	x     *tensor.Tensor // (n, dim) residual stream
 	xn    *tensor.Tensor // (n, dim) normalised residual
@@ -73,6 +76,32 @@ func NewRunnerOf(m *Model, b tensor.Backend, act tensor.DType) *Runner {
 }
 
 func (r *Runner) dtype() tensor.DType { return r.act }
+
+// Precision trades exactness for speed in inference: Forward, Generate, Score and the caches
+// NewKVCache makes. Recording for the backward pass (Record, Gradients) always runs exact. The
+// zero value is exact: F32 activations, KV cache and arithmetic, every weight widened exactly.
+type Precision struct {
+	// KVBF16 stores keys and values in bfloat16: each rounded to 8 significant bits as it is
+	// stored, for half the cache memory and half the bytes attention reads per position.
+	KVBF16 bool
+	// ComputeBF16 multiplies the activations, rounded to bfloat16, with bf16 weights in bf16
+	// pairs with F32 sums (AVX512-BF16), where a batch is large enough for the GEMM (prefill):
+	// about twice the arithmetic rate of the exact F32 GEMM. Decoding is bound by the bytes of
+	// the weights, not by arithmetic, and stays exact.
+	ComputeBF16 bool
+}
+
+// SetPrecision sets how the runner trades exactness for speed. Anything but exact needs F32
+// activations on the CPU backend.
+func (r *Runner) SetPrecision(p Precision) error {
+	if p != (Precision{}) {
+		if _, cpu := r.Backend.(*tensor.CPU); !cpu || r.act != tensor.F32 {
+			return fmt.Errorf("a bf16 KV cache and bf16 compute need F32 activations on the CPU backend")
+		}
+	}
+	r.prec = p
+	return nil
+}
 
 // To returns the model with every weight uploaded to b; on the CPU, m itself.
 func (m *Model) To(b tensor.Backend) *Model {
@@ -147,12 +176,20 @@ func (r *Runner) shape(n, m int) {
 }
 
 // NewKVCache makes a cache for the runner's model in its backend's memory, in the runner's
-// activation dtype: enough blocks of blockSize positions for the given total number of positions
-// across all sequences.
+// activation dtype (BF16 with Precision.KVBF16): enough blocks of blockSize positions for the
+// given total number of positions across all sequences.
 func (r *Runner) NewKVCache(positions, blockSize int) *tensor.KVCache {
+	dt := r.dtype()
+	if r.prec.KVBF16 {
+		dt = tensor.BF16
+	}
+	return r.newKVCache(dt, positions, blockSize)
+}
+
+func (r *Runner) newKVCache(dt tensor.DType, positions, blockSize int) *tensor.KVCache {
 	c := r.Model.Config
 	blocks := max((positions+blockSize-1)/blockSize, 1)
-	return tensor.NewKVCacheOf(r.Backend, r.dtype(), c.Layers, c.KVHeads, c.HeadDim, blockSize, blocks)
+	return tensor.NewKVCacheOf(r.Backend, dt, c.Layers, c.KVHeads, c.HeadDim, blockSize, blocks)
 }
 
 // Check validates a batch against the model and cache: token ids in the vocabulary, positions
@@ -287,7 +324,7 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 			return r.host, last.err
 		}
 	}
-	be.MatMul(r.logit, r.last, m.LMHead, nil)
+	r.matMul(rec == nil, r.logit, r.last, m.LMHead, nil)
 	return r.logit, nil
 }
 
@@ -328,6 +365,41 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 	}
 }
 
+// bf16Backend is a backend with the bf16 compute mode (tensor.CPU).
+type bf16Backend interface {
+	MatMulBF16(dst, x, w, bias *tensor.Tensor)
+}
+
+// matMul is the backend's MatMul, or its MatMulBF16 when the precision asks for bf16 compute and
+// the pass may use it (fast: not a recording for the backward pass).
+func (r *Runner) matMul(fast bool, dst, x, w, b *tensor.Tensor) {
+	if fast && r.prec.ComputeBF16 {
+		r.Backend.(bf16Backend).MatMulBF16(dst, x, w, b)
+		return
+	}
+	r.Backend.MatMul(dst, x, w, b)
+}
+
+// sharedBackend is a backend that computes several products of one input in one pass
+// (tensor.CPU): q, k and v, or gate and up.
+type sharedBackend interface {
+	MatMulShared(x *tensor.Tensor, bf16 bool, ps ...tensor.Product)
+}
+
+// shared computes the products of x, as matMul would one by one.
+func (r *Runner) shared(fast bool, x *tensor.Tensor, ps ...tensor.Product) {
+	sb, ok := r.Backend.(sharedBackend)
+	if !ok {
+		for _, p := range ps {
+			r.matMul(fast, p.Dst, x, p.W, p.Bias)
+		}
+		return
+	}
+	// The runner's own array, so that the products do not escape to the heap on every call.
+	n := copy(r.products[:], ps)
+	sb.MatMulShared(x, fast && r.prec.ComputeBF16, r.products[:n]...)
+}
+
 // patternBackend is the explicit attention path (probabilities, then their product with V) that a
 // hook on attn.hook_pattern needs; the fused Attention op never forms the probabilities.
 type patternBackend interface {
@@ -340,6 +412,7 @@ type patternBackend interface {
 func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Record) {
 	be, w, c := r.Backend, &r.Model.Layers[l], r.Model.Config
 	at := func(k hooks.Kind, x *tensor.Tensor) { f.at(hooks.Point{Layer: l, Kind: k}, x) }
+	mm := func(dst, x, w, b *tensor.Tensor) { r.matMul(rec == nil, dst, x, w, b) }
 	var lr *layerRecord
 	if rec != nil {
 		rec.layers = append(rec.layers, layerRecord{})
@@ -349,9 +422,8 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	// Attention block.
 	at(hooks.ResidPre, r.x)
 	be.RMSNorm(r.xn, r.x, w.AttnNorm, c.NormEps)
-	be.MatMul(r.q2, r.xn, w.WQ, w.BQ)
-	be.MatMul(r.k2, r.xn, w.WK, w.BK)
-	be.MatMul(r.v2, r.xn, w.WV, w.BV)
+	r.shared(rec == nil, r.xn, tensor.Product{Dst: r.q2, W: w.WQ, Bias: w.BQ},
+		tensor.Product{Dst: r.k2, W: w.WK, Bias: w.BK}, tensor.Product{Dst: r.v2, W: w.WV, Bias: w.BV})
 	at(hooks.Q, r.q)
 	at(hooks.K, r.k)
 	at(hooks.V, r.v)
@@ -368,22 +440,22 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 		m := rec.mem
 		lr.x, lr.q, lr.k, lr.v, lr.z = m.clone(r.x), m.clone(r.q), m.clone(r.k), m.clone(r.v), m.clone(r.z)
 	}
-	be.MatMul(r.proj, r.att, w.WO, w.BO)
+	mm(r.proj, r.att, w.WO, w.BO)
 	at(hooks.AttnOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 
 	// MLP block.
 	at(hooks.ResidMid, r.x)
 	be.RMSNorm(r.xn, r.x, w.MLPNorm, c.NormEps)
-	be.MatMul(r.gate, r.xn, w.WGate, w.BGate)
-	be.MatMul(r.up, r.xn, w.WUp, w.BUp)
+	r.shared(rec == nil, r.xn, tensor.Product{Dst: r.gate, W: w.WGate, Bias: w.BGate},
+		tensor.Product{Dst: r.up, W: w.WUp, Bias: w.BUp})
 	if lr != nil {
 		m := rec.mem
 		lr.mid, lr.gate, lr.up = m.clone(r.x), m.clone(r.gate), m.clone(r.up)
 	}
 	be.SiLUMul(r.gate, r.gate, r.up)
 	at(hooks.MLPPost, r.gate)
-	be.MatMul(r.proj, r.gate, w.WDown, w.BDown)
+	mm(r.proj, r.gate, w.WDown, w.BDown)
 	at(hooks.MLPOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 	at(hooks.ResidPost, r.x)

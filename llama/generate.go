@@ -142,9 +142,10 @@ func LogSoftmaxAt(x []float32, i int32) float64 {
 	for _, v := range x {
 		m = max(m, v)
 	}
+	// The differences in float64: in F32, x − m would round by up to |x − m|·2⁻²⁴.
 	var sum float64
 	for _, v := range x {
-		sum += math.Exp(float64(v - m))
+		sum += math.Exp(float64(v) - float64(m))
 	}
-	return float64(x[i]-m) - math.Log(sum)
+	return float64(x[i]) - float64(m) - math.Log(sum)
 }

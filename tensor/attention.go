@@ -12,15 +12,30 @@ func (c *CPU) StoreKV(kv *KVCache, layer int, k, v *Tensor, seq, pos []int32) {
 	}
 	k.mustHost()
 	v.mustHost()
-	if k.DType != kv.DType() || v.DType != kv.DType() {
-		panic(fmt.Sprintf("tensor: store of k %v, v %v in a %s KV cache", k, v, kv.DType()))
+	cache := kv.DType()
+	if k.DType != v.DType || k.DType != cache && !(k.DType == F32 && cache == BF16) {
+		panic(fmt.Sprintf("tensor: store of k %v, v %v in a %s KV cache", k, v, cache))
 	}
 	for i := range seq {
 		r := kv.row(seq[i], pos[i])
+		if cache == BF16 && k.DType == F32 {
+			// F32 activations in a BF16 cache: each value rounded to nearest, ties to even.
+			narrowBF16(kv.K[layer].U16()[r*width:(r+1)*width], k.F32()[i*width:(i+1)*width])
+			narrowBF16(kv.V[layer].U16()[r*width:(r+1)*width], v.F32()[i*width:(i+1)*width])
+			continue
+		}
 		// Rows are copied as bytes: the cache holds the activations' own dtype.
 		row := width * k.DType.Size()
 		copy(kv.K[layer].Data[r*row:(r+1)*row], k.Data[i*row:(i+1)*row])
 		copy(kv.V[layer].Data[r*row:(r+1)*row], v.Data[i*row:(i+1)*row])
+	}
+}
+
+// narrowBF16 rounds src into dst as bfloat16.
+func narrowBF16(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	for i, f := range src {
+		dst[i] = BF16FromF32(f)
 	}
 }
 
@@ -33,62 +48,134 @@ const (
 	apply                        // dst = p·v
 )
 
-// attentionJob computes the (token, head) pairs [lo, hi) (index i·heads + h) of one of the
-// attention ops. Attention, and AttentionPattern followed by AttentionApply, run the same scores
-// and the same sum in the same order, so the two paths agree bit for bit.
+// attentionOps are the three steps of attention for the query heads of one token that share a kv
+// head, on activations of type T: their scores against the sequence's cached keys, s[j·lds + t]
+// for query j < len(q)/d and key t < n; the softmax of one row of scores in place; and the mix of
+// the cached values the rows weigh, out[j·d + e] = Σ_t p[j·ldp + t]·v_t[e]. k and v are a layer's
+// cache, head the element offset of the kv head within a row, off the element offsets of the rows
+// (cacheRows.of). The backward pass runs them on the batch's own rows, and recomputes a softmax's
+// elements bit for bit from the statistics it returns, with exp.
+type attentionOps[T float] struct {
+	scores  func(s []T, lds int, q []T, d int, k *Tensor, head int, off []int, n int, scale T)
+	softmax func(x []T) (m, inv T) // returns what exp needs to recompute x: exp(x − m)·inv
+	exp     func(x []T)
+	mix     func(out []T, d int, p []T, ldp int, v *Tensor, head int, off []int, n int)
+}
+
+// attentionJob computes the items [lo, hi) of one of the attention ops: an item is a token and
+// `per` query heads of it that read one kv head, all of the group (so that each cached row is read
+// once for them) or, when the batch has too few tokens to keep every worker busy that way (a
+// decode step), one. Attention, and AttentionPattern followed by AttentionApply, run the same
+// scores, softmax and sum in the same order, so the two paths agree bit for bit; and each query's
+// result depends only on its own query and cached rows, not on the batch around it or on the other
+// queries of its item.
+//
+// Items are ordered by query head, so that a worker's items read the rows of few kv heads, and
+// within a head the tokens alternate from both ends of the batch (0, n−1, 1, n−2, …): a prompt's
+// later tokens attend to more positions, and alternation gives every contiguous range of items,
+// which is what a worker takes, its share of the work.
 type attentionJob[T float] struct {
 	mode                 attentionMode
+	ops                  attentionOps[T]
 	dst, q, p            []T // p: (n, heads, ctx)
-	kv                   *KVCache
-	k, v                 []T // this layer's cache: (rows, kvHeads, headDim)
-	seq, pos             []int32
+	k, v                 *Tensor
+	rows                 cacheRows
+	pos                  []int32
 	heads, group, d, ctx int
+	per                  int // query heads per item: group, or 1
 	scale                T
-	dot                  func(x, y []T) T
-	scores               [][]T // per worker: one score per cached position
+	scores               [][]T // per worker: the item's scores, (per, positions)
 }
 
 func (j *attentionJob[T]) run(worker, lo, hi int) {
+	tokens, per := len(j.pos), j.per
 	for item := lo; item < hi; item++ {
-		i, h := item/j.heads, item%j.heads
+		h0, i := item/tokens*per, item%tokens // the item's first query head, and its token
+		if i%2 == 0 {
+			i /= 2
+		} else {
+			i = tokens - 1 - i/2
+		}
+		g := h0 / j.group
 		n := int(j.pos[i]) + 1
+		off := j.rows.of(i, n)
+		first := i*j.heads + h0 // the item's first query: index of (token, head)
 		var s []T
+		lds := j.ctx
 		switch j.mode {
 		case attend:
-			s = perWorker(j.scores, worker, n)
-			j.probabilities(s, i, h)
-		case pattern:
-			row := j.p[item*j.ctx : (item+1)*j.ctx]
-			s = row[:n]
-			j.probabilities(s, i, h)
-			clear(row[n:])
-			continue
-		case apply:
-			s = j.p[item*j.ctx : item*j.ctx+n]
+			s, lds = perWorker(j.scores, worker, per*n), n
+		case pattern, apply:
+			s = j.p[first*j.ctx : (first+per)*j.ctx]
 		}
-		j.mix(j.dst[item*j.d:(item+1)*j.d], s, i, h)
+		if j.mode != apply {
+			j.ops.scores(s, lds, j.q[first*j.d:(first+per)*j.d], j.d, j.k, g*j.d, off, n, j.scale)
+			for h := range per {
+				j.ops.softmax(s[h*lds : h*lds+n])
+				if j.mode == pattern {
+					clear(s[h*lds+n : (h+1)*lds])
+				}
+			}
+		}
+		if j.mode != pattern {
+			j.ops.mix(j.dst[first*j.d:(first+per)*j.d], j.d, s, lds, j.v, g*j.d, off, n)
+		}
 	}
 }
 
-// probabilities writes the softmax over cached positions 0…pos[i] of token i's scores with head h.
-func (j *attentionJob[T]) probabilities(s []T, i, h int) {
-	kvWidth, kvh := j.kv.KVHeads*j.d, h/j.group
-	q := j.q[(i*j.heads+h)*j.d : (i*j.heads+h+1)*j.d]
-	for t := range s {
-		r := j.kv.row(j.seq[i], int32(t))
-		s[t] = j.dot(q, j.k[r*kvWidth+kvh*j.d:r*kvWidth+(kvh+1)*j.d]) * j.scale
-	}
-	softmax(s)
+// cacheRows says where the cached positions of a batch's sequences lie in a layer's K and V, seen
+// as (rows, KVHeads·HeadDim): the row of position t of token i's sequence starts at element
+// off[start[i]+t]. Past each sequence's context the offsets repeat its first row up to a multiple
+// of 16 positions, so that a kernel may read whole blocks of 16 rows and drop the extra scores.
+// It is built once per op from the block tables, so the kernels never look a position up.
+type cacheRows struct {
+	off   []int
+	start []int   // per token
+	first []int   // per sequence id: where its offsets start
+	ctx   []int32 // per sequence id: the positions the batch reads, 0 for none
 }
 
-// mix writes out = Σ_t s[t]·v_t over the cached values of token i's sequence, kv head of h.
-func (j *attentionJob[T]) mix(out, s []T, i, h int) {
-	kvWidth, kvh := j.kv.KVHeads*j.d, h/j.group
-	clear(out)
-	for t, p := range s {
-		r := j.kv.row(j.seq[i], int32(t))
-		axpy(out, p, j.v[r*kvWidth+kvh*j.d:r*kvWidth+(kvh+1)*j.d])
+// roundKeys is n rounded up to the kernels' block of 16 keys.
+func roundKeys(n int) int { return (n + 15) &^ 15 }
+
+func (c *cacheRows) build(kv *KVCache, seq, pos []int32) {
+	seqs := 0
+	for _, s := range seq {
+		seqs = max(seqs, int(s)+1)
 	}
+	ctx := grow(&c.ctx, seqs)
+	clear(ctx)
+	for i, s := range seq {
+		ctx[s] = max(ctx[s], pos[i]+1)
+	}
+	first := grow(&c.first, seqs)
+	width, bs := kv.KVHeads*kv.HeadDim, kv.BlockSize
+	c.off = c.off[:0]
+	for s, n := range ctx {
+		if n == 0 {
+			continue
+		}
+		if int(n) > kv.Capacity(s) {
+			panic(fmt.Sprintf("tensor: KV cache position %d of sequence %d is not reserved", n-1, s))
+		}
+		first[s] = len(c.off)
+		table := kv.tables[s]
+		for p := 0; p < int(n); p++ {
+			c.off = append(c.off, (int(table[p/bs])*bs+p%bs)*width)
+		}
+		for range roundKeys(int(n)) - int(n) {
+			c.off = append(c.off, c.off[first[s]])
+		}
+	}
+	c.start = grow(&c.start, len(seq))
+	for i, s := range seq {
+		c.start[i] = first[s]
+	}
+}
+
+// of is the offsets of the first n positions of token i's sequence, padded as the kernels read them.
+func (c *cacheRows) of(i, n int) []int {
+	return c.off[c.start[i] : c.start[i]+roundKeys(n)]
 }
 
 func (c *CPU) Attention(dst, q *Tensor, kv *KVCache, layer int, seq, pos []int32) {
@@ -147,7 +234,11 @@ func contextOf(pos []int32) int {
 }
 
 func (c *CPU) attention(mode attentionMode, dst, q, p *Tensor, kv *KVCache, layer int, seq, pos []int32) {
-	switch activations("attention", dst, q, p, kv.K[layer]) {
+	act := activations("attention", dst, q, p)
+	if cache := kv.DType(); cache != act && !(act == F32 && cache == BF16) {
+		panic(fmt.Sprintf("tensor: attention with %s activations over a %s KV cache", act, cache))
+	}
+	switch act {
 	case F32:
 		attention(&c.f32, mode, dst, q, p, kv, layer, seq, pos)
 	case F64:
@@ -157,9 +248,10 @@ func (c *CPU) attention(mode attentionMode, dst, q, p *Tensor, kv *KVCache, laye
 
 func attention[T float](jobs *cpuJobs[T], mode attentionMode, dst, q, p *Tensor, kv *KVCache, layer int, seq, pos []int32) {
 	j := &jobs.attention
-	j.mode, j.dst, j.q, j.p, j.kv = mode, optElems[T](dst), optElems[T](q), optElems[T](p), kv
-	j.k, j.v = elems[T](kv.K[layer]), elems[T](kv.V[layer])
-	j.seq, j.pos = seq, pos
+	j.mode, j.dst, j.q, j.p = mode, optElems[T](dst), optElems[T](q), optElems[T](p)
+	j.k, j.v = kv.K[layer], kv.V[layer]
+	j.rows.build(kv, seq, pos)
+	j.pos = pos
 	j.d = kv.HeadDim
 	if q != nil {
 		j.heads = q.Shape[1]
@@ -171,6 +263,56 @@ func attention[T float](jobs *cpuJobs[T], mode attentionMode, dst, q, p *Tensor,
 	}
 	j.group = j.heads / kv.KVHeads
 	j.scale = T(1 / math.Sqrt(float64(j.d)))
-	j.dot = jobs.dot
-	jobs.pool.parallel(len(seq)*j.heads, 1, j)
+	// Whole groups when there are enough of them for every worker several times over.
+	j.per = j.group
+	if len(seq)*kv.KVHeads < 4*jobs.pool.threads {
+		j.per = 1
+	}
+	jobs.pool.parallel(len(seq)*j.heads/j.per, 1, j)
+}
+
+// attentionGo is the portable form of the attention steps, on a cache of the activations' own
+// dtype: the F64 path, and the reference of the F32 kernels.
+func attentionGo[T float](dot func(x, y []T) T) attentionOps[T] {
+	return attentionOps[T]{
+		scores: func(s []T, lds int, q []T, d int, k *Tensor, head int, off []int, n int, scale T) {
+			kk := elems[T](k)[head:]
+			for j := 0; j < len(q)/d; j++ {
+				for t := range n {
+					s[j*lds+t] = dot(q[j*d:(j+1)*d], kk[off[t]:off[t]+d]) * scale
+				}
+			}
+		},
+		softmax: softmaxStats[T],
+		exp:     expGo[T],
+		mix: func(out []T, d int, p []T, ldp int, v *Tensor, head int, off []int, n int) {
+			vv := elems[T](v)[head:]
+			clear(out)
+			for j := 0; j < len(out)/d; j++ {
+				for t, pt := range p[j*ldp : j*ldp+n] {
+					axpy(out[j*d:(j+1)*d], pt, vv[off[t]:off[t]+d])
+				}
+			}
+		},
+	}
+}
+
+// attentionF32 runs the attention steps with the CPU's kernels, on an F32 or BF16 cache.
+var attentionF32 = attentionOps[float32]{
+	scores: func(s []float32, lds int, q []float32, d int, k *Tensor, head int, off []int, n int, scale float32) {
+		if k.DType == BF16 {
+			kern.attnScoresBF16(s, lds, q, d, k.U16()[head:], off, n, scale)
+		} else {
+			kern.attnScoresF32(s, lds, q, d, k.F32()[head:], off, n, scale)
+		}
+	},
+	softmax: func(x []float32) (m, inv float32) { return kern.softmaxF32(x) },
+	exp:     func(x []float32) { kern.expF32(x) },
+	mix: func(out []float32, d int, p []float32, ldp int, v *Tensor, head int, off []int, n int) {
+		if v.DType == BF16 {
+			kern.attnMixBF16(out, d, p, ldp, v.U16()[head:], off, n)
+		} else {
+			kern.attnMixF32(out, d, p, ldp, v.F32()[head:], off, n)
+		}
+	},
 }

@@ -8,14 +8,18 @@ import (
 // The backward of attention runs in two passes, as FlashAttention-2's does, so that every gradient
 // row has one owner and no two goroutines add into the same element:
 //
-//   - by query (token i, head h): recompute the scores and the softmax P of the row, keep its
-//     maximum and 1/sum (so that the second pass recomputes P bit for bit) and
-//     δ = Σ_t P⊙dP (dP = dout·vᵀ), and add the row's dq;
+//   - by query (token i, and the query heads of kv head g): recompute the scores and the softmax P
+//     of each row, keep its maximum and 1/sum (so that the second pass recomputes P bit for bit)
+//     and δ = Σ_t P⊙dP (dP = dout·vᵀ), and add the row's dq;
 //   - by key (token j, kv head g): for every query of j's sequence at or after j's position and
 //     every query head of the group, recompute P and dS = P⊙(dP − δ) of that one entry, and add
 //     into dk[j, g] and dv[j, g].
 //
-// Nothing is kept but 3·n·heads numbers; the scores are computed twice.
+// Both passes run on the forward's attention steps (attentionOps: the AVX-512 kernels with F32,
+// the portable ones with F64) over the batch's own rows at element offsets: by query the rows are
+// the sequence's keys and values, by key they are the later tokens' queries and output gradients,
+// scored against the one key (q·k and k·q are the same sums in the same order, so P is the same
+// bits). Nothing is kept but 3·n·heads numbers; the scores are computed twice.
 
 // batchIndex finds the batch row of each (sequence, position) in a batch that holds whole
 // sequences from position 0, in any order: the tokens a recorded forward attends to.
@@ -103,7 +107,8 @@ const (
 )
 
 // attentionGradJob is one pass of one attention backward op over items [lo, hi): (token, head)
-// pairs i·heads + h for a pass by query, (token, kv head) pairs j·kvHeads + g for a pass by key.
+// pairs i·heads + h for the explicit path's pass by query, (token, kv head) pairs i·kvHeads + g
+// for AttentionBackward's pass by query and every pass by key.
 type attentionGradJob[T float] struct {
 	pass                          attentionPass
 	dq, dk, dv, dp                []T
@@ -114,8 +119,14 @@ type attentionGradJob[T float] struct {
 	scale                         T
 	dot                           func(x, y []T) T
 
-	maxs, invs, deltas []T   // (n, heads): each query row's softmax maximum and 1/sum, and Σ P⊙dP
-	scores, dprobs     [][]T // per worker: a row of P and of dP
+	// AttentionBackward's operands as tensors for ops, and the element offsets of the rows of k
+	// and v in the order of idx.rows, padded as cacheRows pads them.
+	ops                  attentionOps[T]
+	qT, kT, vT, doutT    *Tensor
+	offKV                []int
+	maxs, invs, deltas   []T     // (n, heads): each query row's softmax maximum and 1/sum, and Σ P⊙dP
+	scores, dprobs, sums [][]T   // per worker: rows of P and of dP (or weights), and gradient rows
+	offs                 [][]int // per worker: the offsets of the queries of a key
 }
 
 func (j *attentionGradJob[T]) run(worker, lo, hi int) {
@@ -124,7 +135,7 @@ func (j *attentionGradJob[T]) run(worker, lo, hi int) {
 		case fusedQueries:
 			fusedQuery(j, worker, item)
 		case fusedKeys:
-			fusedKey(j, item)
+			fusedKey(j, worker, item)
 		case applyQueries:
 			applyQuery(j, item)
 		case applyKeys:
@@ -148,57 +159,78 @@ func (j *attentionGradJob[T]) pRow(s []T, i, h int) []T {
 	return s[(i*j.heads+h)*j.ctx : (i*j.heads+h+1)*j.ctx]
 }
 
-// score is q[i,h]·k[r,g]/√D, computed as the forward's attention computes it.
-func (j *attentionGradJob[T]) score(i, h, r, g int) T {
-	return j.dot(j.qRow(j.q, i, h), j.kvRow(j.k, r, g)) * j.scale
-}
-
-// fusedQuery: P and dP of row (i, h), its statistics, and dq[i,h] += Σ_t dS_t·k_t/√D.
+// fusedQuery: for the query heads h of token i that read kv head g, P and dP of row (i, h), its
+// statistics, and dq[i,h] += Σ_t dS_t·k_t/√D.
 func fusedQuery[T float](j *attentionGradJob[T], worker, item int) {
-	i, h := item/j.heads, item%j.heads
-	g := h / j.group
-	ctx := j.idx.context(j.seq[i])[:j.pos[i]+1]
-	p := perWorker(j.scores, worker, len(ctx))
-	dp := perWorker(j.dprobs, worker, len(ctx))
-	for t, r := range ctx {
-		p[t] = j.score(i, h, int(r), g)
+	i, g := item/j.kvHeads, item%j.kvHeads
+	n, d, group := int(j.pos[i])+1, j.d, j.group
+	x0 := int(j.idx.start[j.seq[i]])
+	off := j.offKV[x0 : x0+roundKeys(n)]
+	first := i*j.heads + g*group // the group's first (token, head) row
+	p := perWorker(j.scores, worker, group*n)
+	dp := perWorker(j.dprobs, worker, group*n)
+	j.ops.scores(p, n, j.q[first*d:(first+group)*d], d, j.kT, g*d, off, n, j.scale)
+	j.ops.scores(dp, n, j.dout[first*d:(first+group)*d], d, j.vT, g*d, off, n, 1)
+	for h := range group {
+		ph, dph := p[h*n:(h+1)*n], dp[h*n:(h+1)*n]
+		j.maxs[first+h], j.invs[first+h] = j.ops.softmax(ph)
+		delta := j.dot(ph, dph)
+		j.deltas[first+h] = delta
+		for t := range ph {
+			ph[t] *= (dph[t] - delta) * j.scale // now dS/√D
+		}
 	}
-	j.maxs[item], j.invs[item] = softmaxStats(p)
-	dout := j.qRow(j.dout, i, h)
-	var delta T
-	for t, r := range ctx {
-		dp[t] = j.dot(dout, j.kvRow(j.v, int(r), g))
-		delta += p[t] * dp[t]
-	}
-	j.deltas[item] = delta
 	if j.dq == nil {
 		return
 	}
-	dq := j.qRow(j.dq, i, h)
-	for t, r := range ctx {
-		axpy(dq, p[t]*(dp[t]-delta)*j.scale, j.kvRow(j.k, int(r), g))
-	}
+	sum := perWorker(j.sums, worker, group*d)
+	j.ops.mix(sum, d, p, n, j.kT, g*d, off, n)
+	axpy(j.dq[first*d:(first+group)*d], 1, sum)
 }
 
 // fusedKey: dk[j,g] += Σ dS·q/√D and dv[j,g] += Σ P·dout over the queries that attend to token j.
-func fusedKey[T float](j *attentionGradJob[T], item int) {
+func fusedKey[T float](j *attentionGradJob[T], worker, item int) {
 	r, g := item/j.kvHeads, item%j.kvHeads
 	queries := j.idx.context(j.seq[r])[j.pos[r]:]
-	v := j.kvRow(j.v, r, g)
-	for _, i32 := range queries {
-		i := int(i32)
-		for h := g * j.group; h < (g+1)*j.group; h++ {
-			q := i*j.heads + h
-			p := T(math.Exp(float64(j.score(i, h, r, g)-j.maxs[q]))) * j.invs[q] // as softmaxStats forms it
-			dout := j.qRow(j.dout, i, h)
-			if j.dv != nil {
-				axpy(j.kvRow(j.dv, r, g), p, dout)
-			}
-			if j.dk != nil {
-				ds := p * (j.dot(dout, v) - j.deltas[q])
-				axpy(j.kvRow(j.dk, r, g), ds*j.scale, j.qRow(j.q, i, h))
-			}
+	d, group := j.d, j.group
+	n := len(queries) * group
+	// The later tokens' query heads of the group: rows of q and of dout, (n, heads, D) alike; the
+	// row of entry x is off[x]/D.
+	off := perWorker(j.offs, worker, roundKeys(n))
+	x := 0
+	for _, i := range queries {
+		for h := g * group; h < (g+1)*group; h++ {
+			off[x] = (int(i)*j.heads + h) * d
+			x++
 		}
+	}
+	for ; x < len(off); x++ {
+		off[x] = off[0]
+	}
+	// P of each entry, recomputed as fusedQuery formed it: exp(s − max)·(1/sum).
+	p := perWorker(j.scores, worker, n)
+	kv := (r*j.kvHeads + g) * d
+	j.ops.scores(p, n, j.k[kv:kv+d], d, j.qT, 0, off, n, j.scale)
+	for x := range p {
+		p[x] -= j.maxs[off[x]/d]
+	}
+	j.ops.exp(p)
+	for x := range p {
+		p[x] *= j.invs[off[x]/d]
+	}
+	sum := perWorker(j.sums, worker, d)
+	if j.dv != nil {
+		j.ops.mix(sum, d, p, n, j.doutT, 0, off, n)
+		axpy(j.dv[kv:kv+d], 1, sum)
+	}
+	if j.dk != nil {
+		ds := perWorker(j.dprobs, worker, n)
+		j.ops.scores(ds, n, j.v[kv:kv+d], d, j.doutT, 0, off, n, 1)
+		for x := range ds {
+			ds[x] = p[x] * (ds[x] - j.deltas[off[x]/d]) * j.scale
+		}
+		j.ops.mix(sum, d, ds, n, j.qT, 0, off, n)
+		axpy(j.dk[kv:kv+d], 1, sum)
 	}
 }
 
@@ -334,9 +366,9 @@ func (jobs *cpuJobs[T]) attentionGrad(op string, heads, kvHeads, d, ctx int, seq
 	*j = attentionGradJob[T]{
 		seq: seq, pos: pos, idx: &jobs.index,
 		heads: heads, kvHeads: kvHeads, group: heads / kvHeads, d: d, ctx: ctx,
-		scale: T(1 / math.Sqrt(float64(d))), dot: jobs.dot,
+		scale: T(1 / math.Sqrt(float64(d))), dot: jobs.dot, ops: jobs.attention.ops,
 		maxs: grow(&j.maxs, n*heads), invs: grow(&j.invs, n*heads), deltas: grow(&j.deltas, n*heads),
-		scores: j.scores, dprobs: j.dprobs,
+		scores: j.scores, dprobs: j.dprobs, sums: j.sums, offs: j.offs, offKV: j.offKV,
 	}
 	return j
 }
@@ -349,8 +381,17 @@ func attentionBackward[T float](jobs *cpuJobs[T], dq, dk, dv, dout, q, k, v *Ten
 	j := jobs.attentionGrad("attention backward", heads, kvHeads, d, 0, seq, pos)
 	j.dq, j.dk, j.dv = optElems[T](dq), optElems[T](dk), optElems[T](dv)
 	j.dout, j.q, j.k, j.v = elems[T](dout), elems[T](q), elems[T](k), elems[T](v)
+	j.qT, j.kT, j.vT, j.doutT = q, k, v, dout
+	rows := jobs.index.rows
+	j.offKV = grow(&j.offKV, len(rows)+16)
+	for x := range j.offKV {
+		j.offKV[x] = 0 // the padding: row 0, a row of every sequence's tensor
+		if x < len(rows) {
+			j.offKV[x] = int(rows[x]) * kvHeads * d
+		}
+	}
 	j.pass = fusedQueries
-	jobs.pool.parallel(n*heads, 1, j)
+	jobs.pool.parallel(n*kvHeads, 1, j)
 	if dk != nil || dv != nil {
 		j.pass = fusedKeys
 		jobs.pool.parallel(n*kvHeads, 1, j)

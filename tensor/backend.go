@@ -41,7 +41,8 @@ type Backend interface {
 	// x: (n, heads, D) F32; len(pos) = n; len(invFreq) = D/2.
 	RoPE(x *Tensor, pos []int32, invFreq []float32)
 
-	// StoreKV writes each token's keys and values into the cache at its sequence and position.
+	// StoreKV writes each token's keys and values into the cache at its sequence and position,
+	// rounded to the cache's dtype (a CPU cache may be BF16 for F32 activations).
 	// k, v: (n, kv_heads, head_dim) F32; the positions must be reserved in kv.
 	StoreKV(kv *KVCache, layer int, k, v *Tensor, seq, pos []int32)
 

@@ -172,12 +172,13 @@ func siluMulBackward[T float](j *cpuJobs[T], dgate, dup, dy, gate, up *Tensor) {
 	}
 	d := gate.Cols()
 	j.rows = rowJob[T]{op: rowSiLUMulGrad, x: elems[T](gate), y: elems[T](up), dy: elems[T](dy),
-		dx: optElems[T](dgate), dw: optElems[T](dup), d: d}
+		dx: optElems[T](dgate), dw: optElems[T](dup), d: d, sigmoid: j.sigmoid, scratch: j.rowScratch}
 	j.rowsParallel(gate.Rows(), d)
 }
 
-// siluMulBackwardRow: x = gate, y = up, dx = dgate, dw = dup.
-func siluMulBackwardRow[T float](j *rowJob[T], i int) {
+// siluMulBackwardRow: x = gate, y = up, dx = dgate, dw = dup. The row's sigmoids come first, all at
+// once (the vector exp for F32).
+func siluMulBackwardRow[T float](j *rowJob[T], worker, i int) {
 	g := j.x[i*j.d : (i+1)*j.d]
 	u := j.y[i*j.d : (i+1)*j.d]
 	dy := j.dy[i*j.d : (i+1)*j.d]
@@ -188,8 +189,11 @@ func siluMulBackwardRow[T float](j *rowJob[T], i int) {
 	if j.dw != nil {
 		du = j.dw[i*j.d : (i+1)*j.d]
 	}
+	sig := perWorker(j.scratch, worker, j.d)
+	j.sigmoid(sig, g)
 	for k, v := range g {
-		y, s := silu(v)
+		s := sig[k]
+		y := v * s
 		if dg != nil {
 			dg[k] += dy[k] * u[k] * s * (1 + v*(1-s))
 		}

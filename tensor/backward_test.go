@@ -382,7 +382,8 @@ func TestAttentionBackward(t *testing.T) {
 		tensortest.Compare(t, which+" alone", g[i].F64(), once[i], tensortest.Tolerance{})
 	}
 
-	// F32 against F64 on three sequences of 17, 14 and 9 tokens, shuffled together.
+	// F32 against F64 on three sequences of 17, 14 and 9 tokens, shuffled together, with an odd
+	// head size and with 64 (where F32 runs the AVX-512 kernels).
 	var seq2, pos2 []int32
 	for s, l := range []int{17, 14, 9} {
 		for p := 0; p < l; p++ {
@@ -394,16 +395,18 @@ func TestAttentionBackward(t *testing.T) {
 		pos2[i], pos2[j] = pos2[j], pos2[i]
 	})
 	n2 := len(seq2)
-	q2, k2, v2 := randF64(rng, 1, n2, attnHeads, attnD), randF64(rng, 1, n2, attnKV, attnD), randF64(rng, 1, n2, attnKV, attnD)
-	dout := randF64(rng, 1, n2, attnHeads*attnD)
-	q32, k32, v32, dout32 := as32(q2), as32(k2), as32(v2), as32(dout)
-	dq64, dk64, dv64 := zerosLike(q2), zerosLike(k2), zerosLike(v2)
-	dq32, dk32, dv32 := zerosLike(q32), zerosLike(k32), zerosLike(v32)
-	b.AttentionBackward(dq64, dk64, dv64, dout, q2, k2, v2, seq2, pos2)
-	b.AttentionBackward(dq32, dk32, dv32, dout32, q32, k32, v32, seq2, pos2)
-	agree(t, "attention dq", dq32, dq64)
-	agree(t, "attention dk", dk32, dk64)
-	agree(t, "attention dv", dv32, dv64)
+	for _, d := range []int{attnD, 64} {
+		q2, k2, v2 := randF64(rng, 1, n2, attnHeads, d), randF64(rng, 1, n2, attnKV, d), randF64(rng, 1, n2, attnKV, d)
+		dout := randF64(rng, 1, n2, attnHeads*d)
+		q32, k32, v32, dout32 := as32(q2), as32(k2), as32(v2), as32(dout)
+		dq64, dk64, dv64 := zerosLike(q2), zerosLike(k2), zerosLike(v2)
+		dq32, dk32, dv32 := zerosLike(q32), zerosLike(k32), zerosLike(v32)
+		b.AttentionBackward(dq64, dk64, dv64, dout, q2, k2, v2, seq2, pos2)
+		b.AttentionBackward(dq32, dk32, dv32, dout32, q32, k32, v32, seq2, pos2)
+		agree(t, fmt.Sprintf("attention dq (head_dim %d)", d), dq32, dq64)
+		agree(t, fmt.Sprintf("attention dk (head_dim %d)", d), dk32, dk64)
+		agree(t, fmt.Sprintf("attention dv (head_dim %d)", d), dv32, dv64)
+	}
 }
 
 // The pattern path: AttentionApplyBackward gives the gradient at the pattern and at v,
@@ -477,9 +480,14 @@ func TestAttentionPatternBackward(t *testing.T) {
 
 // AttentionPattern then AttentionApply is Attention bit for bit, over a paged cache holding earlier
 // positions of decode sequences as well as a prompt; the pattern's rows sum to 1 and hold exact
-// zeros past each token's context.
+// zeros past each token's context. F32 and F64 with an odd head size, and F32 with a head size the
+// CPU's vector kernels take, over an F32 and a BF16 cache.
 func TestAttentionPatternApply(t *testing.T) {
-	for _, dt := range []tensor.DType{tensor.F32, tensor.F64} {
+	for _, c := range []struct {
+		dt, cache tensor.DType
+		attnD     int
+	}{{tensor.F32, tensor.F32, attnD}, {tensor.F64, tensor.F64, attnD}, {tensor.F32, tensor.F32, 64}, {tensor.F32, tensor.BF16, 64}} {
+		dt, attnD := c.dt, c.attnD
 		for _, threads := range []int{1, 3} {
 			b := newCPU(t, threads)
 			rng := rand.New(rand.NewPCG(19, uint64(threads)))
@@ -489,7 +497,7 @@ func TestAttentionPatternApply(t *testing.T) {
 				seq, pos = append(seq, 0), append(pos, int32(p))
 			}
 			seq, pos = append(seq, 1, 2), append(pos, int32(lens[1]-1), int32(lens[2]-1))
-			kv := tensor.NewKVCacheOf(b, dt, 2, attnKV, attnD, 4, 16)
+			kv := tensor.NewKVCacheOf(b, c.cache, 2, attnKV, attnD, 4, 16)
 			for s, l := range lens {
 				if err := kv.Reserve(s, l); err != nil {
 					t.Fatal(err)
@@ -508,7 +516,7 @@ func TestAttentionPatternApply(t *testing.T) {
 			b.AttentionPattern(p, q, kv, 1, seq, pos)
 			got := tensor.FromF64(nans(n*attnHeads*attnD), n, attnHeads*attnD).Convert(dt)
 			b.AttentionApply(got, p, kv, 1, seq, pos)
-			name := fmt.Sprintf("%s threads=%d", dt, threads)
+			name := fmt.Sprintf("%s cache %s head_dim %d threads=%d", dt, c.cache, attnD, threads)
 			tensortest.Compare(t, name+" pattern·apply against attention", got.ToF64(), want.ToF64(), tensortest.Tolerance{})
 			ps := p.ToF64()
 			sumTol := 1e-14

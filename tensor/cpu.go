@@ -32,16 +32,19 @@ type cpuJobs[T float] struct {
 	dot  func(x, y []T) T                  // F32: the kernels of dot.go; F64: dotGo
 	load func(dst []T, t *Tensor, off int) // widen elements of a weight (or any F32/BF16/F16/F64 tensor)
 
-	rows      rowJob[T]
-	cols      colJob[T]
-	rope      ropeJob[T]
-	attention attentionJob[T]
-	attnGrad  attentionGradJob[T]
-	matmul    matmulPlainJob[T]
-	mmGrad    matmulGradJob[T]
-	index     batchIndex
-	widened   []T // a weight vector widened to T
-	rms       []T // RMSNormBackward: each row's 1/rms
+	rows       rowJob[T]
+	cols       colJob[T]
+	rope       ropeJob[T]
+	attention  attentionJob[T]
+	attnGrad   attentionGradJob[T]
+	matmul     matmulPlainJob[T]
+	mmGrad     matmulGradJob[T]
+	index      batchIndex
+	siluMul    func(out, g, u []T) // F32: the CPU's kernel; F64: siluMulGo
+	sigmoid    func(dst, x []T)    // dst = 1 / (1 + e⁻ˣ): F32 with the CPU's exp; F64: sigmoidGo
+	rowScratch [][]T               // per worker: a row for the row ops that need one
+	widened    []T                 // a weight vector widened to T
+	rms        []T                 // RMSNormBackward: each row's 1/rms
 }
 
 func (j *cpuJobs[T]) init(p *pool, dot func(x, y []T) T, load func(dst []T, t *Tensor, off int)) {
@@ -49,6 +52,9 @@ func (j *cpuJobs[T]) init(p *pool, dot func(x, y []T) T, load func(dst []T, t *T
 	j.attention.scores = make([][]T, p.threads)
 	j.attnGrad.scores = make([][]T, p.threads)
 	j.attnGrad.dprobs = make([][]T, p.threads)
+	j.rowScratch = make([][]T, p.threads)
+	j.attnGrad.sums = make([][]T, p.threads)
+	j.attnGrad.offs = make([][]int, p.threads)
 	j.rope.cos = make([][]T, p.threads)
 	j.rope.sin = make([][]T, p.threads)
 	j.matmul.rows = make([][]T, p.threads)
@@ -63,9 +69,24 @@ func NewCPU(threads int) *CPU {
 	}
 	c := &CPU{pool: newPool(threads)}
 	c.matmul.scratch = make([][]float32, threads)
+	c.matmul.narrow = make([][]uint16, threads)
 	c.matmul.sums = make([]gemvSums, threads)
 	c.f32.init(c.pool, dotF32, loadF32)
 	c.f64.init(c.pool, dotGo[float64], loadF64)
+	c.f32.attention.ops = attentionF32
+	c.f32.siluMul = func(out, g, u []float32) { kern.siluMulF32(out, g, u) }
+	c.f64.siluMul = siluMulGo[float64]
+	c.f32.sigmoid = func(dst, x []float32) {
+		for i, v := range x {
+			dst[i] = -v
+		}
+		kern.expF32(dst[:len(x)])
+		for i, e := range dst[:len(x)] {
+			dst[i] = 1 / (1 + e)
+		}
+	}
+	c.f64.sigmoid = sigmoidGo[float64]
+	c.f64.attention.ops = attentionGo(dotGo[float64])
 	c.grad32.product.packed = make([][]float32, threads)
 	c.grad32.product.sums = make([][]float32, threads)
 	return c
@@ -168,9 +189,13 @@ type rowJob[T float] struct {
 
 	dx, dy, dw []T // backward: gradient operands
 	rms        []T // RMSNormBackward: each row's 1/rms, written by the row pass
+
+	siluMul func(out, g, u []T) // cpuJobs.siluMul
+	sigmoid func(dst, x []T)    // cpuJobs.sigmoid
+	scratch [][]T               // cpuJobs.rowScratch
 }
 
-func (j *rowJob[T]) run(_, lo, hi int) {
+func (j *rowJob[T]) run(worker, lo, hi int) {
 	for i := lo; i < hi; i++ {
 		switch j.op {
 		case rowRMSNorm:
@@ -184,7 +209,7 @@ func (j *rowJob[T]) run(_, lo, hi int) {
 		case rowRMSNormGrad:
 			rmsnormBackwardRow(j, i)
 		case rowSiLUMulGrad:
-			siluMulBackwardRow(j, i)
+			siluMulBackwardRow(j, worker, i)
 		}
 	}
 }
@@ -263,6 +288,13 @@ func rmsnorm[T float](j *cpuJobs[T], dst, x, w *Tensor, eps float32) {
 	j.rowsParallel(x.Rows(), d)
 }
 
+// sigmoidGo is dst = σ(x) = 1 / (1 + e⁻ˣ), elementwise, as silu forms it.
+func sigmoidGo[T float](dst, x []T) {
+	for i, v := range x {
+		_, dst[i] = silu(v)
+	}
+}
+
 // silu is x·σ(x) with σ(x) = 1 / (1 + e⁻ˣ); it also returns σ(x), which its derivative needs.
 func silu[T float](x T) (y, sigmoid T) {
 	s := 1 / (1 + T(math.Exp(float64(-x))))
@@ -270,9 +302,13 @@ func silu[T float](x T) (y, sigmoid T) {
 }
 
 func siluMulRow[T float](j *rowJob[T], i int) {
-	g := j.x[i*j.d : (i+1)*j.d]
-	u := j.y[i*j.d : (i+1)*j.d]
-	out := j.dst[i*j.d : (i+1)*j.d]
+	j.siluMul(j.dst[i*j.d:(i+1)*j.d], j.x[i*j.d:(i+1)*j.d], j.y[i*j.d:(i+1)*j.d])
+}
+
+// siluMulGo is out = g / (1 + e⁻ᵍ) · u, elementwise: the F64 path and the portable F32 kernel.
+func siluMulGo[T float](out, g, u []T) {
+	u = u[:len(g)]
+	out = out[:len(g)]
 	for k, v := range g {
 		out[k] = v / (1 + T(math.Exp(float64(-v)))) * u[k]
 	}
@@ -292,7 +328,7 @@ func (c *CPU) SiLUMul(dst, gate, up *Tensor) {
 // elementwise runs a row op dst = f(x, y) over the rows of its operands.
 func elementwise[T float](j *cpuJobs[T], op rowOp, dst, x, y *Tensor) {
 	d := x.Cols()
-	j.rows = rowJob[T]{op: op, dst: elems[T](dst), x: elems[T](x), y: optElems[T](y), d: d}
+	j.rows = rowJob[T]{op: op, dst: elems[T](dst), x: elems[T](x), y: optElems[T](y), d: d, siluMul: j.siluMul}
 	j.rowsParallel(x.Rows(), d)
 }
 

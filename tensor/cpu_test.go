@@ -20,3 +20,15 @@ func TestCPUConformance(t *testing.T) {
 		})
 	}
 }
+
+// A BF16 KV cache under F32 activations: StoreKV rounds keys and values to bfloat16 and Attention
+// reads them back exactly.
+func TestCPUBF16KVCache(t *testing.T) {
+	for _, threads := range []int{1, 2} {
+		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
+			b := tensor.NewCPU(threads)
+			defer b.Close()
+			tensortest.RunAttentionCache(t, b, tensor.BF16, tensortest.F32)
+		})
+	}
+}

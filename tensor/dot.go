@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"math"
 	"os"
 	"sync"
 )
@@ -59,6 +60,34 @@ type kernels struct {
 	// MatMulBackward's last rows (tokens) when they fit, so that a partial tile pads less.
 	gemmFew     func(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc int)
 	gemmFewRows int
+
+	// attnScores*: s[j·lds + t] = scale · Σ_{e<d} q[j·d + e]·k[off[t] + e] for the queries
+	// j < len(q)/d and the keys t < n: attention scores of the query heads of a token that share a
+	// kv head, k a layer's cache from that kv head on and off the element offsets of the keys'
+	// rows (cacheRows), with room for n rounded up to 16, every entry a row of the cache.
+	attnScoresF32  func(s []float32, lds int, q []float32, d int, k []float32, off []int, n int, scale float32)
+	attnScoresBF16 func(s []float32, lds int, q []float32, d int, k []uint16, off []int, n int, scale float32)
+	// attnMix*: out[j·d + e] = Σ_{t<n} p[j·ldp + t]·v[off[t] + e] for the queries j < len(out)/d
+	// and e < d: the values weighed by each query's probabilities, added in order of t.
+	attnMixF32  func(out []float32, d int, p []float32, ldp int, v []float32, off []int, n int)
+	attnMixBF16 func(out []float32, d int, p []float32, ldp int, v []uint16, off []int, n int)
+	// softmaxF32: x = exp(x − max x) / Σ exp(x − max x), in place; it returns max x and 1/Σ, from
+	// which expF32 recomputes every element bit for bit as expF32(x − max)·(1/Σ).
+	softmaxF32 func(x []float32) (m, inv float32)
+	// expF32: x = e^x, elementwise, in place.
+	expF32 func(x []float32)
+	// siluMulF32: out = g / (1 + e⁻ᵍ) · u, elementwise (the SwiGLU gate).
+	siluMulF32 func(out, g, u []float32)
+
+	// gemmBF16 is the GEMM tile of the bf16 compute mode (MatMulBF16), on gemmRows rows × 32
+	// tokens: c[i·ldc + t] += Σ_{k<kc} a[i·lda + k]·x(k, t), with a the bf16 weight rows and the
+	// tokens rounded to bf16 and packed as pairs, b[(k/2)·ldb + t] = x(k, t) | x(k+1, t)<<16; kc is
+	// even. Within a call the products of each pair are added to a sum that starts at 0, element
+	// k+1's first, each product exact and each sum rounded to F32 (VDPBF16PS's order); the sum is
+	// then added to c. gemmHalfBF16 does the first 16 columns only.
+	gemmBF16, gemmHalfBF16 func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int)
+	// narrowBF16: dst[i] = BF16FromF32(src[i]).
+	narrowBF16 func(dst []uint16, src []float32)
 }
 
 // gemmCols is the number of tokens in one packed panel and in one GEMM tile.
@@ -86,6 +115,18 @@ var portable = &kernels{
 	gemm:      gemmGo,
 	gemmHalf:  gemmHalfGo,
 	gemmRows:  4,
+
+	attnScoresF32:  attnScoresF32Go,
+	attnScoresBF16: attnScoresBF16Go,
+	attnMixF32:     attnMixF32Go,
+	attnMixBF16:    attnMixBF16Go,
+	softmaxF32:     softmaxStats[float32],
+	expF32:         expGo[float32],
+	siluMulF32:     siluMulGo[float32],
+
+	gemmBF16:     gemmBF16Of(4, gemmCols),
+	gemmHalfBF16: gemmBF16Of(4, gemmCols/2),
+	narrowBF16:   narrowBF16Go,
 }
 
 // kernelSets lists the sets this CPU can run, slowest first; kern is the one in use, the last of
@@ -274,6 +315,81 @@ func gemmColsGo(a []float32, lda int, b []float32, ldb int, c []float32, ldc, kc
 			c1[t+2] += s12
 			c1[t+3] += s13
 		}
+	}
+}
+
+// attnScoresF32Go is the portable scores kernel: one dot per query and key.
+func attnScoresF32Go(s []float32, lds int, q []float32, d int, k []float32, off []int, n int, scale float32) {
+	attnScoresGo(s, lds, q, d, k, off, n, scale, dotF32Go)
+}
+
+func attnScoresBF16Go(s []float32, lds int, q []float32, d int, k []uint16, off []int, n int, scale float32) {
+	attnScoresGo(s, lds, q, d, k, off, n, scale, dotBF16Go)
+}
+
+func attnScoresGo[W float32 | uint16](s []float32, lds int, q []float32, d int, k []W, off []int, n int, scale float32, dot func(x []float32, w []W) float32) {
+	for j := 0; j < len(q)/d; j++ {
+		for t := range n {
+			s[j*lds+t] = dot(q[j*d:(j+1)*d], k[off[t]:off[t]+d]) * scale
+		}
+	}
+}
+
+// attnMixF32Go is the portable mix kernel: one axpy per query and key.
+func attnMixF32Go(out []float32, d int, p []float32, ldp int, v []float32, off []int, n int) {
+	clear(out)
+	for j := 0; j < len(out)/d; j++ {
+		for t, pt := range p[j*ldp : j*ldp+n] {
+			axpy(out[j*d:(j+1)*d], pt, v[off[t]:off[t]+d])
+		}
+	}
+}
+
+func attnMixBF16Go(out []float32, d int, p []float32, ldp int, v []uint16, off []int, n int) {
+	clear(out)
+	for j := 0; j < len(out)/d; j++ {
+		o := out[j*d : (j+1)*d]
+		for t, pt := range p[j*ldp : j*ldp+n] {
+			row := v[off[t] : off[t]+d]
+			for e := range o {
+				o[e] += pt * F32FromBF16(row[e])
+			}
+		}
+	}
+}
+
+// expGo is x = e^x through math.Exp, rounded to T, as softmaxStats forms its exponentials.
+func expGo[T float](x []T) {
+	for i, v := range x {
+		x[i] = T(math.Exp(float64(v)))
+	}
+}
+
+// gemmBF16Of makes the portable bf16 GEMM tile on rows rows × cols tokens, in VDPBF16PS's order
+// of operations, so that it is also the reference the assembly must match bit for bit (on normal
+// numbers: VDPBF16PS flushes subnormals to zero).
+func gemmBF16Of(rows, cols int) func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int) {
+	return func(a []uint16, lda int, b []uint32, ldb int, c []float32, ldc, kc int) {
+		for i := 0; i < rows; i++ {
+			ai := a[i*lda : i*lda+kc]
+			ci := c[i*ldc : i*ldc+cols]
+			for t := range ci {
+				var sum float32
+				for k := 0; k < kc; k += 2 {
+					pair := b[k/2*ldb+t]
+					sum += F32FromBF16(ai[k+1]) * F32FromBF16(uint16(pair>>16))
+					sum += F32FromBF16(ai[k]) * F32FromBF16(uint16(pair))
+				}
+				ci[t] += sum
+			}
+		}
+	}
+}
+
+func narrowBF16Go(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	for i, f := range src {
+		dst[i] = BF16FromF32(f)
 	}
 }
 

@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "avx512_amd64.h"
 
 // The inner loops of MatMul for x86-64, in two flavours: AVX-512 (Z registers, masked tails) and
 // AVX2+FMA (Y registers; the Go wrappers in dot_amd64.go do the tails of the dot kernels). Every
@@ -25,13 +26,6 @@
 // as part of a function.
 
 // ---- macros ------------------------------------------------------------------------------------
-
-// tail mask: K1 = (1 << CX) - 1, for 0 < CX < 16.
-#define TAILMASK \
-	MOVL  $1, AX \
-	SHLL  CX, AX \
-	DECL  AX     \
-	KMOVW AX, K1
 
 // Widen 16 bf16 at src into tmp and accumulate tmp·xv into acc.
 #define FMA_BF16_Z(src, xv, acc, tmp) \
@@ -89,16 +83,6 @@
 	VHADDPS       X1, X0, X0  \
 	VHADDPS       X3, X2, X2  \
 	VHADDPS       X2, X0, X0
-
-#define ZERO_Z0_Z7 \
-	VPXORD Z0, Z0, Z0 \
-	VPXORD Z1, Z1, Z1 \
-	VPXORD Z2, Z2, Z2 \
-	VPXORD Z3, Z3, Z3 \
-	VPXORD Z4, Z4, Z4 \
-	VPXORD Z5, Z5, Z5 \
-	VPXORD Z6, Z6, Z6 \
-	VPXORD Z7, Z7, Z7
 
 // One-row dot, 64 elements a step into four accumulators, then 16 a step, then a masked tail.
 // SI = x, R8 = w, CX = n. WS is the size of one weight element in bytes.

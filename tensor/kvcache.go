@@ -10,7 +10,7 @@ import "fmt"
 type KVCache struct {
 	Layers, KVHeads, HeadDim, BlockSize int
 
-	K, V []*Tensor // per layer: (blocks, BlockSize, KVHeads, HeadDim) F32; row b*BlockSize+r is one position
+	K, V []*Tensor // per layer: (blocks, BlockSize, KVHeads, HeadDim) F32 (or F64, BF16); row b*BlockSize+r is one position
 
 	tables [][]int32 // per sequence: its blocks in position order
 	free   []int32   // blocks no sequence holds, used from the end
@@ -103,8 +103,9 @@ func (c *KVCache) row(seq, pos int32) int {
 	return int(c.tables[seq][int(pos)/c.BlockSize])*c.BlockSize + int(pos)%c.BlockSize
 }
 
-// NewKVCacheOf is NewKVCache for a cache of the given activation dtype: F32 as NewKVCache, or F64
-// for a model run in F64 on the CPU (finite-difference tests).
+// NewKVCacheOf is NewKVCache for a cache of the given dtype: F32 as NewKVCache; F64 for a model run
+// in F64 on the CPU (finite-difference tests); or, on the CPU, BF16 for F32 activations, which
+// StoreKV rounds to bfloat16: half the memory, and half the bytes attention reads per position.
 func NewKVCacheOf(b Backend, dtype DType, layers, kvHeads, headDim, blockSize, blocks int) *KVCache {
 	if dtype == F32 {
 		return NewKVCache(b, layers, kvHeads, headDim, blockSize, blocks)
@@ -119,7 +120,7 @@ func NewKVCacheOf(b Backend, dtype DType, layers, kvHeads, headDim, blockSize, b
 	return c
 }
 
-// DType is the dtype of the keys and values: the activations' dtype.
+// DType is the dtype of the keys and values: the activations' dtype, or BF16.
 func (c *KVCache) DType() DType {
 	if len(c.K) == 0 {
 		return F32

@@ -192,3 +192,50 @@ func TestMatMulBadShapes(t *testing.T) {
 		}()
 	}
 }
+
+// MatMulShared gives each product exactly what MatMul (MatMulBF16) gives it alone, bit for bit:
+// one to four products of different widths, weight dtypes and biases, at every batch size, the
+// workers' split falling inside and across products.
+func TestMatMulSharedInput(t *testing.T) {
+	r := rand.New(rand.NewPCG(27, 28))
+	const in = 66
+	widths := []int{45, 3, 17, 100}
+	dts := []DType{BF16, F32, F16, BF16}
+	forKernels(t, func(t *testing.T, k *kernels) {
+		useKernels(t, k)
+		for _, threads := range []int{1, 2, 3} {
+			b := NewCPU(threads)
+			t.Cleanup(b.Close)
+			for _, n := range matmulBatches {
+				x := FromF32(realValues(r, n*in, 2), n, in)
+				for parts := 1; parts <= maxShared; parts++ {
+					for _, bf16 := range []bool{false, true} {
+						var ps []Product
+						for i := range parts {
+							w := FromF32(realValues(r, widths[i]*in, 0.5), widths[i], in).Convert(dts[i])
+							var bias *Tensor
+							if i%2 == 1 {
+								bias = FromF32(realValues(r, widths[i], 1), widths[i])
+							}
+							ps = append(ps, Product{FromF32(poisoned(n*widths[i]), n, widths[i]), w, bias})
+						}
+						b.MatMulShared(x, bf16, ps...)
+						for i, p := range ps {
+							want := New(F32, n, widths[i])
+							if bf16 {
+								b.MatMulBF16(want, x, p.W, p.Bias)
+							} else {
+								b.MatMul(want, x, p.W, p.Bias)
+							}
+							for e, v := range p.Dst.F32() {
+								if math.Float32bits(v) != math.Float32bits(want.F32()[e]) {
+									t.Fatalf("threads=%d n=%d parts=%d bf16=%v: product %d element %d = %v, alone %v", threads, n, parts, bf16, i, e, v, want.F32()[e])
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}

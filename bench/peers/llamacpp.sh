@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CPU peer of DESIGN.md's Performance table: llama.cpp decoding a random-weight
-# Llama-3.2-1B-shaped checkpoint in bf16 on this machine, measured with llama-bench.
+# Llama-3.2-1B-shaped checkpoint (or the model in $MODEL) in bf16 on this machine, measured with
+# llama-bench.
 #
 # Usage: bench/peers/llamacpp.sh [LLAMA_CPP_SOURCE_DIR]
 #
@@ -9,11 +10,15 @@
 #      ggml-org/llama.cpp). With neither, pip downloads the source distribution of the PyPI
 #      package llama-cpp-python (pinned below), which carries llama.cpp's source under
 #      vendor/llama.cpp, and unpacks it under build/peers/.
-#   2. llama-bench, built with cmake into build/peers/llama.cpp-<commit>: Release, CPU only,
-#      -march=native (GGML_NATIVE), no network support (LLAMA_OPENSSL off).
-#   3. the checkpoint, written by `bin/tiller init` (all 16 layers, bf16, seed 1, the Llama 3
-#      tokenizer from shared/) into build/peers/llama-3.2-1b-random (2.5 GB).
-#   4. its GGUF, converted by llama.cpp's convert_hf_to_gguf.py --outtype bf16 (2.5 GB). The
+#   2. llama-bench and llama-quantize, built with cmake into build/peers/llama.cpp-<commit>:
+#      Release, CPU only, -march=native (GGML_NATIVE), no network support (LLAMA_OPENSSL off).
+#   3. the checkpoint: $MODEL when set, else a random one written by `bin/tiller init` (all 16
+#      layers, bf16, seed 1, the Llama 3 tokenizer from shared/) into build/peers/llama-3.2-1b-random
+#      (2.5 GB).
+#   4. its bf16 GGUF, build/peers/<name>-bf16.gguf. A GGUF file in $MODEL (a quantized one, say) is
+#      widened by llama-quantize --allow-requantize ... BF16, which keeps its tokenizer and
+#      metadata; a Hugging Face folder is converted by llama.cpp's convert_hf_to_gguf.py
+#      --outtype bf16 (2.5 GB for the random checkpoint). The
 #      converter imports torch, transformers and sentencepiece: it runs in build/peers/venv, a
 #      small virtualenv that sees the packages of the project's pinned reference environment
 #      build/pyref (built here the way scripts/reference/make_fixtures.sh builds it, if missing)
@@ -30,6 +35,10 @@
 #
 # Environment:
 #   LLAMA_CPP   llama.cpp source directory (the argument wins)
+#   MODEL       the model to measure: a Hugging Face folder or a GGUF file (default: the random
+#               Llama-3.2-1B-shaped checkpoint of step 3)
+#   MEASURE     0 stops after step 4 and prints `llama_bench=PATH` and `gguf=PATH` on stdout, for
+#               scripts that run llama-bench themselves (bench/peers/cpu_compare.py)
 #   THREADS     thread counts to measure (default "1 2")
 #   REPS        llama-bench repetitions (default 5)
 #   MEMBENCH    0 skips the Go memory benchmark (default 1)
@@ -114,12 +123,15 @@ if [ ! -x "$bench" ]; then
 		-DLLAMA_BUILD_TESTS=OFF \
 		-DLLAMA_BUILD_SERVER=OFF \
 		-DLLAMA_BUILD_COMMIT="${commit:0:7}" >"$bld.cmake.log"
-	cmake --build "$bld" --target llama-bench -j "$(nproc)" >"$bld.build.log"
+fi
+if [ ! -x "$bench" ] || [ ! -x "$bld/bin/llama-quantize" ]; then
+	cmake --build "$bld" --target llama-bench llama-quantize -j "$(nproc)" >"$bld.build.log"
 fi
 
 # --- 3. the random-weight checkpoint -----------------------------------------------------------
-model=$out/llama-3.2-1b-random
-if [ ! -f "$model/model.safetensors" ]; then
+model=${MODEL:-$out/llama-3.2-1b-random}
+model=${model%/}
+if [ -z "${MODEL:-}" ] && [ ! -f "$model/model.safetensors" ]; then
 	[ -x bin/tiller ] || make tiller
 	log "writing the random checkpoint $model"
 	rm -rf "$model.tmp"
@@ -131,7 +143,15 @@ if [ ! -f "$model/model.safetensors" ]; then
 fi
 
 # --- 4. the GGUF ------------------------------------------------------------------------------
-gguf=$out/llama-3.2-1b-random-bf16.gguf
+name=$(basename "$model" .gguf)
+gguf=$out/$name-bf16.gguf
+[ -e "$model" ] || { log "$model: no such model folder or GGUF file"; exit 1; }
+if [ ! -f "$gguf" ] && [ -f "$model" ]; then
+	log "widening $model to $gguf"
+	"$bld/bin/llama-quantize" --allow-requantize "$model" "$gguf.tmp" BF16 >"$out/quantize.log" 2>&1 ||
+		{ tail -20 "$out/quantize.log" >&2; exit 1; }
+	mv "$gguf.tmp" "$gguf"
+fi
 if [ ! -f "$gguf" ]; then
 	pyref=build/pyref
 	req=scripts/reference/requirements.txt
@@ -165,6 +185,12 @@ if [ ! -f "$gguf" ]; then
 	"$venv/bin/python" "$src/convert_hf_to_gguf.py" "$model" --outtype bf16 \
 		--outfile "$gguf.tmp" >"$out/convert.log" 2>&1 || { tail -20 "$out/convert.log" >&2; exit 1; }
 	mv "$gguf.tmp" "$gguf"
+fi
+
+if [ "${MEASURE:-1}" = 0 ]; then
+	echo "llama_bench=$repo/$bench"
+	echo "gguf=$repo/$gguf"
+	exit 0
 fi
 
 # --- 5. measurements ----------------------------------------------------------------------------

@@ -71,8 +71,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("generate", "--model DIR [flags] PROMPT", stderr)
 	var mf modelFlags
 	var sf samplerFlags
+	var pf precisionFlags
 	mf.register(fs)
 	sf.register(fs)
+	pf.register(fs)
 	chat := fs.Bool("chat", false, "wrap the prompt in the model's chat template as a user turn")
 	system := fs.String("system", "", "system message (with --chat)")
 	maxTokens := fs.Int("max-tokens", 256, "the most tokens to generate")
@@ -90,6 +92,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err := checkDevice(*device); err != nil {
 		return err
 	}
+	prec, err := pf.precision(*device)
+	if err != nil {
+		return err
+	}
 	prompt, err := text(pos, "prompt")
 	if err != nil {
 		return err
@@ -99,6 +105,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	if err := l.runner.SetPrecision(prec); err != nil {
+		return err
+	}
 	sc, err := sf.config(l.model.Gen)
 	if err != nil {
 		return err

@@ -61,6 +61,10 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"generate", "--model", "x", "--max-tokens", "0", "hi"}, "--max-tokens 0"},
 		{[]string{"generate", "--model", "x", "--threads", "0", "hi"}, "--threads 0"},
 		{[]string{"generate", "--model", "x"}, "no prompt given"},
+		{[]string{"generate", "--model", "x", "--kv-cache", "f16", "hi"}, `--kv-cache "f16": want f32 or bf16`},
+		{[]string{"generate", "--model", "x", "--kv-cache", "bf16", "--device", "cuda", "hi"}, "run on the CPU only"},
+		{[]string{"generate", "--model", "x", "--compute", "f16", "hi"}, `--compute "f16": want f32 or bf16`},
+		{[]string{"score", "--model", "x", "--compute", "bf16", "--kv-cache", "q8", "hi"}, `--kv-cache "q8"`},
 		{[]string{"score", "--model", "x"}, "no text given"},
 		{[]string{"init", "--out", "x"}, "--config is required"},
 		{[]string{"init", "--config", "x"}, "--out is required"},
@@ -144,6 +148,10 @@ func TestGenerate(t *testing.T) {
 	}
 	if code, _, stderr := tiller(t, "generate", "--model", dir, "--system", "x", "Hello"); code != 2 || !strings.Contains(stderr, "--system needs --chat") {
 		t.Errorf("--system without --chat: %d %q", code, stderr)
+	}
+	// A bf16 KV cache and bf16 compute generate too.
+	if code, out, stderr := tiller(t, "generate", "--model", dir, "--kv-cache", "bf16", "--compute", "bf16", "--max-tokens", "5", "Once upon"); code != 0 || strings.TrimSpace(out) == "" {
+		t.Errorf("generate --kv-cache bf16 --compute bf16: code %d, out %q, stderr %q", code, out, stderr)
 	}
 }
 

@@ -276,11 +276,28 @@ func (s suite) testRoPE(t *testing.T) {
 
 // testAttention stores keys and values for three sequences of different lengths in a paged cache
 // with small blocks, then attends from a batch that mixes a prefill of one sequence with single
-// decode tokens of the others.
+// decode tokens of the others; with an odd head size and with 64 (where a CPU runs its vector
+// kernels).
 func (s suite) testAttention(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 5))
-	const heads, kvHeads, d, layers = 6, 2, 12, 2
-	kv := tensor.NewKVCacheOf(s.b, s.act, layers, kvHeads, d, 3, 40)
+	for _, d := range []int{12, 64} {
+		t.Run(fmt.Sprintf("head_dim=%d", d), func(t *testing.T) { s.attention(t, s.act, d) })
+	}
+}
+
+// RunAttentionCache checks Attention over a KV cache of dtype cache with F32 activations (a CPU
+// backend's BF16 cache): against the float64 reference on the keys and values as the cache holds
+// them, rounded to its dtype.
+func RunAttentionCache(t *testing.T, b tensor.Backend, cache tensor.DType, tol Tolerance) {
+	s := suite{b: b, act: tensor.F32, tol: tol}
+	for _, d := range []int{12, 64} {
+		t.Run(fmt.Sprintf("head_dim=%d", d), func(t *testing.T) { s.attention(t, cache, d) })
+	}
+}
+
+func (s suite) attention(t *testing.T, cache tensor.DType, d int) {
+	rng := rand.New(rand.NewPCG(5, uint64(d)))
+	const heads, kvHeads, layers = 6, 2, 2
+	kv := tensor.NewKVCacheOf(s.b, cache, layers, kvHeads, d, 3, 40)
 	lens := []int{5, 11, 1} // positions per sequence after this batch
 	var seq, pos []int32
 	// Sequences 1 and 2 are decode steps after earlier tokens; sequence 0 is a whole prompt.
@@ -298,7 +315,7 @@ func (s suite) testAttention(t *testing.T) {
 		}
 		k := s.activation(rng, 1, n, kvHeads, d)
 		v := s.activation(rng, 1, n, kvHeads, d)
-		keys[sq], vals[sq] = f64(k), f64(v)
+		keys[sq], vals[sq] = f64(k.Convert(cache)), f64(v.Convert(cache))
 		// Earlier positions go in through an earlier StoreKV; the batch stores its own below.
 		var ps, ss []int32
 		for p := 0; p < n; p++ {
@@ -323,7 +340,7 @@ func (s suite) testAttention(t *testing.T) {
 				for e := range qh {
 					scores[j] += qh[e] * kj[e]
 				}
-				scores[j] /= math.Sqrt(d)
+				scores[j] /= math.Sqrt(float64(d))
 				m = math.Max(m, scores[j])
 			}
 			var sum float64
