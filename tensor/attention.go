@@ -20,22 +20,14 @@ func (c *CPU) StoreKV(kv *KVCache, layer int, k, v *Tensor, seq, pos []int32) {
 		r := kv.row(seq[i], pos[i])
 		if cache == BF16 && k.DType == F32 {
 			// F32 activations in a BF16 cache: each value rounded to nearest, ties to even.
-			narrowBF16(kv.K[layer].U16()[r*width:(r+1)*width], k.F32()[i*width:(i+1)*width])
-			narrowBF16(kv.V[layer].U16()[r*width:(r+1)*width], v.F32()[i*width:(i+1)*width])
+			kern.narrowBF16(kv.K[layer].U16()[r*width:(r+1)*width], k.F32()[i*width:(i+1)*width])
+			kern.narrowBF16(kv.V[layer].U16()[r*width:(r+1)*width], v.F32()[i*width:(i+1)*width])
 			continue
 		}
 		// Rows are copied as bytes: the cache holds the activations' own dtype.
 		row := width * k.DType.Size()
 		copy(kv.K[layer].Data[r*row:(r+1)*row], k.Data[i*row:(i+1)*row])
 		copy(kv.V[layer].Data[r*row:(r+1)*row], v.Data[i*row:(i+1)*row])
-	}
-}
-
-// narrowBF16 rounds src into dst as bfloat16.
-func narrowBF16(dst []uint16, src []float32) {
-	dst = dst[:len(src)]
-	for i, f := range src {
-		dst[i] = BF16FromF32(f)
 	}
 }
 

@@ -292,17 +292,24 @@ func (j *matmulJob) gemvQuad(p *matmulPart, sums *gemvSums, r, q int) {
 	}
 }
 
+// blocking is the GEMM's blocking of the current token group: its tokens padded to whole panels,
+// the panels, the weight rows of a block (whole tiles), and the depth of a slice.
+func (j *matmulJob) blocking() (width, panels, blockRows, depth int) {
+	mr := j.k.gemmRows
+	width = (j.nt + gemmCols - 1) / gemmCols * gemmCols
+	panels = width / gemmCols
+	blockRows = matmulRowsMany / mr * mr
+	if panels <= 4 {
+		blockRows = matmulRowsFew / mr * mr
+	}
+	return width, panels, blockRows, min(matmulDepth, j.in)
+}
+
 // runGEMM computes the outputs of weight rows [lo, hi) for the token group [t0, t0+nt).
 func (j *matmulJob) runGEMM(p *matmulPart, worker, lo, hi int) {
 	in, k := j.in, j.k
 	mr := k.gemmRows
-	width := (j.nt + gemmCols - 1) / gemmCols * gemmCols // padded tokens of the group
-	panels := width / gemmCols
-	blockRows := matmulRowsMany / mr * mr
-	if panels <= 4 {
-		blockRows = matmulRowsFew / mr * mr
-	}
-	depth := min(matmulDepth, in)
+	width, panels, blockRows, depth := j.blocking()
 	if need := blockRows * (matmulDepth + width); len(j.scratch[worker]) < need {
 		j.scratch[worker] = make([]float32, need)
 	}
@@ -368,13 +375,7 @@ func (j *matmulJob) store(p *matmulPart, c []float32, i0, rows, width int) {
 func (j *matmulJob) runGEMMBF16(p *matmulPart, worker, lo, hi int) {
 	in, k := j.in, j.k
 	mr := k.gemmRows
-	width := (j.nt + gemmCols - 1) / gemmCols * gemmCols
-	panels := width / gemmCols
-	blockRows := matmulRowsMany / mr * mr
-	if panels <= 4 {
-		blockRows = matmulRowsFew / mr * mr
-	}
-	depth := min(matmulDepth, in)
+	width, panels, blockRows, depth := j.blocking()
 	cblock := grow(&j.scratch[worker], blockRows*width)
 	ablock := grow(&j.narrow[worker], blockRows*depth)
 	w := p.w.U16()

@@ -2,7 +2,6 @@ package tensor
 
 import (
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -145,6 +144,3 @@ func (p *pool) close() {
 	}
 	p.workers = nil
 }
-
-// yield gives the core to another runnable thread, if any (sched_yield).
-func yield() { syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
