@@ -218,6 +218,11 @@ func collect(r *llama.Runner, texts []span, layers []int, opts DeriveOptions) (*
 	}
 	acts := &activations{reduced: make([][][]float64, len(texts)), normSum: make([]float64, len(layers))}
 	var kv *tensor.KVCache
+	defer func() {
+		if kv != nil {
+			r.FreeKVCache(kv)
+		}
+	}()
 	passes, tokens := 0, 0
 	start := time.Now()
 	said := start
@@ -229,6 +234,9 @@ func collect(r *llama.Runner, texts []span, layers []int, opts DeriveOptions) (*
 			hi++
 		}
 		if kv == nil || kv.Blocks()*kv.BlockSize < room {
+			if kv != nil {
+				r.FreeKVCache(kv) // a device's memory is not the garbage collector's
+			}
 			kv = r.NewKVCache(max(room, limit+16*(hi-lo)), 16)
 		}
 		var b llama.Batch

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/chat"
+	"github.com/tillerlm/tiller/tensor/tensortest"
 
 	"github.com/tillerlm/tiller/llama/tokenizer"
 )
@@ -231,6 +233,39 @@ func TestDerivePassesAgree(t *testing.T) {
 		}
 		if math.Abs(la.MeanNorm-lb.MeanNorm) > 1e-4*la.MeanNorm {
 			t.Errorf("mean norms %g and %g", la.MeanNorm, lb.MeanNorm)
+		}
+	}
+}
+
+// On a device, deriving gives back every byte it takes, also when a longer text grows the cache
+// between passes, and finds the CPU's vector.
+func TestDeriveOnDeviceFreesItsCache(t *testing.T) {
+	tm := loadTiny(t, tinyDir(t, 0.3, nil))
+	pairs := []Pair{chatPair("hi", "great!", "fine."), chatPair("how was the long walk by the river this morning?", "lovely, thank you so much for asking!", "it was okay, nothing special.")}
+	opts := DeriveOptions{Hook: "hook_resid_mid", Layers: []int{0, 2}, Positions: "mean-response", Method: "pca", PassTokens: 1}
+	want, err := Derive(tm.r, tm.tok, pairs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := tensortest.NewDevice(2)
+	t.Cleanup(d.Close)
+	r := llama.NewRunner(tm.m, d)
+	if _, err := Derive(r, tm.tok, pairs, opts); err != nil { // uploads the weights, which stay
+		t.Fatal(err)
+	}
+	live := d.Live
+	got, err := Derive(r, tm.tok, pairs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Live != live {
+		t.Errorf("%d device allocations left behind by one derive", d.Live-live)
+	}
+	for k := range want.Layers {
+		for i, w := range want.Layers[k].Values {
+			if g := got.Layers[k].Values[i]; math.Abs(float64(g-w)) > 1e-5 {
+				t.Fatalf("layer %d element %d: device %g, CPU %g", want.Layers[k].Index, i, g, w)
+			}
 		}
 	}
 }
