@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/llama/chat"
+	"github.com/tillerlm/tiller/tensor/tensortest"
 
 	"github.com/tillerlm/tiller/llama/tokenizer"
 	"github.com/tillerlm/tiller/steer/data"
@@ -44,6 +46,27 @@ func TestPerplexitiesMatchScore(t *testing.T) {
 		want := math.Exp(nll / float64(len(conts[i])))
 		if math.Abs(got[i]-want) > 1e-4*want {
 			t.Errorf("sequence %d: perplexity %g, Score gives %g", i, got[i], want)
+		}
+	}
+
+	// On a device: the same perplexities, and every byte of the caches given back.
+	d := tensortest.NewDevice(2)
+	t.Cleanup(d.Close)
+	r := llama.NewRunner(tm.m, d)
+	if _, err := Perplexities(r, prompts, conts, 12); err != nil { // uploads the weights, which stay
+		t.Fatal(err)
+	}
+	live := d.Live
+	dev, err := Perplexities(r, prompts, conts, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Live != live {
+		t.Errorf("%d device allocations left behind", d.Live-live)
+	}
+	for i := range got {
+		if math.Abs(dev[i]-got[i]) > 1e-5*got[i] {
+			t.Errorf("sequence %d: perplexity %g on a device, %g on the CPU", i, dev[i], got[i])
 		}
 	}
 }

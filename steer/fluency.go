@@ -20,6 +20,11 @@ func Perplexities(r *llama.Runner, prompts, conts [][]int32, passTokens int) ([]
 	out := make([]float64, len(prompts))
 	vocab := r.Model.Config.Vocab
 	var kv *tensor.KVCache
+	defer func() {
+		if kv != nil {
+			r.FreeKVCache(kv)
+		}
+	}()
 	for lo := 0; lo < len(prompts); {
 		hi, n, rows, room := lo, 0, 0, 0
 		for hi < len(prompts) {
@@ -31,6 +36,9 @@ func Perplexities(r *llama.Runner, prompts, conts [][]int32, passTokens int) ([]
 			hi++
 		}
 		if kv == nil || kv.Blocks()*kv.BlockSize < room {
+			if kv != nil {
+				r.FreeKVCache(kv) // a device's memory is not the garbage collector's
+			}
 			kv = r.NewKVCache(max(room, passTokens+16*(hi-lo)), 16)
 		}
 		var b llama.Batch
