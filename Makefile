@@ -130,11 +130,19 @@ PTX_SM90  := kernels/matvec.ptx kernels/decode.ptx
 
 ptx: $(PTX)
 
-$(PTX_SM90): kernels/%.ptx: kernels/%.cu kernels/common.cuh kernels/mma.cuh | $(NVCC)
-	$(NVCC) -ptx -arch=compute_90 -o $@ $<
+# Each PTX file ends with the sha256 of the sources it came from: its .cu, then the headers it
+# includes, in name order (scripts/ptx-source-hash.sh; kernels.TestPTXSources checks that the
+# committed PTX is the sources' own).
+HEADERS   := $(sort $(wildcard kernels/*.cuh))
+SOURCEHASH = printf '// source sha256 %s\n' "$$(scripts/ptx-source-hash.sh $<)" >>$@
 
-kernels/%.ptx: kernels/%.cu kernels/common.cuh kernels/mma.cuh | $(NVCC)
+$(PTX_SM90): kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
+	$(NVCC) -ptx -arch=compute_90 -o $@ $<
+	$(SOURCEHASH)
+
+kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
 	$(NVCC) -ptx -arch=compute_80 -o $@ $<
+	$(SOURCEHASH)
 
 $(NVCC):
 	scripts/cuda-toolchain.sh $(CUDA)
@@ -143,20 +151,21 @@ $(NVCC):
 ptx-report: $(PTX)
 	@scripts/ptx-report.sh $(PTX)
 
-# The fused decode step's kernels (matvec.cu, decode.cu), the tensor-core kernels (gemm.cu, the
-# prefill attention of attention.cu) and the backward and attribution kernels (gemm_exact.cu,
-# attention_backward.cu, attribution.cu and the backward ops of rmsnorm, elementwise, rope,
-# embedding) on the CPU, against f64 references: a host simulation for changes made without a GPU
+# The decode step's kernels (matvec.cu, decode.cu and the decode attention of
+# attention_decode.cuh), the tensor-core kernels (gemm.cu, the prefill attentions of attention.cu),
+# steering and the cache append (steer.cu, kvcache.cu) and the backward and attribution kernels
+# (gemm_exact.cu, attention_backward.cu, attribution.cu and the backward ops of rmsnorm,
+# elementwise, rope, embedding) on the CPU, against f64 references: a host simulation for changes made without a GPU
 # (kernels/sim/harness.cpp, mma_harness.cpp, backward_harness.cpp; takes minutes).
 kernel-sim:
 	mkdir -p $(BUILD)/sim
-	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu $(BUILD)/sim/
+	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu kernels/attention_decode.cuh $(BUILD)/sim/
 	sed '/^extern "C" __global__ void hold_ns/,$$d' kernels/decode.cu >$(BUILD)/sim/decode.cu
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ harness.cpp -o harness && ./harness
 	cp kernels/sim/mma.cuh kernels/sim/mma_harness.cpp kernels/gemm.cu kernels/attention.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ mma_harness.cpp -o mma_harness && ./mma_harness
 	cp kernels/sim/backward_harness.cpp kernels/rmsnorm.cu kernels/elementwise.cu kernels/rope.cu kernels/embedding.cu \
-		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu $(BUILD)/sim/
+		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu kernels/steer.cu kernels/kvcache.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ backward_harness.cpp -o backward_harness && ./backward_harness
 
 vet-cuda: $(PTX) $(TOKLIB)

@@ -100,7 +100,7 @@ func (r *Runner) Record(b Batch, h *hooks.Set) (*Record, *tensor.Tensor, error) 
 		next[s]++
 	}
 	const block = 16
-	kv := r.NewKVCache(len(b.Tokens)+len(next)*block, block)
+	kv := r.newKVCache(r.dtype(), len(b.Tokens)+len(next)*block, block) // exact, whatever the precision
 	rec := &Record{batch: Batch{
 		Tokens: append([]int32(nil), b.Tokens...), Seq: append([]int32(nil), b.Seq...),
 		Pos: append([]int32(nil), b.Pos...), Logits: append([]bool(nil), b.Logits...),

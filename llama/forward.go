@@ -34,8 +34,19 @@ type Runner struct {
 	Model   *Model // weights in the backend's memory
 	Backend tensor.Backend
 	act     tensor.DType // activations, gradients and the KV cache: F32, or F64 for exact analysis
+	prec    Precision
 
 	n, m int // tokens and logit rows the views below are shaped for
+
+	// The decode-step fast path (steps.go): the backend's DecodeSteps once made, or stepsOff when
+	// it has none; buffers reused from step to step.
+	steps      DecodeSteps
+	stepsOff   bool
+	invariant  bool    // products in chunks that keep rows independent (invariant.go)
+	padRows    []int32 // the rows of one padded chunk
+	seen       []int32
+	stepPoints []hooks.Point
+	stepTerms  []PointTerms
 
 	x     *tensor.Tensor // (n, dim) residual stream
 	xn    *tensor.Tensor // (n, dim) normalised residual
@@ -56,6 +67,7 @@ type Runner struct {
 
 	store struct { // backing tensors the views above are cut from, in the backend's memory
 		x, xn, q, k, v, att, proj, gate, up, last, logit, host *tensor.Tensor
+		padX, padY                                             *tensor.Tensor // invariant.go's padded chunks
 	}
 }
 
@@ -73,6 +85,53 @@ func NewRunnerOf(m *Model, b tensor.Backend, act tensor.DType) *Runner {
 }
 
 func (r *Runner) dtype() tensor.DType { return r.act }
+
+// Precision trades exactness for speed in inference: Forward, Generate, Score and the caches
+// NewKVCache makes. Recording for the backward pass (Record, Gradients) always runs exact. The
+// zero value is exact: F32 activations, KV cache and arithmetic, every weight widened exactly.
+type Precision struct {
+	// KVBF16 stores keys and values in bfloat16: each rounded to 8 significant bits as it is
+	// stored, for half the cache memory and half the bytes attention reads per position.
+	KVBF16 bool
+}
+
+// bf16KVBackend is a backend that keeps a BF16 KV cache under F32 activations (package gpu).
+type bf16KVBackend interface {
+	BF16KVCache() bool
+}
+
+// SetPrecision sets how the runner trades exactness for speed. A bf16 KV cache needs F32
+// activations on a backend that stores and attends over one.
+func (r *Runner) SetPrecision(p Precision) error {
+	if p.KVBF16 {
+		kb, ok := r.Backend.(bf16KVBackend)
+		if !ok || !kb.BF16KVCache() || r.act != tensor.F32 {
+			return fmt.Errorf("a bf16 KV cache needs F32 activations on a backend that keeps one (the GPU)")
+		}
+	}
+	r.prec = p
+	return nil
+}
+
+// BatchInvariant is a backend that can compute each row of a batch independently of the other
+// rows, so that a prompt's logits are the same bits whatever batch it runs in and wherever it
+// sits in it (package gpu: one kernel and one order of summation per op whatever the batch size;
+// slower). The CPU backend always does.
+type BatchInvariant interface {
+	SetBatchInvariant(on bool)
+}
+
+// SetDeterministic makes every row's result independent of the batch it runs in, or lets each
+// product pick the fastest kernel for its batch size (the default). A BatchInvariant backend does
+// it itself; on others (the CPU) the runner hands MatMul rows in chunks that run one kernel
+// whatever the batch (invariant.go), at some cost in prefill.
+func (r *Runner) SetDeterministic(on bool) {
+	if bi, ok := r.Backend.(BatchInvariant); ok {
+		bi.SetBatchInvariant(on)
+		return
+	}
+	r.invariant = on
+}
 
 // To returns the model with every weight uploaded to b; on the CPU, m itself.
 func (m *Model) To(b tensor.Backend) *Model {
@@ -147,12 +206,20 @@ func (r *Runner) shape(n, m int) {
 }
 
 // NewKVCache makes a cache for the runner's model in its backend's memory, in the runner's
-// activation dtype: enough blocks of blockSize positions for the given total number of positions
-// across all sequences.
+// activation dtype (BF16 with Precision.KVBF16): enough blocks of blockSize positions for the
+// given total number of positions across all sequences.
 func (r *Runner) NewKVCache(positions, blockSize int) *tensor.KVCache {
+	dt := r.dtype()
+	if r.prec.KVBF16 {
+		dt = tensor.BF16
+	}
+	return r.newKVCache(dt, positions, blockSize)
+}
+
+func (r *Runner) newKVCache(dt tensor.DType, positions, blockSize int) *tensor.KVCache {
 	c := r.Model.Config
 	blocks := max((positions+blockSize-1)/blockSize, 1)
-	return tensor.NewKVCacheOf(r.Backend, r.dtype(), c.Layers, c.KVHeads, c.HeadDim, blockSize, blocks)
+	return tensor.NewKVCacheOf(r.Backend, dt, c.Layers, c.KVHeads, c.HeadDim, blockSize, blocks)
 }
 
 // Check validates a batch against the model and cache: token ids in the vocabulary, positions
@@ -260,6 +327,12 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 			r.rows = append(r.rows, int32(i))
 		}
 	}
+	if logits, ok, err := r.stepped(b, kv, h, rec); ok || err != nil {
+		if err != nil {
+			return r.host, err
+		}
+		return logits, nil
+	}
 	f := firing{h: h, be: r.Backend, seq: b.Seq, pos: b.Pos}
 
 	be := r.Backend
@@ -287,7 +360,7 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 			return r.host, last.err
 		}
 	}
-	be.MatMul(r.logit, r.last, m.LMHead, nil)
+	r.product(r.logit, r.last, m.LMHead, nil)
 	return r.logit, nil
 }
 
@@ -298,7 +371,15 @@ type firing struct {
 	be       tensor.Backend
 	seq, pos []int32
 	delta    *tensor.Tensor // host rows of the additions at a point, for activations on a device
+	terms    []hooks.Term   // the additions at a point, for a SteerBackend
 	err      error
+}
+
+// SteerBackend is a backend that adds steering terms to activations in its own memory: x (n,
+// width) row i += Σ_t terms[t].Alpha[i]·terms[t].Vector, the rows built there from the vectors
+// (copied to the device once) and the strengths, so no rows of additions cross to the device.
+type SteerBackend interface {
+	AddTerms(x *tensor.Tensor, terms []hooks.Term)
 }
 
 func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
@@ -309,8 +390,9 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 		f.err = f.h.At(p, x, f.seq, f.pos)
 		return
 	}
-	// On a device, a point with additions alone takes them as one uploaded delta: steering a batch
-	// costs an upload and an add. Reads, captures and patches run there too (hooks.Set.AtDevice).
+	// On a device, a point with additions alone takes them as terms built there (SteerBackend), or
+	// as one uploaded delta: steering a batch costs an add. Reads, captures and patches run there
+	// too (hooks.Set.AtDevice).
 	if !f.h.Additive(p) {
 		d, ok := f.be.(hooks.Device)
 		if !ok {
@@ -318,6 +400,11 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 			return
 		}
 		f.err = f.h.AtDevice(p, x, f.seq, f.pos, d)
+		return
+	}
+	if sb, ok := f.be.(SteerBackend); ok {
+		f.terms = f.h.Terms(f.terms, p, f.seq, f.pos)
+		sb.AddTerms(x, f.terms)
 		return
 	}
 	f.delta = f.h.Delta(f.delta, p, f.seq, f.pos)
@@ -349,9 +436,9 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	// Attention block.
 	at(hooks.ResidPre, r.x)
 	be.RMSNorm(r.xn, r.x, w.AttnNorm, c.NormEps)
-	be.MatMul(r.q2, r.xn, w.WQ, w.BQ)
-	be.MatMul(r.k2, r.xn, w.WK, w.BK)
-	be.MatMul(r.v2, r.xn, w.WV, w.BV)
+	r.product(r.q2, r.xn, w.WQ, w.BQ)
+	r.product(r.k2, r.xn, w.WK, w.BK)
+	r.product(r.v2, r.xn, w.WV, w.BV)
 	at(hooks.Q, r.q)
 	at(hooks.K, r.k)
 	at(hooks.V, r.v)
@@ -368,22 +455,22 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 		m := rec.mem
 		lr.x, lr.q, lr.k, lr.v, lr.z = m.clone(r.x), m.clone(r.q), m.clone(r.k), m.clone(r.v), m.clone(r.z)
 	}
-	be.MatMul(r.proj, r.att, w.WO, w.BO)
+	r.product(r.proj, r.att, w.WO, w.BO)
 	at(hooks.AttnOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 
 	// MLP block.
 	at(hooks.ResidMid, r.x)
 	be.RMSNorm(r.xn, r.x, w.MLPNorm, c.NormEps)
-	be.MatMul(r.gate, r.xn, w.WGate, w.BGate)
-	be.MatMul(r.up, r.xn, w.WUp, w.BUp)
+	r.product(r.gate, r.xn, w.WGate, w.BGate)
+	r.product(r.up, r.xn, w.WUp, w.BUp)
 	if lr != nil {
 		m := rec.mem
 		lr.mid, lr.gate, lr.up = m.clone(r.x), m.clone(r.gate), m.clone(r.up)
 	}
 	be.SiLUMul(r.gate, r.gate, r.up)
 	at(hooks.MLPPost, r.gate)
-	be.MatMul(r.proj, r.gate, w.WDown, w.BDown)
+	r.product(r.proj, r.gate, w.WDown, w.BDown)
 	at(hooks.MLPOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 	at(hooks.ResidPost, r.x)

@@ -77,6 +77,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	system := fs.String("system", "", "system message (with --chat)")
 	maxTokens := fs.Int("max-tokens", 256, "the most tokens to generate")
 	device := deviceFlag(fs)
+	var pf precisionFlags
+	pf.register(fs, true, false)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -90,6 +92,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err := checkDevice(*device); err != nil {
 		return err
 	}
+	prec, err := pf.precision(*device)
+	if err != nil {
+		return err
+	}
 	prompt, err := text(pos, "prompt")
 	if err != nil {
 		return err
@@ -99,6 +105,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	if err := pf.apply(l.runner, prec); err != nil {
+		return err
+	}
 	sc, err := sf.config(l.model.Gen)
 	if err != nil {
 		return err

@@ -15,6 +15,8 @@ func runScore(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("score", "--model DIR [--chat] [--logits-out FILE] TEXT", stderr)
 	var mf modelFlags
 	mf.register(fs)
+	var pf precisionFlags
+	pf.register(fs, true, false)
 	chat := fs.Bool("chat", false, "score the text as one user turn of the chat template")
 	logitsOut := fs.String("logits-out", "", "write the f32 logits at every position to this safetensors file (tensor \"logits\", shape (positions, vocab))")
 	pos, err := parse(fs, args)
@@ -22,6 +24,10 @@ func runScore(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := mf.check(); err != nil {
+		return err
+	}
+	prec, err := pf.precision("cpu")
+	if err != nil {
 		return err
 	}
 	txt, err := text(pos, "text")
@@ -33,6 +39,9 @@ func runScore(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	if err := pf.apply(l.runner, prec); err != nil {
+		return err
+	}
 	ids, err := l.encode(txt, *chat, "", false)
 	if err != nil {
 		return err
