@@ -63,8 +63,15 @@ limit() {
 	local l=$((deadline - $(date +%s) - 20))
 	echo $(($1 < l ? $1 : l))
 }
-# fits N NAME says whether N seconds are left for step NAME, and records it as skipped if not.
+# fits N NAME says whether N seconds are left for step NAME, and records it as skipped if not,
+# or if NAME matches the extended regular expression $SKIP (e.g. SKIP='Backward|Gradients|atp|hf_attrib|1B'
+# leaves the attribution checks to an earlier run and gives the budget to the rest).
 fits() {
+	if [ -n "${SKIP:-}" ] && [[ $2 =~ $SKIP ]]; then
+		echo "skipped: $2 (SKIP)"
+		skipped+=("$2 (SKIP)")
+		return 1
+	fi
 	[ "$((deadline - $(date +%s) - 20))" -ge "$1" ] && return 0
 	echo "skipped: $2 ($((deadline - $(date +%s))) s left)"
 	skipped+=("$2")
