@@ -114,8 +114,9 @@ CUDA      := $(BUILD)/cuda
 NVCC      := $(CUDA)/bin/nvcc
 KERNELS   := $(wildcard kernels/*.cu)
 PTX       := $(KERNELS:.cu=.ptx)
-# cgo flags of the `cuda` build: the CUDA 12.4 headers and the libcuda.so link stub of build/cuda.
-CUDA_CGO  := CGO_CFLAGS=-I$(CURDIR)/$(CUDA)/include CGO_LDFLAGS=-L$(CURDIR)/$(CUDA)/lib
+# cgo flags of the `cuda` build: the CUDA 12.4 headers and the libcuda.so link stub of build/cuda,
+# with the tokenizers library (everything that imports attrib or cmd links it).
+TILLER_CUDA_CGO := CGO_CFLAGS=-I$(CURDIR)/$(CUDA)/include CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/tokenizers -L$(CURDIR)/$(CUDA)/lib"
 
 .PHONY: cuda-toolchain ptx ptx-report device-check-build vet-cuda tiller-cuda kernel-sim
 
@@ -130,11 +131,19 @@ PTX_SM90  := kernels/matvec.ptx kernels/decode.ptx
 
 ptx: $(PTX)
 
-$(PTX_SM90): kernels/%.ptx: kernels/%.cu kernels/common.cuh kernels/mma.cuh | $(NVCC)
-	$(NVCC) -ptx -arch=compute_90 -o $@ $<
+# Each PTX file ends with the sha256 of the sources it came from: its .cu, then the headers it
+# includes, in name order (scripts/ptx-source-hash.sh; kernels.TestPTXSources checks that the
+# committed PTX is the sources' own).
+HEADERS   := $(sort $(wildcard kernels/*.cuh))
+SOURCEHASH = printf '// source sha256 %s\n' "$$(scripts/ptx-source-hash.sh $<)" >>$@
 
-kernels/%.ptx: kernels/%.cu kernels/common.cuh kernels/mma.cuh | $(NVCC)
+$(PTX_SM90): kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
+	$(NVCC) -ptx -arch=compute_90 -o $@ $<
+	$(SOURCEHASH)
+
+kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
 	$(NVCC) -ptx -arch=compute_80 -o $@ $<
+	$(SOURCEHASH)
 
 $(NVCC):
 	scripts/cuda-toolchain.sh $(CUDA)
@@ -143,29 +152,31 @@ $(NVCC):
 ptx-report: $(PTX)
 	@scripts/ptx-report.sh $(PTX)
 
-# The fused decode step's kernels (matvec.cu, decode.cu), the tensor-core kernels (gemm.cu, the
-# prefill attention of attention.cu) and the backward and attribution kernels (gemm_exact.cu,
-# attention_backward.cu, attribution.cu and the backward ops of rmsnorm, elementwise, rope,
-# embedding) on the CPU, against f64 references: a host simulation for changes made without a GPU
+# The decode step's kernels (matvec.cu, decode.cu and the decode attention of
+# attention_decode.cuh), the tensor-core kernels (gemm.cu, the prefill attentions of attention.cu),
+# steering and the cache append (steer.cu, kvcache.cu) and the backward and attribution kernels
+# (gemm_exact.cu, attention_backward.cu, attribution.cu and the backward ops of rmsnorm,
+# elementwise, rope, embedding) on the CPU, against f64 references: a host simulation for changes made without a GPU
 # (kernels/sim/harness.cpp, mma_harness.cpp, backward_harness.cpp; takes minutes).
 kernel-sim:
 	mkdir -p $(BUILD)/sim
-	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu $(BUILD)/sim/
+	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu kernels/attention_decode.cuh $(BUILD)/sim/
 	sed '/^extern "C" __global__ void hold_ns/,$$d' kernels/decode.cu >$(BUILD)/sim/decode.cu
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ harness.cpp -o harness && ./harness
 	cp kernels/sim/mma.cuh kernels/sim/mma_harness.cpp kernels/gemm.cu kernels/attention.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ mma_harness.cpp -o mma_harness && ./mma_harness
 	cp kernels/sim/backward_harness.cpp kernels/rmsnorm.cu kernels/elementwise.cu kernels/rope.cu kernels/embedding.cu \
-		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu $(BUILD)/sim/
+		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu kernels/steer.cu kernels/kvcache.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ backward_harness.cpp -o backward_harness && ./backward_harness
 
-vet-cuda: $(PTX) $(TOKLIB)
-	$(CUDA_CGO) $(GO) vet -tags cuda ./gpu/... ./kernels/... ./bench/gpubench/...
-	$(TILLER_CUDA_CGO) $(GO) vet -tags cuda ./cmd/tiller
+# go vet of the whole `cuda` build against the CUDA headers and link stub of build/cuda (made once
+# by scripts/cuda-toolchain.sh; CI runs this after make test). It needs no PTX rebuilt:
+# kernels.TestPTXSources checks that the committed PTX is its sources'.
+vet-cuda: $(TOKLIB) | $(NVCC)
+	$(TILLER_CUDA_CGO) $(GO) vet -tags cuda ./...
 
-# The tiller command with the GPU backend (`tiller profile`, `generate --device cuda`): it links
-# both the tokenizers library and libcuda, and needs the driver's libcuda.so.1 to run at all.
-TILLER_CUDA_CGO := CGO_CFLAGS=-I$(CURDIR)/$(CUDA)/include CGO_LDFLAGS="-L$(CURDIR)/$(BUILD)/tokenizers -L$(CURDIR)/$(CUDA)/lib"
+# The tiller command with the GPU backend (`tiller profile`, `generate --device cuda`): it needs
+# the driver's libcuda.so.1 to run at all.
 
 tiller-cuda: $(PTX) $(TOKLIB)
 	$(TILLER_CUDA_CGO) $(GO) build -tags cuda -o bin/tiller-cuda ./cmd/tiller

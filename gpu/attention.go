@@ -20,7 +20,7 @@ func (b *Backend) StoreKV(kv *tensor.KVCache, layer int, k, v *tensor.Tensor, se
 		rows[i] = int32(kv.Row(seq[i], pos[i]))
 	}
 	defer b.enter()()
-	b.kvStore(dev(kv.K[layer]), dev(kv.V[layer]), dev(k), dev(v), b.ints(rows), len(seq), width)
+	b.kvStore(dev(kv.K[layer]), dev(kv.V[layer]), kv.DType(), dev(k), dev(v), b.ints(rows), len(seq), width)
 	b.done("store kv")
 }
 
@@ -85,6 +85,11 @@ func usePrefillMMA(seq []int32, dim, group int) bool {
 	return true
 }
 
+// Attention runs causal GQA attention of n tokens over an F32 or BF16 cache. Prefill tiles of one
+// sequence take the flash-style kernels (tensor cores: the pipelined one over a BF16 cache; or f32
+// with ExactAttention, an F32 cache);
+// every other token, and every token when Deterministic, the decode kernel, in launches of up to
+// decodeBatch tokens so that its partial results stay small.
 func (b *Backend) Attention(dst, q *tensor.Tensor, kv *tensor.KVCache, layer int, seq, pos []int32) {
 	if len(q.Shape) != 3 || q.Shape[0] != len(seq) || q.Shape[2] != kv.HeadDim || len(pos) != len(seq) ||
 		q.Shape[1]%kv.KVHeads != 0 || dst.Numel() != q.Numel() || kv.HeadDim > 256 {
@@ -94,29 +99,52 @@ func (b *Backend) Attention(dst, q *tensor.Tensor, kv *tensor.KVCache, layer int
 	n, heads, dim := len(seq), q.Shape[1], q.Shape[2]
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	ctx, table, maxBlocks := blockTables(kv, seq, pos)
+	dt := kv.DType()
 	defer b.enter()()
 	ctxDev := b.ints(ctx, table)
 	tableDev := ctxDev + uint64(4*len(ctx))
 	kc, vc := dev(kv.K[layer]), dev(kv.V[layer])
-	if !b.ExactAttention && usePrefillMMA(seq, dim, heads/kv.KVHeads) {
-		b.attentionPrefillMMA(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
-		b.done("attention (prefill, tensor cores)")
+	if !b.Deterministic && dt == tensor.BF16 && dim%8 == 0 && usePrefillMMA(seq, dim, heads/kv.KVHeads) {
+		b.attentionPrefillFA(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
+		b.done("attention (prefill, tensor cores, bf16 cache)")
 		return
 	}
-	if usePrefill(seq, dim) {
-		b.attentionPrefill(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
-		b.done("attention (prefill)")
-		return
+	if !b.Deterministic && dt == tensor.F32 {
+		if !b.ExactAttention && usePrefillMMA(seq, dim, heads/kv.KVHeads) {
+			b.attentionPrefillMMA(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
+			b.done("attention (prefill, tensor cores)")
+			return
+		}
+		if usePrefill(seq, dim) {
+			b.attentionPrefill(dev(dst), dev(q), kc, vc, ctxDev, tableDev, n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, scale)
+			b.done("attention (prefill)")
+			return
+		}
 	}
-	maxCtx := 0
-	for _, c := range ctx {
-		maxCtx = max(maxCtx, int(c))
+	// The decode kernel takes positions: pos = ctx − 1, staged beside the tables.
+	posDev := b.ints(pos)
+	batch := min(n, decodeBatch)
+	partials, counters := decodeScratch(batch, heads, kv.KVHeads, dim)
+	part := b.scratch("decode attention partials", partials)
+	count := b.decodeCounters(counters)
+	for i0 := 0; i0 < n; i0 += decodeBatch {
+		m := min(decodeBatch, n-i0)
+		b.attentionDecodeGQA(dev(dst)+uint64(4*i0*heads*dim), dev(q)+uint64(4*i0*heads*dim), kc, vc, dt, posDev+uint64(4*i0),
+			tableDev+uint64(4*i0*maxBlocks), maxBlocks, kv.BlockSize, dev(part), count, m, heads, kv.KVHeads, dim, scale)
 	}
-	parts := (maxCtx + 31) / 32
-	acc := b.scratch("attention partial outputs", n*heads*parts*dim)
-	ml := b.scratch("attention partial max and sum", n*heads*parts*2)
-	b.attentionDecode(dev(dst), dev(q), kc, vc, ctxDev, tableDev, dev(acc), dev(ml), n, maxBlocks, kv.BlockSize, heads, kv.KVHeads, dim, parts, scale)
-	b.Free(acc)
-	b.Free(ml)
-	b.done("attention (split-KV decode)")
+	b.Free(part)
+	b.done("attention (decode)")
+}
+
+// decodeBatch is the most tokens one launch of the ops' decode attention takes.
+const decodeBatch = 64
+
+// decodeCounters is the address of n zeroed I32 counters for the ops' decode attention, which
+// leaves them zero (the backend keeps one buffer, grown as needed).
+func (b *Backend) decodeCounters(n int) uint64 {
+	if b.attnCount == nil || b.attnCount.Numel() < n {
+		b.Free(b.attnCount)
+		b.attnCount = b.Alloc(tensor.I32, max(n, 1024))
+	}
+	return dev(b.attnCount)
 }

@@ -147,12 +147,21 @@ func checkPatternShape(op string, p *tensor.Tensor, heads int, pos []int32) {
 	}
 }
 
+// f32Cache panics unless kv is F32: the explicit attention path, for hooks on the pattern, reads
+// the exact cache that analysis runs keep (llama.Runner.Record), never a BF16 one.
+func f32Cache(op string, kv *tensor.KVCache) {
+	if kv.DType() != tensor.F32 {
+		panic(fmt.Sprintf("gpu: %s over a %s KV cache; it reads an F32 one", op, kv.DType()))
+	}
+}
+
 func (b *Backend) AttentionPattern(p, q *tensor.Tensor, kv *tensor.KVCache, layer int, seq, pos []int32) {
 	if len(q.Shape) != 3 || q.Shape[0] != len(seq) || q.Shape[2] != kv.HeadDim || len(pos) != len(seq) || q.Shape[1]%kv.KVHeads != 0 || kv.HeadDim > 256 {
 		panic(fmt.Sprintf("gpu: attention pattern of q %v over a cache of %d×%d for %d tokens", q.Shape, kv.KVHeads, kv.HeadDim, len(seq)))
 	}
 	checkPatternShape("attention pattern", p, q.Shape[1], pos)
 	f32("attention pattern", p, q)
+	f32Cache("attention pattern", kv)
 	ctx, table, maxBlocks := blockTables(kv, seq, pos)
 	defer b.enter()()
 	ctxDev := b.ints(ctx, table)
@@ -167,6 +176,7 @@ func (b *Backend) AttentionApply(dst, p *tensor.Tensor, kv *tensor.KVCache, laye
 	}
 	checkPatternShape("attention apply", p, p.Shape[1], pos)
 	f32("attention apply", dst, p)
+	f32Cache("attention apply", kv)
 	ctx, table, maxBlocks := blockTables(kv, seq, pos)
 	defer b.enter()()
 	ctxDev := b.ints(ctx, table)

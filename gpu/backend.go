@@ -39,10 +39,14 @@ type Backend struct {
 	kernels map[string]*kernel
 	args    args
 
-	capturing bool       // a graph is being recorded: nothing may synchronise or stage host arrays
-	dry       bool       // launches are skipped: a dry run loads the modules a graph will need
-	pdl       bool       // launch kernels that wait on their predecessor (kernel.pdl) with programmatic dependent launch
-	timing    *stepTimer // when set, an event is recorded before every launch (the profiler)
+	capturing bool                        // a graph is being recorded: nothing may synchronise or stage host arrays
+	arena     *arena                      // when set, the temporaries of the ops queued (scratch) come from it
+	syncs     int                         // times the host waited for the stream (Download, Sync): staged copies are done
+	attnCount *tensor.Tensor              // the ops' decode attention counters, zero between launches
+	vecs      map[*float32]*tensor.Tensor // steering vectors on the device, by their host slice (vector)
+	dry       bool                        // launches are skipped: a dry run loads the modules a graph will need
+	pdl       bool                        // launch kernels that wait on their predecessor (kernel.pdl) with programmatic dependent launch
+	timing    *stepTimer                  // when set, an event is recorded before every launch (the profiler)
 
 	// SplitK selects the split-K GEMV kernels (kernels/matvec.cu, compute_90) for products of
 	// ≤ 8 tokens; false selects the row-per-warp kernels of kernels/gemv.cu. New sets it on
@@ -73,6 +77,11 @@ type Backend struct {
 	// gradients run at (SetAnalysis); the backward pass is at f32 precision either way. False by
 	// default; the environment variable TILLER_GPU_MATMUL=exact sets it.
 	ExactMatMul bool
+
+	// Deterministic computes every row of a batch as it would be computed alone (invariant.go):
+	// one kernel and one order of summation per op whatever the batch size. False by default;
+	// llama.Runner.SetDeterministic sets it (SetBatchInvariant).
+	Deterministic bool
 
 	// SyncEachOp makes every op wait for the device and check its errors, so that a fault (an
 	// illegal address, say) is reported by the op that caused it rather than by a later one.
@@ -129,6 +138,10 @@ func New() (*Backend, error) {
 	}
 	return b, nil
 }
+
+// BF16KVCache reports that the backend stores and attends over a BF16 KV cache under F32
+// activations (llama.Runner.SetPrecision): StoreKV rounds to it, Attention widens from it.
+func (b *Backend) BF16KVCache() bool { return true }
 
 // SetAnalysis puts the backend in analysis precision: every product and attention in f32
 // (ExactMatMul, ExactAttention), so that activations, patched runs and gradients match the CPU's
@@ -204,6 +217,7 @@ func (b *Backend) Sync() error {
 	if err := b.stream.Synchronize(); err != nil {
 		return fmt.Errorf("gpu: %v", err)
 	}
+	b.syncs++
 	b.stage.reset()
 	return nil
 }
@@ -236,6 +250,9 @@ func (b *Backend) AllocErr(what string, dtype tensor.DType, shape ...int) (*tens
 
 // scratch is an uninitialised F32 tensor of n elements from the pool, for an op's temporaries.
 func (b *Backend) scratch(what string, n int) *tensor.Tensor {
+	if b.arena != nil {
+		return &tensor.Tensor{Shape: []int{n}, DType: tensor.F32, Dev: b.arena.take(int64(4 * n))}
+	}
 	p, err := b.pool.get(int64(4*n), what)
 	if err != nil {
 		panic(err.Error())
@@ -248,6 +265,10 @@ func (b *Backend) scratch(what string, n int) *tensor.Tensor {
 // the same stream.
 func (b *Backend) Free(t *tensor.Tensor) {
 	if t == nil || t.Dev == 0 {
+		return
+	}
+	if b.arena != nil && b.arena.owns(t.Dev) {
+		t.Dev = 0
 		return
 	}
 	b.pool.put(cu.DevicePtr(t.Dev))
@@ -285,6 +306,7 @@ func (b *Backend) Download(dst, src *tensor.Tensor) {
 	if err := b.stream.Synchronize(); err != nil {
 		panic(fmt.Sprintf("gpu: download (or an op queued before it) failed on the device: %v", err))
 	}
+	b.syncs++
 	b.stage.reset()
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/tillerlm/tiller/llama"
@@ -158,91 +159,138 @@ func TestMatVec(t *testing.T) {
 	}
 }
 
-// The fused decode attention against the CPU's RoPE, StoreKV and Attention of one query at
-// position pos over a cache holding positions < pos: the output, and the cache row it writes.
-// Shapes cover GQA, odd head sizes, pos at a partition's first and last position and in the
-// first partition, partitions past pos (whose accumulators, poisoned, must never be read), a
-// cache whose blocks are not the first ones, and a second launch (the per-head count resets).
+// The decode step's attention (RoPE of q and k, the cache append and the decode attention in one
+// launch) against the CPU's RoPE, StoreKV and Attention, for a batch of rows of different
+// sequences and positions — one idle — over F32 and BF16 caches: the outputs, the cache rows it
+// writes, a second launch (the counters reset) and each row alone against the batch, bit for bit.
+// Positions cover one chunk (≤ 64), chunks of 64 and of 128 (past 2048), pos 0, GQA groups of
+// 1–12 (12: two blocks of heads), odd head sizes and blocks the sequences hold out of order. The
+// BF16 reference stores the keys and values rounded to bf16 into the CPU's F32 cache.
 func TestAttentionDecodeRoPE(t *testing.T) {
 	b := newBackend(t)
 	needSM90(t, b)
 	cpu := tensor.NewCPU(2)
 	defer cpu.Close()
 	rng := rand.New(rand.NewPCG(22, 22))
-	for _, c := range []struct{ heads, kvHeads, dim, block, pos, capacity int }{
-		{8, 2, 128, 16, 100, 130}, {6, 2, 20, 3, 37, 64}, {4, 4, 64, 16, 0, 40}, {2, 1, 256, 8, 63, 64},
-		{32, 8, 128, 16, 64, 200}, {3, 1, 48, 5, 31, 33}, {4, 2, 128, 16, 300, 300},
+	for _, c := range []struct {
+		heads, kvHeads, dim, block int
+		pos                        []int32
+	}{
+		{8, 2, 128, 16, []int32{100, 0, -1, 37}}, {32, 8, 128, 16, []int32{64, 130, 2100}}, {6, 2, 20, 3, []int32{31, 5}},
+		{12, 1, 48, 5, []int32{70}}, {2, 1, 256, 8, []int32{63, 200}}, {4, 4, 22, 7, []int32{9, 66}},
 	} {
-		what := fmt.Sprintf("heads=%d/%d D=%d block=%d pos=%d capacity=%d", c.heads, c.kvHeads, c.dim, c.block, c.pos, c.capacity)
-		blocks := (c.capacity+1+c.block-1)/c.block + 3
-		kvg := tensor.NewKVCache(b, 1, c.kvHeads, c.dim, c.block, blocks)
-		kvc := tensor.NewKVCache(cpu, 1, c.kvHeads, c.dim, c.block, blocks)
-		for _, kv := range []*tensor.KVCache{kvg, kvc} {
-			kv.Reserve(1, 2*c.block) // the sequence's blocks are not the first ones
-			kv.Reserve(0, c.capacity+1)
-		}
-		if c.pos > 0 {
-			seq, pos := make([]int32, c.pos), make([]int32, c.pos)
-			for i := range pos {
-				pos[i] = int32(i)
+		for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
+			what := fmt.Sprintf("%s cache, heads=%d/%d D=%d block=%d positions %v", dt, c.heads, c.kvHeads, c.dim, c.block, c.pos)
+			n, width := len(c.pos), c.kvHeads*c.dim
+			blocks := n*(int(slices.Max(c.pos))+2*c.block)/c.block + 4
+			kvg := tensor.NewKVCacheOf(b, dt, 1, c.kvHeads, c.dim, c.block, blocks)
+			kvc := tensor.NewKVCache(cpu, 1, c.kvHeads, c.dim, c.block, blocks)
+			stride := blocks
+			tables := make([]int32, n*stride)
+			inv := make([]float32, c.dim/2)
+			for i := range inv {
+				inv[i] = float32(math.Pow(500000, -2*float64(i)/float64(c.dim)))
 			}
-			kh := randomT(rng, tensor.F32, 1, c.pos, c.kvHeads, c.dim)
-			vh := randomT(rng, tensor.F32, 1, c.pos, c.kvHeads, c.dim)
-			b.StoreKV(kvg, 0, b.Upload(kh), b.Upload(vh), seq, pos)
-			cpu.StoreKV(kvc, 0, kh, vh, seq, pos)
-		}
-		q := randomT(rng, tensor.F32, 1, 1, c.heads, c.dim)
-		k := randomT(rng, tensor.F32, 1, 1, c.kvHeads, c.dim)
-		v := randomT(rng, tensor.F32, 1, 1, c.kvHeads, c.dim)
-		inv := make([]float32, c.dim/2)
-		for i := range inv {
-			inv[i] = float32(math.Pow(500000, -2*float64(i)/float64(c.dim)))
-		}
-		qd, kd, vd := b.Upload(q), b.Upload(k), b.Upload(v)
-
-		// The CPU reference: rotate q and k, store k and v at pos, attend.
-		qr := tensor.FromF32(append([]float32(nil), q.F32()...), q.Shape...)
-		kr := tensor.FromF32(append([]float32(nil), k.F32()...), k.Shape...)
-		cpu.RoPE(qr, []int32{int32(c.pos)}, inv)
-		cpu.RoPE(kr, []int32{int32(c.pos)}, inv)
-		cpu.StoreKV(kvc, 0, kr, v, []int32{0}, []int32{int32(c.pos)})
-		want := tensor.New(tensor.F32, 1, c.heads*c.dim)
-		cpu.Attention(want, qr, kvc, 0, []int32{0}, []int32{int32(c.pos)})
-
-		parts := (c.capacity + 32) / 32
-		out := poison(b, 1, c.heads*c.dim)
-		acc := poison(b, c.heads*parts*c.dim)
-		ml := poison(b, c.heads*parts*2)
-		count := b.Alloc(tensor.I32, c.heads)
-		posd := b.Alloc(tensor.I32, 1)
-		b.CopyTo(posd, []int32{int32(c.pos)})
-		table := b.Alloc(tensor.I32, len(kvg.Table(0)))
-		b.CopyTo(table, kvg.Table(0))
-		invd := b.Upload(tensor.FromF32(inv, len(inv)))
-		run := func() []float32 {
-			func() {
-				defer b.enter()()
-				b.attentionDecodeRoPE(dev(out), dev(acc), dev(ml), dev(count), dev(qd), dev(kd), dev(vd), dev(kvg.K[0]), dev(kvg.V[0]),
-					dev(posd), dev(table), dev(invd), c.block, c.heads, c.kvHeads, c.dim, parts, float32(1/math.Sqrt(float64(c.dim))))
-			}()
-			return back(b, out)
-		}
-		first := run()
-		tensortest.Compare(t, "fused decode attention "+what, first, f64s(want), tensortest.F32)
-		row := kvg.Row(0, int32(c.pos))
-		width := c.kvHeads * c.dim
-		kc, vc := back(b, kvg.K[0]), back(b, kvg.V[0])
-		tensortest.Compare(t, "fused decode attention: rotated k in the cache "+what, kc[row*width:(row+1)*width], f64s(kr), tensortest.F32)
-		tensortest.Compare(t, "fused decode attention: v in the cache "+what, vc[row*width:(row+1)*width], f64s(v), tensortest.F32)
-		out = poison(b, 1, c.heads*c.dim)
-		second := run()
-		for i := range first {
-			if first[i] != second[i] {
-				t.Errorf("fused decode attention %s: a second launch gives %g at %d, the first %g (the count must reset; the merge must be deterministic)", what, second[i], i, first[i])
-				break
+			q := randomT(rng, tensor.F32, 1, n, c.heads, c.dim)
+			k := randomT(rng, tensor.F32, 1, n, c.kvHeads, c.dim)
+			v := randomT(rng, tensor.F32, 1, n, c.kvHeads, c.dim)
+			want := make([]float64, n*c.heads*c.dim)
+			var live []int
+			for i, p := range c.pos {
+				if p < 0 {
+					continue
+				}
+				live = append(live, i)
+				s := int32(i)
+				for _, kv := range []*tensor.KVCache{kvg, kvc} {
+					kv.Reserve(int(s), int(p)/2+1) // the blocks of the sequences interleave
+				}
+			}
+			for _, i := range live {
+				for _, kv := range []*tensor.KVCache{kvg, kvc} {
+					kv.Reserve(i, int(c.pos[i])+1)
+				}
+				copy(tables[i*stride:], kvg.Table(i))
+				p := c.pos[i]
+				if p > 0 {
+					seq, pos := make([]int32, p), make([]int32, p)
+					for j := range pos {
+						seq[j], pos[j] = int32(i), int32(j)
+					}
+					kh := randomT(rng, tensor.F32, 1, int(p), c.kvHeads, c.dim).Convert(dt).Convert(tensor.F32)
+					vh := randomT(rng, tensor.F32, 1, int(p), c.kvHeads, c.dim).Convert(dt).Convert(tensor.F32)
+					b.StoreKV(kvg, 0, b.Upload(kh), b.Upload(vh), seq, pos)
+					cpu.StoreKV(kvc, 0, kh, vh, seq, pos)
+				}
+				// The CPU reference: rotate q and k, store k and v (rounded as the cache keeps them) at pos, attend.
+				qi := tensor.FromF32(append([]float32(nil), q.F32()[i*c.heads*c.dim:(i+1)*c.heads*c.dim]...), 1, c.heads, c.dim)
+				ki := tensor.FromF32(append([]float32(nil), k.F32()[i*width:(i+1)*width]...), 1, c.kvHeads, c.dim)
+				vi := tensor.FromF32(append([]float32(nil), v.F32()[i*width:(i+1)*width]...), 1, c.kvHeads, c.dim)
+				cpu.RoPE(qi, []int32{p}, inv)
+				cpu.RoPE(ki, []int32{p}, inv)
+				ki, vi = ki.Convert(dt).Convert(tensor.F32), vi.Convert(dt).Convert(tensor.F32)
+				cpu.StoreKV(kvc, 0, ki, vi, []int32{int32(i)}, []int32{p})
+				wi := tensor.New(tensor.F32, 1, c.heads*c.dim)
+				cpu.Attention(wi, qi, kvc, 0, []int32{int32(i)}, []int32{p})
+				copy(want[i*c.heads*c.dim:], f64s(wi))
+			}
+			qd, kd, vd := b.Upload(q), b.Upload(k), b.Upload(v)
+			posd, tabd := b.Upload(i32s(c.pos)), b.Upload(i32s(tables))
+			invd := b.Upload(tensor.FromF32(inv, len(inv)))
+			partials, counters := decodeScratch(n, c.heads, c.kvHeads, c.dim)
+			part, count := poison(b, partials), b.Alloc(tensor.I32, counters)
+			run := func(i0, rows int) []float32 {
+				out := poison(b, n, c.heads*c.dim)
+				func() {
+					defer b.enter()()
+					hd := c.heads * c.dim
+					b.attentionDecodeRoPEGQA(dev(out)+uint64(4*i0*hd), dev(qd)+uint64(4*i0*hd), dev(kd)+uint64(4*i0*width), dev(vd)+uint64(4*i0*width),
+						dev(kvg.K[0]), dev(kvg.V[0]), dt, dev(posd)+uint64(4*i0), dev(tabd)+uint64(4*i0*stride), stride, c.block,
+						dev(invd), dev(part), dev(count), rows, c.heads, c.kvHeads, c.dim, float32(1/math.Sqrt(float64(c.dim))))
+				}()
+				return back(b, out)
+			}
+			first := run(0, n)
+			for i, p := range c.pos {
+				rows := first[i*c.heads*c.dim : (i+1)*c.heads*c.dim]
+				if p < 0 {
+					for _, x := range rows {
+						if x != 0 {
+							t.Fatalf("%s: idle row %d written with %g, want zeros", what, i, x)
+						}
+					}
+					continue
+				}
+				tensortest.Compare(t, fmt.Sprintf("decode attention %s row %d", what, i), rows, want[i*c.heads*c.dim:(i+1)*c.heads*c.dim], tensortest.F32)
+			}
+			kc, vc := back(b, kvg.K[0]), back(b, kvg.V[0])
+			kw, vw := tensor.New(tensor.F32, kvc.K[0].Shape...), tensor.New(tensor.F32, kvc.V[0].Shape...)
+			copy(kw.F32(), kvc.K[0].F32())
+			copy(vw.F32(), kvc.V[0].F32())
+			for _, i := range live {
+				row := kvg.Row(int32(i), c.pos[i])
+				tensortest.Compare(t, fmt.Sprintf("decode attention %s: rotated k of row %d in the cache", what, i), kc[row*width:(row+1)*width], f64s(kw)[row*width:(row+1)*width], tensortest.F32)
+				tensortest.Compare(t, fmt.Sprintf("decode attention %s: v of row %d in the cache", what, i), vc[row*width:(row+1)*width], f64s(vw)[row*width:(row+1)*width], tensortest.F32)
+			}
+			if second := run(0, n); !slices.Equal(first, second) {
+				t.Errorf("decode attention %s: a second launch differs (the counters must reset; the merge must be deterministic)", what)
+			}
+			for i := range c.pos {
+				alone := run(i, 1)
+				hd := c.heads * c.dim
+				if !slices.Equal(alone[i*hd:(i+1)*hd], first[i*hd:(i+1)*hd]) {
+					t.Errorf("decode attention %s: row %d alone differs from the batch", what, i)
+				}
 			}
 		}
 	}
+}
+
+// i32s is an I32 host tensor of v.
+func i32s(v []int32) *tensor.Tensor {
+	t := tensor.New(tensor.I32, len(v))
+	copy(t.I32(), v)
+	return t
 }
 
 // The fused argmax and position update: the largest value, the lowest index on a tie, NaN never

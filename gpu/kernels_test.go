@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/tillerlm/tiller/tensor"
@@ -253,19 +254,24 @@ func TestAttentionKernels(t *testing.T) {
 			tensortest.Compare(t, "attention prefill tensor-core kernel "+what, back(b, got), ref, tensortest.BF16Inputs)
 		}
 
-		// The split-KV kernels on the same tokens, as a batch of decode queries.
+		// The decode kernel on the same tokens, as Deterministic makes Attention use it for every one.
 		got = poison(b, c.n, c.heads*c.dim)
-		ctx, table, maxBlocks := blockTables(kvg, seq, pos)
-		parts := (c.n + 31) / 32
-		acc := b.Alloc(tensor.F32, c.n*c.heads*parts*c.dim)
-		ml := b.Alloc(tensor.F32, c.n*c.heads*parts*2)
-		func() {
-			defer b.enter()()
-			cd := b.ints(ctx, table)
-			b.attentionDecode(dev(got), dev(b.Upload(q)), dev(kvg.K[0]), dev(kvg.V[0]), cd, cd+uint64(4*len(ctx)), dev(acc), dev(ml),
-				c.n, maxBlocks, c.block, c.heads, c.kvHeads, c.dim, parts, float32(1/math.Sqrt(float64(c.dim))))
-		}()
-		tensortest.Compare(t, "attention split-KV kernels "+what, back(b, got), ref, tensortest.F32)
+		b.Deterministic = true
+		b.Attention(got, b.Upload(q), kvg, 0, seq, pos)
+		b.Deterministic = false
+		tensortest.Compare(t, "attention decode kernel "+what, back(b, got), ref, tensortest.F32)
+
+		// And over a BF16 cache: the same bound against the CPU on the rounded keys and values.
+		kvb := tensor.NewKVCacheOf(b, tensor.BF16, 1, c.kvHeads, c.dim, c.block, (c.n+c.block-1)/c.block+3)
+		kvr := tensor.NewKVCache(cpu, 1, c.kvHeads, c.dim, c.block, (c.n+c.block-1)/c.block+3)
+		kvb.Reserve(0, c.n)
+		kvr.Reserve(0, c.n)
+		b.StoreKV(kvb, 0, b.Upload(k), b.Upload(v), seq, pos)
+		cpu.StoreKV(kvr, 0, k.Convert(tensor.BF16).Convert(tensor.F32), v.Convert(tensor.BF16).Convert(tensor.F32), seq, pos)
+		cpu.Attention(want, q, kvr, 0, seq, pos)
+		got = poison(b, c.n, c.heads*c.dim)
+		b.Attention(got, b.Upload(q), kvb, 0, seq, pos)
+		tensortest.Compare(t, "attention over a bf16 cache "+what, back(b, got), f64s(want), tensortest.F32)
 	}
 }
 
@@ -331,10 +337,27 @@ func TestAttentionPrefillMMA(t *testing.T) {
 				t.Fatalf("%s: wrote %g past the output at +%d", what, x, i)
 			}
 		}
+		if c.dim%8 != 0 {
+			continue
+		}
+		// The pipelined kernel over the same keys and values in a BF16 cache (through Attention):
+		// the same arithmetic on the same bf16 operands, so the f32-cache kernel's bits.
+		kvb := tensor.NewKVCacheOf(b, tensor.BF16, 1, c.kvHeads, c.dim, c.block, nblk)
+		kvb.Reserve(1, 2*c.block)
+		kvb.Reserve(0, total/2)
+		kvb.Reserve(1, 3*c.block)
+		kvb.Reserve(0, total)
+		b.StoreKV(kvb, 0, b.Upload(k), b.Upload(v), all, allPos)
+		fa := poison(b, c.n, c.heads*c.dim)
+		b.Attention(fa, b.Upload(q), kvb, 0, seq, pos)
+		if gotFA := back(b, fa); !slices.Equal(gotFA, out[:c.n*c.heads*c.dim]) {
+			tensortest.Compare(t, "attention_prefill_fa_kvbf16 "+what, gotFA, f64s(want), tensortest.BF16Inputs)
+			t.Errorf("attention_prefill_fa_kvbf16 %s: not attention_prefill_mma's output bit for bit", what)
+		}
 	}
 }
 
-// The fused residual add, steering add and norm against the f64 formula, steered and not.
+// The fused residual add, steering rows and norm against the f64 formula, steered and not.
 func TestResidualRMSNorm(t *testing.T) {
 	b := newBackend(t)
 	rng := rand.New(rand.NewPCG(14, 14))
@@ -344,15 +367,14 @@ func TestResidualRMSNorm(t *testing.T) {
 			x := randomT(rng, tensor.F32, 2, n, d)
 			delta := randomT(rng, tensor.F32, 1, n, d)
 			w := randomT(rng, dt, 1, d)
-			sv := randomT(rng, tensor.F32, 1, d)
-			alpha := tensor.FromF32([]float32{0, 1.5, -3}, n)
+			sv := randomT(rng, tensor.F32, 1, n, d)
 			resid := b.Upload(x)
 			dst := poison(b, n, d)
-			var ad, sd *tensor.Tensor
+			var sd *tensor.Tensor
 			if steer {
-				ad, sd = b.Upload(alpha), b.Upload(sv)
+				sd = b.Upload(sv)
 			}
-			b.ResidualRMSNorm(dst, resid, b.Upload(delta), ad, sd, b.Upload(w), eps)
+			b.ResidualRMSNorm(dst, resid, b.Upload(delta), sd, b.Upload(w), eps)
 			xs, ds, ws, ss := f64s(x), f64s(delta), f64s(w), f64s(sv)
 			wantR := make([]float64, n*d)
 			want := make([]float64, n*d)
@@ -361,7 +383,7 @@ func TestResidualRMSNorm(t *testing.T) {
 				for k := 0; k < d; k++ {
 					r := xs[i*d+k] + ds[i*d+k]
 					if steer {
-						r += float64(alpha.F32()[i]) * ss[k]
+						r += ss[i*d+k]
 					}
 					wantR[i*d+k] = r
 					sum += r * r

@@ -59,11 +59,24 @@ func (b *Backend) rmsnorm(dst, x uint64, w *tensor.Tensor, n, d int, eps float32
 	b.launch(k, n, 1, 1, threadsFor(d), 0)
 }
 
-// residualRMSNorm: resid += delta (+ alpha[i]·steer); dst = rmsnorm(resid) ⊙ w.
-func (b *Backend) residualRMSNorm(dst, resid, delta, alpha, steer uint64, w *tensor.Tensor, n, d int, eps float32) {
+// residualRMSNorm: resid = (resid + delta) + sdelta; dst = rmsnorm(resid) ⊙ w (delta and sdelta
+// may be 0).
+func (b *Backend) residualRMSNorm(dst, resid, delta, sdelta uint64, w *tensor.Tensor, n, d int, eps float32) {
 	k := b.kernel("rmsnorm", "residual_rmsnorm_"+suffix(w.DType))
-	b.args.reset().p(dst).p(resid).p(delta).p(alpha).p(steer).p(dev(w)).i(d).f(eps)
+	b.args.reset().p(dst).p(resid).p(delta).p(sdelta).p(dev(w)).i(d).f(eps)
 	b.launch(k, n, 1, 1, threadsFor(d), 0)
+}
+
+// steerAdd: x (n, d) += Σ_t alpha[t·n + i]·vecs[t] (kernels/steer.cu); steerDelta writes the sum
+// into delta instead. vecs is a device array of terms vector addresses, alpha (terms, n) F32.
+func (b *Backend) steerAdd(x, vecs, alpha uint64, n, d, terms int) {
+	b.args.reset().p(x).p(vecs).p(alpha).i(n).i(d).i(terms)
+	b.launch(b.kernel("steer", "steer_add_f32"), b.elementwiseGrid(n*d), 1, 1, 256, 0)
+}
+
+func (b *Backend) steerDelta(delta, vecs, alpha uint64, n, d, terms int) {
+	b.args.reset().p(delta).p(vecs).p(alpha).i(n).i(d).i(terms)
+	b.launch(b.kernel("steer", "steer_delta_f32"), b.elementwiseGrid(n*d), 1, 1, 256, 0)
 }
 
 func (b *Backend) rope(x, pos, invFreq uint64, n, heads, dim int) {
@@ -100,9 +113,19 @@ func (b *Backend) advance(pos, ctx, row, table uint64, blockSize int, tok, hist 
 	b.launch(b.kernel("sampling", "advance_i32"), 1, 1, 1, 32, 0)
 }
 
-func (b *Backend) kvStore(kc, vc, k, v, rows uint64, n, width int) {
+// kvStore writes n tokens' keys and values into the cache rows rows (n I32; < 0: none) of a
+// cache of dtype dt (F32, or BF16: rounded to nearest even).
+func (b *Backend) kvStore(kc, vc uint64, dt tensor.DType, k, v, rows uint64, n, width int) {
 	b.args.reset().p(kc).p(vc).p(k).p(v).p(rows).i(width)
-	b.launch(b.kernel("kvcache", "kv_store_f32"), n, 1, 1, min(1024, max(32, (width+31)&^31)), 0)
+	b.launch(b.kernel("kvcache", "kv_store_"+kvSuffix(dt)), n, 1, 1, min(1024, max(32, (width+31)&^31)), 0)
+}
+
+// kvSuffix is a KV cache dtype's kernel-name suffix: f32 or bf16.
+func kvSuffix(dt tensor.DType) string {
+	if dt != tensor.F32 && dt != tensor.BF16 {
+		panic(fmt.Sprintf("gpu: a KV cache of %s; the kernels take F32 and BF16", dt))
+	}
+	return suffix(dt)
 }
 
 func (b *Backend) random(t *tensor.Tensor, seed uint64, scale float32) {
@@ -279,7 +302,11 @@ func (b *Backend) gemmShared(x uint64, m, kdim int, outs ...gemmOut) {
 // GEMM writes y itself.
 func (b *Backend) gemmSplitK(y, xs uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	splits, kchunk := splitKParts(m, n, kdim, b.sms)
-	bm := splitKRowTile(m)
+	b.gemmSplitKAs(y, xs, w, bias, m, n, kdim, splits, kchunk, splitKRowTile(m))
+}
+
+// gemmSplitKAs is gemmSplitK with the splits, their k range and the row tile bm (≥ m) given.
+func (b *Backend) gemmSplitKAs(y, xs uint64, w, bias *tensor.Tensor, m, n, kdim, splits, kchunk, bm int) {
 	dst := y
 	var part *tensor.Tensor
 	if splits > 1 {
@@ -325,13 +352,48 @@ func (b *Backend) gemm(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	b.launch(b.kernel("gemm", "gemm_tiled_"+suffix(w.DType)), (n+63)/64, (m+63)/64, 1, 256, 0)
 }
 
-// attentionDecode runs the split-KV kernel and its combine step. partAcc holds
-// n·heads·parts·dim floats and partML n·heads·parts·2.
-func (b *Backend) attentionDecode(out, q, kc, vc, ctx, table, partAcc, partML uint64, n, maxBlocks, blockSize, heads, kvHeads, dim, parts int, scale float32) {
-	b.args.reset().p(partAcc).p(partML).p(q).p(kc).p(vc).p(ctx).p(table).i(maxBlocks).i(blockSize).i(heads).i(kvHeads).i(dim).i(parts).f(scale)
-	b.launch(b.kernel("attention", "attention_decode_f32"), parts, heads, n, 128, 0)
-	b.args.reset().p(out).p(partAcc).p(partML).i(heads).i(dim).i(parts)
-	b.launch(b.kernel("attention", "attention_combine_f32"), heads, n, 1, 128, 0)
+// decodeChunks is the most chunks attention_decode.cuh cuts a context into: the grid's x, and the
+// partial results it may leave per (token, head).
+const decodeChunks = 32
+
+// decodeGroups is the blocks per kv head of the decode attention: one per 8 query heads.
+func decodeGroups(heads, kvHeads int) int { return kvHeads * ((heads/kvHeads + 7) / 8) }
+
+// decodeScratch is the partials (F32 elements) and counters (I32) of a decode attention over n
+// tokens: acc (n, heads, 32, dim), ml (n, heads, 32, 2), count (n, decodeGroups).
+func decodeScratch(n, heads, kvHeads, dim int) (partials, counters int) {
+	return n * heads * decodeChunks * (dim + 2), n * decodeGroups(heads, kvHeads)
+}
+
+// attentionDecodeGQA runs attention_decode_gqa_* (kernels/attention_decode.cuh) over n tokens:
+// pos (n) I32 their positions (< 0: idle rows), table (n, stride) I32 their block tables; part
+// holds decodeScratch's partials (acc, then ml), count its counters, zero between launches.
+func (b *Backend) attentionDecodeGQA(out, q, kc, vc uint64, dt tensor.DType, pos, table uint64, stride, blockSize int,
+	part, count uint64, n, heads, kvHeads, dim int, scale float32) {
+	acc, ml := part, part+uint64(4*n*heads*decodeChunks*dim)
+	b.args.reset().p(out).p(acc).p(ml).p(count).p(q).p(kc).p(vc).p(pos).p(table).i(stride).i(blockSize).
+		i(heads).i(kvHeads).i(dim).f(scale)
+	name := fmt.Sprintf("attention_decode_gqa_%s_d%d", kvSuffix(dt), decodeDP(dim))
+	b.launch(b.kernel("attention", name), decodeChunks, decodeGroups(heads, kvHeads), n, 128, 0)
+}
+
+// attentionDecodeRoPEGQA is attentionDecodeGQA with RoPE of q and of the tokens' keys k and the
+// cache append of k and v in the same launch (kernels/decode.cu; compute capability ≥ 9.0).
+func (b *Backend) attentionDecodeRoPEGQA(out, q, k, v, kc, vc uint64, dt tensor.DType, pos, table uint64, stride, blockSize int,
+	invFreq, part, count uint64, n, heads, kvHeads, dim int, scale float32) {
+	acc, ml := part, part+uint64(4*n*heads*decodeChunks*dim)
+	b.args.reset().p(out).p(acc).p(ml).p(count).p(q).p(k).p(v).p(kc).p(vc).p(pos).p(table).i(stride).i(blockSize).
+		p(invFreq).i(heads).i(kvHeads).i(dim).f(scale)
+	name := fmt.Sprintf("attention_decode_rope_gqa_%s_d%d", kvSuffix(dt), decodeDP(dim))
+	b.launch(b.kernel("decode", name), decodeChunks, decodeGroups(heads, kvHeads), n, 128, 0)
+}
+
+// decodeDP is the head-size bound (128 or 256) of the decode attention entry point for dim.
+func decodeDP(dim int) int {
+	if dim <= 128 {
+		return 128
+	}
+	return 256
 }
 
 // attentionPrefill runs the flash-style kernel over tiles of 32 tokens, each of one sequence.
@@ -357,6 +419,21 @@ func (b *Backend) attentionPrefillMMA(out, q, kc, vc, ctx, table uint64, n, maxB
 	b.args.reset().p(out).p(q).p(kc).p(vc).p(ctx).p(table).i(n).i(maxBlocks).i(blockSize).i(heads).i(kvHeads).i(dim).f(scale)
 	b.launch(b.kernel("attention", name), (n*(heads/kvHeads)+prefillRows-1)/prefillRows, kvHeads, 1, 128, 0)
 }
+
+// attentionPrefillFA is attentionPrefillMMA over a BF16 cache: the tiles copied by cp.async into
+// faStages stages of shared memory (kernels/attention.cu, attention_prefill_fa_kvbf16_*).
+func (b *Backend) attentionPrefillFA(out, q, kc, vc, ctx, table uint64, n, maxBlocks, blockSize, heads, kvHeads, dim int, scale float32) {
+	dp := 128
+	if dim <= 64 {
+		dp = 64
+	}
+	b.args.reset().p(out).p(q).p(kc).p(vc).p(ctx).p(table).i(n).i(maxBlocks).i(blockSize).i(heads).i(kvHeads).i(dim).f(scale)
+	b.launch(b.kernel("attention", fmt.Sprintf("attention_prefill_fa_kvbf16_d%d", dp)), (n*(heads/kvHeads)+prefillRows-1)/prefillRows, kvHeads, 1, 128,
+		faStages*2*64*(dp+8)*2)
+}
+
+// faStages is the key and value tiles attention_prefill_fa_kvbf16_* keeps in flight (FA_STAGES).
+const faStages = 3
 
 // matvecNorm folds a decoder block's residual add and RMSNorm into a matvec launch
 // (kernels/matvec.cu, the matvec_rms_* kernels, one token): v = x + xb + alpha[0]·steer (xb and
@@ -474,16 +551,6 @@ func (b *Backend) productSwiGLU(y, x uint64, n, in int, gate, bg, up, bu *tensor
 	} else {
 		b.gemvSwiGLU(y, x, n, in, gate, bg, up, bu)
 	}
-}
-
-// attentionDecodeRoPE is the fused decode attention of one token (kernels/decode.cu): RoPE of q
-// and k at the device-resident position, the KV-cache append, split-KV attention over parts
-// partitions of 32 positions and their merge. count holds heads int32, zero between launches.
-func (b *Backend) attentionDecodeRoPE(out, partAcc, partML, count, q, k, v, kc, vc, pos, table, invFreq uint64,
-	blockSize, heads, kvHeads, dim, parts int, scale float32) {
-	b.args.reset().p(out).p(partAcc).p(partML).p(count).p(q).p(k).p(v).p(kc).p(vc).p(pos).p(table).p(invFreq).
-		i(blockSize).i(heads).i(kvHeads).i(dim).i(parts).f(scale)
-	b.launch(b.kernel("decode", "attention_decode_rope_f32"), parts, heads, 1, 128, 0)
 }
 
 // argmaxBlocks is the grid of argmax_advance_f32 over d logits: ~2 per thread of 1024-thread

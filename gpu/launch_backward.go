@@ -102,7 +102,11 @@ func (b *Backend) gemmExactDx(dx, dy uint64, w *tensor.Tensor, m, n, kdim int) {
 // sums that gemm_exact_reduce_f32 adds in split order.
 func (b *Backend) exactSplit(forward bool, y, a uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	splits, kchunk := exactParts(m, n, kdim, b.sms)
-	bm := exactRowTile(m)
+	b.exactSplitAs(forward, y, a, w, bias, m, n, kdim, splits, kchunk, exactRowTile(m))
+}
+
+// exactSplitAs is exactSplit with the splits, their k range and the row tile bm given.
+func (b *Backend) exactSplitAs(forward bool, y, a uint64, w, bias *tensor.Tensor, m, n, kdim, splits, kchunk, bm int) {
 	name, acc := fmt.Sprintf("gemm_exact_m%d_bf16", bm), 0
 	if !forward {
 		name, acc = fmt.Sprintf("gemm_exact_dx_m%d_bf16", bm), 1

@@ -55,27 +55,23 @@ func (b *Backend) RMSNorm(dst, x, w *tensor.Tensor, eps float32) {
 }
 
 // ResidualRMSNorm is the fused residual update and norm of a decoder block:
-// resid += delta (+ alpha[i]·steer on row i, when steer is not nil); dst = rmsnorm(resid) ⊙ w.
-// resid, delta, dst: (n, d) F32; alpha (n) F32; steer (d) F32.
-func (b *Backend) ResidualRMSNorm(dst, resid, delta, alpha, steer, w *tensor.Tensor, eps float32) {
+// resid = (resid + delta) + sdelta; dst = rmsnorm(resid) ⊙ w.
+// resid, delta, dst: (n, d) F32; sdelta (n, d) F32 steering rows, or nil.
+func (b *Backend) ResidualRMSNorm(dst, resid, delta, sdelta, w *tensor.Tensor, eps float32) {
 	sameShape("residual rmsnorm", dst, resid)
 	sameShape("residual rmsnorm", resid, delta)
 	n, d := resid.Rows(), resid.Cols()
-	if w.Numel() != d || (steer != nil && (steer.Numel() != d || alpha == nil || alpha.Numel() != n)) {
-		panic(fmt.Sprintf("gpu: residual rmsnorm of %v with weight %v, steer %v, alpha %v", resid.Shape, w, steer, alpha))
+	if w.Numel() != d || (sdelta != nil && sdelta.Numel() != n*d) {
+		panic(fmt.Sprintf("gpu: residual rmsnorm of %v with weight %v, steering rows %v", resid.Shape, w, sdelta))
 	}
 	defer b.enter()()
-	var a, s uint64
-	if steer != nil {
-		a, s = dev(alpha), dev(steer)
-	}
-	b.residualRMSNorm(dev(dst), dev(resid), dev(delta), a, s, w, n, d, eps)
+	b.residualRMSNorm(dev(dst), dev(resid), dev(delta), dev(sdelta), w, n, d, eps)
 	b.done("residual rmsnorm")
 }
 
 // MatMul: dst (n, out) = x (n, in) · wᵀ + bias. Up to 8 rows it is the GEMV (product); for more,
 // gemm: 9–128 rows (decode batches) with 16-bit weights take the split-K GEMM that streams W once,
-// larger n (prefill) the 128 × 128-tile GEMM.
+// larger n (prefill) the 128 × 128-tile GEMM (products says which when).
 func (b *Backend) MatMul(dst, x, w, bias *tensor.Tensor) {
 	n, in, out := x.Rows(), x.Cols(), w.Rows()
 	if len(w.Shape) != 2 || w.Cols() != in || dst.Rows() != n || dst.Cols() != out || (bias != nil && bias.Numel() != out) {
@@ -83,14 +79,7 @@ func (b *Backend) MatMul(dst, x, w, bias *tensor.Tensor) {
 	}
 	f32("matmul", dst, x)
 	defer b.enter()()
-	switch {
-	case n <= 8:
-		b.product(dev(x), n, in, gemvSeg{w: w, bias: bias, y: dev(dst)})
-	case b.ExactMatMul:
-		b.gemmExact(dev(dst), dev(x), w, bias, n, out, in)
-	default:
-		b.gemm(dev(dst), dev(x), w, bias, n, out, in)
-	}
+	b.products(dev(x), n, in, gemvSeg{w: w, bias: bias, y: dev(dst)})
 	b.done("matmul " + w.DType.String())
 }
 
@@ -106,16 +95,7 @@ func (b *Backend) MatMulQKV(yq, yk, yv, x, wq, bq, wk, bk, wv, bv *tensor.Tensor
 		}
 	}
 	defer b.enter()()
-	switch {
-	case n <= 8:
-		b.product(dev(x), n, in, gemvSeg{w: wq, bias: bq, y: dev(yq)}, gemvSeg{w: wk, bias: bk, y: dev(yk)}, gemvSeg{w: wv, bias: bv, y: dev(yv)})
-	case b.ExactMatMul:
-		b.gemmExact(dev(yq), dev(x), wq, bq, n, wq.Rows(), in)
-		b.gemmExact(dev(yk), dev(x), wk, bk, n, wk.Rows(), in)
-		b.gemmExact(dev(yv), dev(x), wv, bv, n, wv.Rows(), in)
-	default:
-		b.gemmShared(dev(x), n, in, gemmOut{dev(yq), wq, bq}, gemmOut{dev(yk), wk, bk}, gemmOut{dev(yv), wv, bv})
-	}
+	b.products(dev(x), n, in, gemvSeg{w: wq, bias: bq, y: dev(yq)}, gemvSeg{w: wk, bias: bk, y: dev(yk)}, gemvSeg{w: wv, bias: bv, y: dev(yv)})
 	b.done("matmul qkv")
 }
 
@@ -128,17 +108,7 @@ func (b *Backend) MatMulSwiGLU(dst, tmp, x, gate, bg, up, bu *tensor.Tensor) {
 		panic(fmt.Sprintf("gpu: swiglu of x %v, gate %v, up %v into %v", x.Shape, gate.Shape, up.Shape, dst.Shape))
 	}
 	defer b.enter()()
-	switch {
-	case n <= 8:
-		b.productSwiGLU(dev(dst), dev(x), n, in, gate, bg, up, bu)
-	case b.ExactMatMul:
-		b.gemmExact(dev(dst), dev(x), gate, bg, n, out, in)
-		b.gemmExact(dev(tmp), dev(x), up, bu, n, out, in)
-		b.siluMul(dev(dst), dev(dst), dev(tmp), n*out)
-	default:
-		b.gemmShared(dev(x), n, in, gemmOut{dev(dst), gate, bg}, gemmOut{dev(tmp), up, bu})
-		b.siluMul(dev(dst), dev(dst), dev(tmp), n*out)
-	}
+	b.productsSwiGLU(dev(dst), dev(tmp), dev(x), n, in, gate, bg, up, bu)
 	b.done("matmul swiglu")
 }
 

@@ -76,7 +76,7 @@ func (t *stepTimer) close() {
 // them. The step time this sums to is that of plain launches; the graph and PDL take launch gaps
 // and overlap off it, which the per-kernel view cannot show.
 func (d *Decoder) Profile(steps int) (*StepProfile, error) {
-	b := d.b
+	b := d.s.b
 	t := &stepTimer{}
 	defer func() { defer b.enter()(); t.close() }()
 	if err := b.Sync(); err != nil {

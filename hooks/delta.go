@@ -36,3 +36,67 @@ func (s *Set) Delta(dst *tensor.Tensor, p Point, seq, pos []int32) *tensor.Tenso
 	}
 	return dst
 }
+
+// Term is one addition at a point over the rows of a batch: row i gets Alpha[i]·Vector.
+type Term struct {
+	Vector []float32 // the Steer's own slice, not a copy: a backend may key a device copy by it
+	Alpha  []float32 // (rows) the strength at each row; 0 where the addition does not select it
+}
+
+// Terms returns the additions registered at p, in registration order, as terms over the batch
+// rows of sequences seq at positions pos, reusing dst's slices. Adding Σ_t Alpha_t[i]·Vector_t to
+// row i does what At does when Additive(p) (up to the order of the f32 sums): a backend that keeps
+// activations in its own memory uploads only the strengths of a step, and builds the rows there.
+func (s *Set) Terms(dst []Term, p Point, seq, pos []int32) []Term {
+	dst = dst[:0]
+	if !s.Active(p) {
+		return dst
+	}
+	for i := range s.points[p.Index(s.Dims.Layers)] {
+		e := &s.points[p.Index(s.Dims.Layers)][i]
+		if e.act != add {
+			continue
+		}
+		k := len(dst)
+		if k < cap(dst) {
+			dst = dst[:k+1]
+		} else {
+			dst = append(dst, Term{})
+		}
+		t := &dst[k]
+		t.Vector = e.steer.Vector
+		if cap(t.Alpha) < len(seq) {
+			t.Alpha = make([]float32, len(seq))
+		}
+		t.Alpha = t.Alpha[:len(seq)]
+		for r := range seq {
+			t.Alpha[r] = 0
+			if e.where.has(seq[r], pos[r]) {
+				t.Alpha[r] = e.steer.alpha(seq[r])
+			}
+		}
+	}
+	return dst
+}
+
+// ActivePoints appends to dst the points where something is registered, in forward order.
+func (s *Set) ActivePoints(dst []Point) []Point {
+	if s == nil {
+		return dst
+	}
+	last := len(s.points) - 1
+	for i, es := range s.points {
+		if len(es) == 0 {
+			continue
+		}
+		switch i {
+		case 0:
+			dst = append(dst, Point{-1, Embed})
+		case last:
+			dst = append(dst, Point{-1, FinalNorm})
+		default:
+			dst = append(dst, Point{(i - 1) / len(layerKinds), ResidPre + Kind((i-1)%len(layerKinds))})
+		}
+	}
+	return dst
+}

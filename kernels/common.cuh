@@ -117,3 +117,7 @@ __device__ __forceinline__ float load_cg(const float* p) {
     asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
     return v;
 }
+
+// An L2 load (L1 bypassed, as load_cg) that the compiler may schedule like any load, so that a
+// loop of them keeps several in flight; it still stays after the fences and barriers before it.
+__device__ __forceinline__ float load_l2(const float* p) { return __ldcg(p); }

@@ -2,27 +2,14 @@
 // each fusing what the generic ops do in several launches. Compiled for compute_90: they wait on
 // the kernel before them with programmatic dependent launch (common.cuh) and may overlap it.
 //
-// attention_decode_rope_f32 — RoPE of q and k, KV-cache append and split-KV attention with its
-// log-sum-exp merge, in one launch (five before: rope q, rope k, kv_store, attention, combine).
-// CPU reference: tensor.CPU.RoPE of q and k at position pos, tensor.CPU.StoreKV, then
-// tensor.CPU.Attention of the one query over positions 0…pos:
-//   out[h] = Σ_{j ≤ pos} softmax_j(rope(q[h])·k_j · scale) v_j,  k_pos = rope(k[g]), v_pos = v[g]
-// with g = h / (heads / kv_heads) and cache row table[j / bs]·bs + j % bs of position j.
-// Shapes: q (heads, D), k and v (kv_heads, D) f32 as the q/k/v projection wrote them (k not yet
-// rotated); kc, vc (cache rows, kv_heads, D) f32; pos (1) int32 on the device; inv_freq (D/2);
-// out (heads·D) f32; part_acc (heads, parts, D) and part_ml (heads, parts, 2) scratch; count
-// (heads) int32, zero between launches. D ≤ 256, even.
-// Block (p, h) takes positions [32p, 32p + 32) of head h: it rotates q (and, in the block holding
-// pos, k) in shared memory with the same f32 angle and sincosf as rope_f32; keys and values of
-// positions < pos come from the cache, those of pos from the rotated k and from v (the cache row
-// of pos is written by one block per kv head, the first query head of its group, and read by no
-// block of this launch). Scores as attention_decode_f32; the values are summed by 4 warps of 8
-// positions each with every load of a warp in flight at once, then added across warps. Each block
-// leaves (m, l, acc); the last block of a head to finish (an atomic count, reset by that block)
-// merges the partitions: out = Σ e^{m_p − M} acc_p / Σ e^{m_p − M} l_p. Partitions past pos
-// write only (m = −inf, l = 0). Memory traffic: (pos + 1)·kv_width·4·2 bytes of cache per query
-// head (the heads of a group share rows through L2) and the partials; latency-bound at short
-// contexts, where it replaces five launches by one.
+// attention_decode_rope_gqa_{f32,bf16}_d{128,256} — RoPE of q and k, the KV-cache append and decode
+// attention with its merge in one launch (five before: rope q, rope k, kv_store, attention,
+// combine), for every row of a decode step: kernels/attention_decode.cuh with ROPE. The block
+// that holds a token's position rotates its key, rounds key and value to the cache's type, writes
+// them into the cache row of that position and attends over them as the cache now holds them.
+// CPU reference: tensor.CPU.RoPE of q and k at pos, tensor.CPU.StoreKV, then tensor.CPU.Attention.
+// Shapes: q (n, heads, D), k and v (n, kv_heads, D) f32 as the q/k/v projection wrote them (k not
+// yet rotated); the rest as attention_decode.cuh says; D even.
 //
 // argmax_advance_f32 — greedy sampling and the position update of the decode loop in one launch,
 // over many blocks. CPU reference: llama.argmax (largest value, lowest index on a tie, NaN never
@@ -36,11 +23,7 @@
 // events between them time the kernels, not the host's launches.
 #include "common.cuh"
 
-#define AD_WARPS 4
-#define AD_PER_WARP 8
-#define AD_PART (AD_WARPS * AD_PER_WARP)  // positions per block
-#define AD_MAX_D 256
-#define AD_LANES (AD_MAX_D / 32)           // head dims per lane
+#include "attention_decode.cuh"
 
 // ---- device helpers ----
 
@@ -74,152 +57,18 @@ __device__ __forceinline__ void argmax_block(float& bv, int& bi) {
 
 // ---- kernels ----
 
-extern "C" __global__ void __launch_bounds__(AD_WARPS * 32) attention_decode_rope_f32(
-    float* out, float* part_acc, float* part_ml, int* count, const float* q, const float* k, const float* v,
-    float* kc, float* vc, const int* pos_p, const int* table, const float* inv_freq, int block_size, int heads,
-    int kv_heads, int dim, int parts, float scale) {
-    __shared__ float qs[AD_MAX_D], kcur[AD_MAX_D], cs[AD_MAX_D / 2], sn[AD_MAX_D / 2];
-    __shared__ float ps[AD_PART];
-    __shared__ const float* kptr[AD_PART];
-    __shared__ const float* vptr[AD_PART];
-    __shared__ float vsum[AD_WARPS][AD_MAX_D];
-    __shared__ int last;
-    const int p = blockIdx.x, h = blockIdx.y;
-    const int group = heads / kv_heads, g = h / group, width = kv_heads * dim, half = dim / 2;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    pdl_wait();
-    pdl_trigger();
-    const int pos = pos_p[0];
-    const int start = p * AD_PART, end = min(start + AD_PART, pos + 1);
-    const size_t slot = (size_t)h * parts + p;
-
-    if (start < end) {
-        const bool holds_pos = pos < end;  // and start ≤ pos, as start < end ≤ pos + 1
-        const float fp = (float)pos;
-        for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            float s, c;
-            sincosf(inv_freq[i] * fp, &s, &c);
-            sn[i] = s, cs[i] = c;
-        }
-        __syncthreads();
-        const float* qh = q + (size_t)h * dim;
-        const float* kh = k + (size_t)g * dim;
-        for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            float c = cs[i], s = sn[i];
-            float a = qh[i], b = qh[i + half];
-            float r0 = a * c - b * s, r1 = b * c + a * s;  // rope_f32's rounding, then the scale
-            qs[i] = r0 * scale, qs[i + half] = r1 * scale;
-            if (holds_pos) {
-                a = kh[i], b = kh[i + half];
-                kcur[i] = a * c - b * s, kcur[i + half] = b * c + a * s;
-            }
-        }
-        if (threadIdx.x < AD_PART) {
-            int j = start + threadIdx.x;
-            const float *kp = kc, *vp = vc;  // never read for j ≥ end
-            if (j == pos) {
-                kp = kcur, vp = v + (size_t)g * dim;
-            } else if (j < end) {
-                size_t r = (size_t)table[j / block_size] * block_size + j % block_size;
-                kp = kc + r * width + g * dim, vp = vc + r * width + g * dim;
-            }
-            kptr[threadIdx.x] = kp, vptr[threadIdx.x] = vp;
-        }
-        __syncthreads();
-
-        // Scores of this warp's 8 positions, lanes along D: every load issued before any is used.
-        float s[AD_PER_WARP];
-        const float* kp[AD_PER_WARP];
-        bool live[AD_PER_WARP];
-#pragma unroll
-        for (int u = 0; u < AD_PER_WARP; u++) {
-            int jj = warp * AD_PER_WARP + u;
-            s[u] = 0.f, kp[u] = kptr[jj], live[u] = start + jj < end;
-        }
-#pragma unroll
-        for (int i = 0; i < AD_LANES; i++) {
-            int e = lane + 32 * i;
-            if (e < dim) {
-                float qe = qs[e];
-#pragma unroll
-                for (int u = 0; u < AD_PER_WARP; u++)
-                    if (live[u]) s[u] += qe * kp[u][e];
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < AD_PER_WARP; u++) {
-            float t = warp_sum(s[u]);
-            if (lane == 0) ps[warp * AD_PER_WARP + u] = live[u] ? t : -INFINITY;
-        }
-        __syncthreads();
-        float m = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < AD_PART; j++) m = fmaxf(m, ps[j]);
-        __syncthreads();
-        if (threadIdx.x < AD_PART) ps[threadIdx.x] = expf(ps[threadIdx.x] - m);  // exp(−inf) = 0
-        __syncthreads();
-        float l = 0.f;
-#pragma unroll
-        for (int j = 0; j < AD_PART; j++) l += ps[j];
-
-        // Values: warp w sums its 8 positions, lanes along D; then the 4 warps' sums are added.
-        float a[AD_LANES];
-#pragma unroll
-        for (int i = 0; i < AD_LANES; i++) a[i] = 0.f;
-#pragma unroll
-        for (int u = 0; u < AD_PER_WARP; u++) {
-            int jj = warp * AD_PER_WARP + u;
-            if (!live[u]) continue;
-            float pj = ps[jj];
-            const float* vr = vptr[jj];
-#pragma unroll
-            for (int i = 0; i < AD_LANES; i++) {
-                int e = lane + 32 * i;
-                if (e < dim) a[i] += pj * vr[e];
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < AD_LANES; i++) {
-            int e = lane + 32 * i;
-            if (e < dim) vsum[warp][e] = a[i];
-        }
-        __syncthreads();
-        float* acc = part_acc + slot * dim;
-        for (int e = threadIdx.x; e < dim; e += blockDim.x) acc[e] = vsum[0][e] + vsum[1][e] + vsum[2][e] + vsum[3][e];
-        if (threadIdx.x == 0) part_ml[2 * slot] = m, part_ml[2 * slot + 1] = l;
-
-        // The current token's key and value into the cache, once per kv head.
-        if (holds_pos && h % group == 0) {
-            size_t r = ((size_t)table[pos / block_size] * block_size + pos % block_size) * width + g * dim;
-            for (int e = threadIdx.x; e < dim; e += blockDim.x) kc[r + e] = kcur[e], vc[r + e] = v[(size_t)g * dim + e];
-        }
-    } else if (threadIdx.x == 0) {
-        part_ml[2 * slot] = -INFINITY, part_ml[2 * slot + 1] = 0.f;
+#define DECODE_ROPE_ENTRY(NAME, KV, DP)                                                                               \
+    extern "C" __global__ void __launch_bounds__(ADG_WARPS * 32)                                                     \
+        NAME(float* out, float* part_acc, float* part_ml, int* count, const float* q, const float* k, const float* v,  \
+             KV* kc, KV* vc, const int* pos, const int* table, int stride, int block_size, const float* inv_freq,     \
+             int heads, int kv_heads, int dim, float scale) {                                                        \
+        attention_decode_gqa<KV, true, DP>(out, part_acc, part_ml, count, q, k, v, kc, vc, pos, table, stride,        \
+                                           block_size, inv_freq, heads, kv_heads, dim, scale);                        \
     }
-
-    // The last block of head h to finish merges the partitions (threadFenceReduction pattern).
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&count[h], 1) == parts - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    const float* ml = part_ml + 2 * (size_t)h * parts;
-    float M = -INFINITY;
-    for (int r = 0; r < parts; r++) M = fmaxf(M, load_cg(ml + 2 * r));
-    float L = 0.f;
-    for (int r = 0; r < parts; r++) L += expf(load_cg(ml + 2 * r) - M) * load_cg(ml + 2 * r + 1);
-    float inv = 1.f / L;
-    for (int e = threadIdx.x; e < dim; e += blockDim.x) {
-        float o = 0.f;
-        for (int r = 0; r < parts; r++) {
-            float w = expf(load_cg(ml + 2 * r) - M);
-            if (w != 0.f) o += w * load_cg(part_acc + ((size_t)h * parts + r) * dim + e);
-        }
-        out[(size_t)h * dim + e] = o * inv;
-    }
-    if (threadIdx.x == 0) count[h] = 0;  // every block of this launch has counted
-}
+DECODE_ROPE_ENTRY(attention_decode_rope_gqa_f32_d128, float, 128)
+DECODE_ROPE_ENTRY(attention_decode_rope_gqa_f32_d256, float, 256)
+DECODE_ROPE_ENTRY(attention_decode_rope_gqa_bf16_d128, bf16, 128)
+DECODE_ROPE_ENTRY(attention_decode_rope_gqa_bf16_d256, bf16, 256)
 
 extern "C" __global__ void __launch_bounds__(1024) argmax_advance_f32(
     int* tok, const float* x, int d, float* cand_v, int* cand_i, int* count, int* pos, int* ctx, int* row,

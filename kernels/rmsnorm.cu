@@ -7,9 +7,11 @@
 // the reduction, every write follows it).
 //
 // Fused form (residual_rmsnorm_*), one launch instead of two or three in a decode step:
-//   resid[i] += delta[i] + alpha[i] · steer        (delta, alpha, steer optional: null pointers)
-//   dst[i]    = rmsnorm(resid[i]) ⊙ w
-// alpha (n) f32 is each row's steering strength (0 leaves the row unsteered), steer (d) f32.
+//   resid[i] = (resid[i] + delta[i]) + sdelta[i]   (delta, sdelta optional: null pointers)
+//   dst[i]   = rmsnorm(resid[i]) ⊙ w
+// sdelta (n, d) f32 is the steering additions of each row (steer.cu's steer_delta_f32): the same
+// sums, in the same order, as an add of delta and then steer_add_f32 — and rmsnorm_* on the
+// result gives the same bits as this launch, so the fused and the op-by-op forms agree exactly.
 //
 // Memory traffic: read n·d·4 (x) + d·(2 or 4) (w), write n·d·4; the fused form reads delta and
 // writes resid too. Latency-bound in decode (one row of 4096): a few µs, mostly launch.
@@ -40,17 +42,15 @@ extern "C" __global__ void rmsnorm_bf16(float* dst, const float* x, const bf16* 
 extern "C" __global__ void rmsnorm_f16(float* dst, const float* x, const f16* w, int d, float eps) { rmsnorm(dst, x, w, d, eps); }
 
 template <typename W>
-__device__ void residual_rmsnorm(float* dst, float* resid, const float* delta, const float* alpha,
-                                 const float* steer, const W* w, int d, float eps) {
+__device__ void residual_rmsnorm(float* dst, float* resid, const float* delta, const float* sdelta, const W* w, int d, float eps) {
     __shared__ float scratch[32];
     int i = blockIdx.x;
     float* r = resid + (size_t)i * d;
-    float a = alpha != nullptr ? alpha[i] : 0.f;
     float ss = 0.f;
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         float v = r[k];
         if (delta != nullptr) v += delta[(size_t)i * d + k];
-        if (a != 0.f) v = fmaf(a, steer[k], v);
+        if (sdelta != nullptr) v += sdelta[(size_t)i * d + k];
         r[k] = v;
         ss += v * v;
     }
@@ -60,9 +60,9 @@ __device__ void residual_rmsnorm(float* dst, float* resid, const float* delta, c
     for (int k = threadIdx.x; k < d; k += blockDim.x) out[k] = r[k] * scale * to_f32(w[k]);
 }
 
-extern "C" __global__ void residual_rmsnorm_f32(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const float* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
-extern "C" __global__ void residual_rmsnorm_bf16(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const bf16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
-extern "C" __global__ void residual_rmsnorm_f16(float* dst, float* resid, const float* delta, const float* alpha, const float* steer, const f16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, alpha, steer, w, d, eps); }
+extern "C" __global__ void residual_rmsnorm_f32(float* dst, float* resid, const float* delta, const float* sdelta, const float* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, sdelta, w, d, eps); }
+extern "C" __global__ void residual_rmsnorm_bf16(float* dst, float* resid, const float* delta, const float* sdelta, const bf16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, sdelta, w, d, eps); }
+extern "C" __global__ void residual_rmsnorm_f16(float* dst, float* resid, const float* delta, const float* sdelta, const f16* w, int d, float eps) { residual_rmsnorm(dst, resid, delta, sdelta, w, d, eps); }
 
 template <typename W>
 __device__ void rmsnorm_backward(float* dx, const float* dy, const float* x, const W* w, int d, float eps) {

@@ -101,6 +101,7 @@ func (r *Runner) GenerateBatch(seqs []Sequence, opts BatchOptions) ([]Generated,
 		st.PromptTokens += len(s.Prompt)
 	}
 	kv := r.NewKVCache(positions, 16)
+	defer r.FreeKVCache(kv)
 	out := make([]Generated, len(seqs))
 
 	// Greedy decoding without penalties or biases needs only each row's argmax, which the

@@ -39,6 +39,15 @@ type Runner struct {
 	n, m int // tokens and logit rows the views below are shaped for
 
 	products [3]tensor.Product // the products of one input, for a backend with MatMulShared
+	// The decode-step fast path (steps.go): the backend's DecodeSteps once made, or stepsOff when
+	// it has none; buffers reused from step to step.
+	steps      DecodeSteps
+	stepsOff   bool
+	invariant  bool    // products in chunks that keep rows independent (invariant.go)
+	padRows    []int32 // the rows of one padded chunk
+	seen       []int32
+	stepPoints []hooks.Point
+	stepTerms  []PointTerms
 
 	x     *tensor.Tensor // (n, dim) residual stream
 	xn    *tensor.Tensor // (n, dim) normalised residual
@@ -59,6 +68,7 @@ type Runner struct {
 
 	store struct { // backing tensors the views above are cut from, in the backend's memory
 		x, xn, q, k, v, att, proj, gate, up, last, logit, host *tensor.Tensor
+		padX, padY                                             *tensor.Tensor // invariant.go's padded chunks
 	}
 }
 
@@ -91,16 +101,49 @@ type Precision struct {
 	ComputeBF16 bool
 }
 
-// SetPrecision sets how the runner trades exactness for speed. Anything but exact needs F32
-// activations on the CPU backend.
+// bf16KVBackend is a backend that keeps a BF16 KV cache under F32 activations (package gpu).
+type bf16KVBackend interface {
+	BF16KVCache() bool
+}
+
+// SetPrecision sets how the runner trades exactness for speed. A bf16 KV cache needs F32
+// activations on the CPU backend or on a backend that stores and attends over one (the GPU); bf16
+// compute needs F32 activations on the CPU backend.
 func (r *Runner) SetPrecision(p Precision) error {
-	if p != (Precision{}) {
-		if _, cpu := r.Backend.(*tensor.CPU); !cpu || r.act != tensor.F32 {
-			return fmt.Errorf("a bf16 KV cache and bf16 compute need F32 activations on the CPU backend")
+	_, cpu := r.Backend.(*tensor.CPU)
+	if p.KVBF16 {
+		kb, ok := r.Backend.(bf16KVBackend)
+		if !(cpu || ok && kb.BF16KVCache()) || r.act != tensor.F32 {
+			return fmt.Errorf("a bf16 KV cache needs F32 activations on the CPU or GPU backend")
+		}
+	}
+	if p.ComputeBF16 {
+		if !cpu || r.act != tensor.F32 {
+			return fmt.Errorf("bf16 compute needs F32 activations on the CPU backend")
 		}
 	}
 	r.prec = p
 	return nil
+}
+
+// BatchInvariant is a backend that can compute each row of a batch independently of the other
+// rows, so that a prompt's logits are the same bits whatever batch it runs in and wherever it
+// sits in it (package gpu: one kernel and one order of summation per op whatever the batch size;
+// slower).
+type BatchInvariant interface {
+	SetBatchInvariant(on bool)
+}
+
+// SetDeterministic makes every row's result independent of the batch it runs in, or lets each
+// product pick the fastest kernel for its batch size (the default). A BatchInvariant backend does
+// it itself; on others (the CPU) the runner hands MatMul rows in chunks that run one kernel
+// whatever the batch (invariant.go), at some cost in prefill.
+func (r *Runner) SetDeterministic(on bool) {
+	if bi, ok := r.Backend.(BatchInvariant); ok {
+		bi.SetBatchInvariant(on)
+		return
+	}
+	r.invariant = on
 }
 
 // To returns the model with every weight uploaded to b; on the CPU, m itself.
@@ -297,6 +340,12 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 			r.rows = append(r.rows, int32(i))
 		}
 	}
+	if logits, ok, err := r.stepped(b, kv, h, rec); ok || err != nil {
+		if err != nil {
+			return r.host, err
+		}
+		return logits, nil
+	}
 	f := firing{h: h, be: r.Backend, seq: b.Seq, pos: b.Pos}
 
 	be := r.Backend
@@ -335,7 +384,15 @@ type firing struct {
 	be       tensor.Backend
 	seq, pos []int32
 	delta    *tensor.Tensor // host rows of the additions at a point, for activations on a device
+	terms    []hooks.Term   // the additions at a point, for a SteerBackend
 	err      error
+}
+
+// SteerBackend is a backend that adds steering terms to activations in its own memory: x (n,
+// width) row i += Σ_t terms[t].Alpha[i]·terms[t].Vector, the rows built there from the vectors
+// (copied to the device once) and the strengths, so no rows of additions cross to the device.
+type SteerBackend interface {
+	AddTerms(x *tensor.Tensor, terms []hooks.Term)
 }
 
 func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
@@ -346,8 +403,9 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 		f.err = f.h.At(p, x, f.seq, f.pos)
 		return
 	}
-	// On a device, a point with additions alone takes them as one uploaded delta: steering a batch
-	// costs an upload and an add. Reads, captures and patches run there too (hooks.Set.AtDevice).
+	// On a device, a point with additions alone takes them as terms built there (SteerBackend), or
+	// as one uploaded delta: steering a batch costs an add. Reads, captures and patches run there
+	// too (hooks.Set.AtDevice).
 	if !f.h.Additive(p) {
 		d, ok := f.be.(hooks.Device)
 		if !ok {
@@ -355,6 +413,11 @@ func (f *firing) at(p hooks.Point, x *tensor.Tensor) {
 			return
 		}
 		f.err = f.h.AtDevice(p, x, f.seq, f.pos, d)
+		return
+	}
+	if sb, ok := f.be.(SteerBackend); ok {
+		f.terms = f.h.Terms(f.terms, p, f.seq, f.pos)
+		sb.AddTerms(x, f.terms)
 		return
 	}
 	f.delta = f.h.Delta(f.delta, p, f.seq, f.pos)
@@ -373,11 +436,11 @@ type bf16Backend interface {
 // matMul is the backend's MatMul, or its MatMulBF16 when the precision asks for bf16 compute and
 // the pass may use it (fast: not a recording for the backward pass).
 func (r *Runner) matMul(fast bool, dst, x, w, b *tensor.Tensor) {
-	if fast && r.prec.ComputeBF16 {
+	if fast && r.prec.ComputeBF16 && !r.invariant { // bf16 products would round by batch size
 		r.Backend.(bf16Backend).MatMulBF16(dst, x, w, b)
 		return
 	}
-	r.Backend.MatMul(dst, x, w, b)
+	r.product(dst, x, w, b)
 }
 
 // sharedBackend is a backend that computes several products of one input in one pass
@@ -389,7 +452,7 @@ type sharedBackend interface {
 // shared computes the products of x, as matMul would one by one.
 func (r *Runner) shared(fast bool, x *tensor.Tensor, ps ...tensor.Product) {
 	sb, ok := r.Backend.(sharedBackend)
-	if !ok {
+	if !ok || r.invariant { // a deterministic runner cuts each product into chunks of rows
 		for _, p := range ps {
 			r.matMul(fast, p.Dst, x, p.W, p.Bias)
 		}

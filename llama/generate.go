@@ -82,12 +82,28 @@ func (r *Runner) Generate(prompt []int32, opts GenerateOptions, emit func(int32)
 		stop = m.StopIDs()
 	}
 	kv := r.NewKVCache(total, 16)
+	defer r.FreeKVCache(kv)
 	sampler := NewSampler(opts.Sampler, m.Config.Vocab)
 	context := make([]int32, 0, total)
 	context = append(context, prompt...)
 
+	// Greedy decoding needs only the argmax, which a device finds where the logits are
+	// (RowArgmax): a step then moves one id instead of a row of logits.
+	greedy := opts.Sampler.Greedy()
+	id := make([]int32, 1)
+	pass := func(b Batch) (int32, error) {
+		if greedy {
+			err := r.greedy(b, kv, nil, id)
+			return id[0], err
+		}
+		logits, err := r.Forward(b, kv, nil)
+		if err != nil {
+			return 0, err
+		}
+		return sampler.Sample(logits.F32(), context), nil
+	}
 	start := time.Now()
-	logits, err := r.Forward(Prompt(0, prompt, 0, false), kv, nil)
+	next, err := pass(Prompt(0, prompt, 0, false))
 	if err != nil {
 		return st, err
 	}
@@ -95,7 +111,6 @@ func (r *Runner) Generate(prompt []int32, opts GenerateOptions, emit func(int32)
 	start = time.Now()
 	step := Batch{Tokens: make([]int32, 1), Seq: []int32{0}, Pos: make([]int32, 1), Logits: []bool{true}}
 	for len(context) < total {
-		next := sampler.Sample(logits.F32(), context)
 		if slices.Contains(stop, next) {
 			st.Stopped = true
 			break
@@ -106,7 +121,7 @@ func (r *Runner) Generate(prompt []int32, opts GenerateOptions, emit func(int32)
 			break
 		}
 		step.Tokens[0], step.Pos[0] = next, int32(len(context)-1)
-		if logits, err = r.Forward(step, kv, nil); err != nil {
+		if next, err = pass(step); err != nil {
 			return st, err
 		}
 		st.DecodeSteps++
@@ -123,6 +138,7 @@ func (r *Runner) Score(tokens []int32) (logprobs []float64, logits *tensor.Tenso
 		return nil, nil, fmt.Errorf("scoring needs at least 2 tokens, got %d", len(tokens))
 	}
 	kv := r.NewKVCache(len(tokens), 16)
+	defer r.FreeKVCache(kv)
 	out, err := r.Forward(Prompt(0, tokens, 0, true), kv, nil)
 	if err != nil {
 		return nil, nil, err

@@ -1,7 +1,8 @@
 """Prints the device check's short table from the JSON lines in its output folder: gpubench's
 (tiller.jsonl), the HF logits, gradient and attribution comparisons (hf.jsonl), the AtP benchmark
 of tiller and PyTorch (attrib.jsonl), `tiller profile`'s (profile.jsonl), the generate comparison
-(generate.jsonl) and, when it ran, HF transformers' own speeds (hf-baseline.jsonl).
+(generate.jsonl) and HF transformers' own speeds (hf-baseline.jsonl), with the goals of the one
+fast path (batch-1 decode through the runner, steering overhead, prefill, 64 steered rows) first.
 
 Usage: python3 scripts/device-table.py OUT_DIR > table.md
 """
@@ -28,6 +29,39 @@ def rows(path):
 
 def fmt(v, spec):
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def ratio(a, b):
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def goals(t, base, peak):
+    """The goals of the one fast path (DESIGN.md's performance table), each against its peer or
+    ceiling measured in the same call: tiller's rows from tiller.jsonl, HF's from hf-baseline.jsonl."""
+    run = {r.get("variant"): r for r in t if r.get("what") == "tiller_runner_b1"}
+    pre = {bool(r.get("kv_bf16")): r for r in t if r.get("what") == "tiller_prefill"}
+    hp = next((x for x in base if x.get("what") == "hf_prefill" and x.get("tokens") == 2048), {})
+    steered = next((r for r in t if r.get("what") == "tiller_generate_batch" and r.get("steered")), {})
+    hf = {bool(x.get("compiled")): x for x in base if x.get("what") == "hf_generate" and x.get("rows") == 64}
+    print("\n| goal (same card, same call) | tiller | peer or ceiling | ratio | goal |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in ("generate, kv bf16", "generate, kv f32"):
+        r = run.get(name, {})
+        print(f"| batch-1 decode through the runner (tiller generate --device cuda), {name.split(', ')[1]} | "
+              f"{fmt(r.get('tok_s'), '.1f')} tok/s ({fmt(r.get('weight_gbps'), '.0f')} GB/s) | copy {fmt(peak, '.0f')} GB/s | "
+              f"{fmt(r.get('frac_copy'), '.3f')} × copy | ≥ 0.9 |")
+    plain, st = run.get("batch of 1, kv bf16", {}), run.get("batch of 1, kv bf16, steered at one layer", {})
+    over = ratio(st.get("ms_per_token"), plain.get("ms_per_token"))
+    print(f"| steering at one layer, batch of 1 through the runner | {fmt(st.get('ms_per_token'), '.3f')} ms/token | "
+          f"{fmt(plain.get('ms_per_token'), '.3f')} unsteered | {fmt(over and (over - 1) * 100, '+.2f')}% | ≤ +2% |")
+    for kv in (True, False):
+        r = pre.get(kv, {})
+        print(f"| prefill 2048 tokens, kv {'bf16' if kv else 'f32'} | {fmt(r.get('tok_s'), '.0f')} tok/s | HF sdpa {fmt(hp.get('tok_s'), '.0f')} tok/s | "
+              f"{fmt(ratio(r.get('tok_s'), hp.get('tok_s')), '.2f')} × | ≥ 1.0 |")
+    for compiled, goal in ((False, "≥ 5"), (True, "≥ 1.5")):
+        x = hf.get(compiled, {})
+        print(f"| 64 rows, steered, per decode step, vs HF static cache {'compiled' if compiled else 'eager'} | {fmt(steered.get('tok_s'), '.0f')} tok/s | "
+              f"{fmt(x.get('tok_s'), '.0f')} tok/s | {fmt(ratio(steered.get('tok_s'), x.get('tok_s')), '.2f')} × | {goal} |")
 
 
 def main():
@@ -64,6 +98,8 @@ def main():
     hd = next((r for r in base if r.get("what") == "hf_decode_b1"), None)
     if hd:
         print(f"| HF transformers eager (same call) | {fmt(hd.get('tok_s'), '.1f')} | {fmt(hd.get('ms_per_token'), '.3f')} | | | |")
+
+    goals(t, base, peak)
 
     hc = next((r for r in h if r.get("what") == "hf_logits"), None)
     print("\n| HF logits, 8B shape, 2 layers, 32 ids: max abs diff / max abs HF fp32 | value |")

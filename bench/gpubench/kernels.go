@@ -141,7 +141,7 @@ func kernels(b *gpu.Backend, c *llama.Config) error {
 		}
 		bandwidthRow("rmsnorm_bf16", fmt.Sprintf("%dx%d", n, d), float64(2*n*d*4+d*2), ms)
 		delta := randomT(b, 12, 1, tensor.F32, n, d)
-		ms, err = b.Time(3, 20, func() { b.ResidualRMSNorm(dst, x, delta, nil, nil, w, 1e-5) })
+		ms, err = b.Time(3, 20, func() { b.ResidualRMSNorm(dst, x, delta, nil, w, 1e-5) })
 		if err != nil {
 			return err
 		}

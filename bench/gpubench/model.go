@@ -28,7 +28,8 @@ var decodeVariants = []decodeVariant{
 
 // model builds the full model with random bf16 weights in device memory, then times batch-1
 // greedy decode in each form of the step (one CUDA graph per step), profiles each kernel of the
-// generic and the fused step, and times a prefill.
+// generic and the fused step, times batch-1 decode through the runner (runnerDecode), a prefill,
+// and batched generation.
 func model(b *gpu.Backend, c *llama.Config) error {
 	m, decodeBytes, err := randomDeviceModel(b, c)
 	if err != nil {
@@ -124,31 +125,39 @@ func model(b *gpu.Backend, c *llama.Config) error {
 		}
 	}
 
-	// Prefill of -prefill tokens through the runner (GEMMs on tensor cores, flash-style attention).
+	// The same decode as the user commands run it: through the runner, one step at a time.
+	guarded("runner decode", func() error { return runnerDecode(b, m, decodeBytes) })
+
+	// Prefill of -prefill tokens through the runner (GEMMs on tensor cores, flash-style
+	// attention), into the bf16 KV cache the commands use on the GPU by default (the pipelined
+	// kernel) and into an f32 one; the batched generation after it runs on the bf16 cache too.
 	n := *prefillN
 	ids := make([]int32, n)
 	for i := range ids {
 		ids[i] = int32(rand.IntN(c.Vocab))
 	}
-	kv := r.NewKVCache(n, 16)
-	var fwdErr error
-	ms, err := b.Time(1, 3, func() {
-		kv.Release(0)
-		if _, err := r.Forward(llama.Prompt(0, ids, 0, false), kv, nil); err != nil && fwdErr == nil {
-			fwdErr = err
+	for _, bf16 := range []bool{false, true} {
+		if err := r.SetPrecision(llama.Precision{KVBF16: bf16}); err != nil {
+			return err
 		}
-	})
-	if err == nil {
-		err = fwdErr
-	}
-	if err != nil {
-		return fmt.Errorf("prefill: %w", err)
-	}
-	params := float64(decodeBytes) / 2
-	emit(map[string]any{"what": "tiller_prefill", "tokens": n, "ms": ms, "tok_s": float64(n) / ms * 1e3, "tflops": 2 * params * float64(n) / (ms * 1e-3) / 1e12})
-	for l := range kv.K {
-		b.Free(kv.K[l])
-		b.Free(kv.V[l])
+		kv := r.NewKVCache(n, 16)
+		var fwdErr error
+		ms, err := b.Time(1, 3, func() {
+			kv.Release(0)
+			if _, err := r.Forward(llama.Prompt(0, ids, 0, false), kv, nil); err != nil && fwdErr == nil {
+				fwdErr = err
+			}
+		})
+		r.FreeKVCache(kv)
+		if err == nil {
+			err = fwdErr
+		}
+		if err != nil {
+			return fmt.Errorf("prefill (kv bf16 %v): %w", bf16, err)
+		}
+		params := float64(decodeBytes) / 2
+		emit(map[string]any{"what": "tiller_prefill", "tokens": n, "kv_bf16": bf16, "ms": ms, "tok_s": float64(n) / ms * 1e3,
+			"tflops": 2 * params * float64(n) / (ms * 1e-3) / 1e12})
 	}
 	if *batchRows > 0 {
 		if err := batched(b, r, *batchRows, *batchNew); err != nil {

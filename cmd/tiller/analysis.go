@@ -20,6 +20,7 @@ type analysisFlags struct {
 	chat               bool
 	dtype              string
 	device             *string
+	precision          precisionFlags
 }
 
 func (a *analysisFlags) register(fs *flag.FlagSet) {
@@ -30,6 +31,7 @@ func (a *analysisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.out, "out", "", "safetensors file to write, one tensor per hook point named after it (required)")
 	fs.StringVar(&a.dtype, "dtype", "f32", "precision of activations and gradients: f32, or f64 for exact analysis (CPU)")
 	a.device = deviceFlag(fs)
+	a.precision.register(fs, false, true)
 }
 
 func (a *analysisFlags) check(pos []string) (tensor.DType, error) {
@@ -74,7 +76,7 @@ func runCache(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l, r, err := openAnalysis(a.modelFlags, *a.device, dt, stderr)
+	l, r, err := openAnalysis(a.modelFlags, *a.device, dt, a.precision.deterministic, stderr)
 	if err != nil {
 		return err
 	}
@@ -116,7 +118,7 @@ A token is written as the text it decodes to (e.g. " happy") when that is one to
 	if *metricSpec == "" {
 		return usagef("--metric is required")
 	}
-	l, r, err := openAnalysis(a.modelFlags, *a.device, dt, stderr)
+	l, r, err := openAnalysis(a.modelFlags, *a.device, dt, a.precision.deterministic, stderr)
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,8 @@ assistant's message continues that message; one ending with the user's opens the
 	seed := fs.Uint64("seed", 1, "seed of the --verify sample")
 	dtypeName := fs.String("dtype", "f32", "precision of activations and gradients: f32, or f64 for exact analysis (CPU)")
 	device := deviceFlag(fs)
+	var pf precisionFlags
+	pf.register(fs, false, true)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -109,7 +111,7 @@ assistant's message continues that message; one ending with the user's opens the
 	}
 	*pairsPath = pairsFile
 	sum := sha256.Sum256(raw)
-	l, r, err := openAnalysis(mf, *device, dt, stderr)
+	l, r, err := openAnalysis(mf, *device, dt, pf.deterministic, stderr)
 	if err != nil {
 		return err
 	}

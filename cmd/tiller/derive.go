@@ -31,6 +31,8 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 	from := fs.String("from", "", "convert this vector file (safetensors or GGUF) instead of deriving one")
 	otherModel := fs.Bool("other-model", false, "with --from and --model: accept a vector made for a model of another shape")
 	device := deviceFlag(fs)
+	var pf precisionFlags
+	pf.register(fs, false, true)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -75,7 +77,7 @@ func runDerive(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l, r, err := openAnalysis(mf, *device, tensor.F32, stderr)
+	l, r, err := openAnalysis(mf, *device, tensor.F32, pf.deterministic, stderr)
 	if err != nil {
 		return err
 	}

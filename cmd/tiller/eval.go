@@ -24,11 +24,17 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 	resamples := fs.Int("bootstrap", 2000, "bootstrap resamples for the 95% intervals")
 	limit := fs.Int("limit", 0, "use only the first N prompts (0: all)")
 	device := deviceFlag(fs)
+	var pf precisionFlags
+	pf.register(fs, true, true)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if err := checkDevice(*device); err != nil {
+		return err
+	}
+	prec, err := pf.precision(*device)
+	if err != nil {
 		return err
 	}
 	if err := mf.check(); err != nil {
@@ -67,6 +73,9 @@ func runEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	if err := pf.apply(l.runner, prec); err != nil {
+		return err
+	}
 	sc, err := sf.config(l.model.Gen)
 	if err != nil {
 		return err

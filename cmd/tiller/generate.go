@@ -71,14 +71,14 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("generate", "--model DIR [flags] PROMPT", stderr)
 	var mf modelFlags
 	var sf samplerFlags
-	var pf precisionFlags
 	mf.register(fs)
 	sf.register(fs)
-	pf.register(fs)
 	chat := fs.Bool("chat", false, "wrap the prompt in the model's chat template as a user turn")
 	system := fs.String("system", "", "system message (with --chat)")
 	maxTokens := fs.Int("max-tokens", 256, "the most tokens to generate")
 	device := deviceFlag(fs)
+	var pf precisionFlags
+	pf.register(fs, true, false)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -105,7 +105,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
-	if err := l.runner.SetPrecision(prec); err != nil {
+	if err := pf.apply(l.runner, prec); err != nil {
 		return err
 	}
 	sc, err := sf.config(l.model.Gen)

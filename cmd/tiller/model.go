@@ -130,8 +130,9 @@ func deviceFlag(fs *flag.FlagSet) *string {
 }
 
 // openAnalysis opens the model for reading activations and gradients: on the CPU a runner with
-// activations of dtype dt; on the GPU (--device cuda, F32 only) its runner at analysis precision.
-func openAnalysis(mf modelFlags, device string, dt tensor.DType, stderr io.Writer) (*loaded, *llama.Runner, error) {
+// activations of dtype dt; on the GPU (--device cuda, F32 only) its runner at analysis precision;
+// either batch-invariant when deterministic (--deterministic).
+func openAnalysis(mf modelFlags, device string, dt tensor.DType, deterministic bool, stderr io.Writer) (*loaded, *llama.Runner, error) {
 	if device == "cuda" && dt != tensor.F32 {
 		return nil, nil, usagef("--dtype f64 runs on the CPU only (the GPU computes gradients in f32 at full precision)")
 	}
@@ -139,13 +140,14 @@ func openAnalysis(mf modelFlags, device string, dt tensor.DType, stderr io.Write
 	if err != nil {
 		return nil, nil, err
 	}
+	r := l.runner
 	if device != "cuda" {
-		return l, llama.NewRunnerOf(l.model, l.backend, dt), nil
-	}
-	if a, ok := l.runner.Backend.(analysisBackend); ok {
+		r = llama.NewRunnerOf(l.model, l.backend, dt)
+	} else if a, ok := r.Backend.(analysisBackend); ok {
 		a.SetAnalysis()
 	}
-	return l, l.runner, nil
+	r.SetDeterministic(deterministic)
+	return l, r, nil
 }
 
 // fitsDevice checks, for a runner on a device, that a recorded forward and backward pass over

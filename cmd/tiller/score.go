@@ -16,7 +16,7 @@ func runScore(args []string, stdout, stderr io.Writer) error {
 	var mf modelFlags
 	var pf precisionFlags
 	mf.register(fs)
-	pf.register(fs)
+	pf.register(fs, true, false)
 	chat := fs.Bool("chat", false, "score the text as one user turn of the chat template")
 	logitsOut := fs.String("logits-out", "", "write the f32 logits at every position to this safetensors file (tensor \"logits\", shape (positions, vocab))")
 	pos, err := parse(fs, args)
@@ -39,7 +39,7 @@ func runScore(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
-	if err := l.runner.SetPrecision(prec); err != nil {
+	if err := pf.apply(l.runner, prec); err != nil {
 		return err
 	}
 	ids, err := l.encode(txt, *chat, "", false)

@@ -41,6 +41,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	maxQueue := fs.Int("max-queue", 64, "requests waiting for a place before new ones get 429")
 	maxTokens := fs.Int("max-tokens", 256, "max_tokens of a request that gives none")
 	device := deviceFlag(fs)
+	var pf precisionFlags
+	pf.register(fs, true, false)
 	ui := fs.Bool("ui", false, "serve the workbench page at /ui/: the attribution explorer and the steering playground")
 	attributions := fs.String("attributions", "", "folder of `tiller attribute --out` results that GET /v1/attributions offers read-only (and the page's explorer)")
 	lexicon := fs.String("lexicon", data.Lexicon, "emotion lexicon of POST /v1/scores: a file in NRC EmoLex's word-level format, or \"lexicon\" for the shipped starter")
@@ -49,6 +51,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := checkDevice(*device); err != nil {
+		return err
+	}
+	prec, err := pf.precision(*device)
+	if err != nil {
 		return err
 	}
 	if err := mf.check(); err != nil {
@@ -84,6 +90,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	if err := pf.apply(l.runner, prec); err != nil {
+		return err
+	}
 	eng, err := engine.New(l.runner, engine.Options{
 		BlockSize: *blockSize, Blocks: (*kvTokens + *blockSize - 1) / *blockSize,
 		BatchTokens: *batchTokens, MaxRunning: *maxRunning, MaxWaiting: *maxQueue,

@@ -280,11 +280,17 @@ func runSteer(args []string, stdout, stderr io.Writer) error {
 	st.register(fs, 128, "")
 	out := fs.String("out", "", "also write the generations as JSON Lines to this file")
 	device := deviceFlag(fs)
+	var pf precisionFlags
+	pf.register(fs, true, false)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if err := checkDevice(*device); err != nil {
+		return err
+	}
+	prec, err := pf.precision(*device)
+	if err != nil {
 		return err
 	}
 	if err := mf.check(); err != nil {
@@ -306,6 +312,9 @@ func runSteer(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer l.Close()
+	if err := pf.apply(l.runner, prec); err != nil {
+		return err
+	}
 	sc, err := sf.config(l.model.Gen)
 	if err != nil {
 		return err

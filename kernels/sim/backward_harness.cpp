@@ -5,7 +5,9 @@
 // are added into outputs that start from random values, outputs are poisoned with NaN where they
 // are written and a sentinel follows every buffer; batches interleave sequences in a shuffled
 // order, shapes are odd (head_dim 20, 48), GQA groups 1–4. The f32-precision products
-// (gemm_exact_*) are held to 2e-6: rounding the activation to bf16 misses that by ~1000×.
+// (gemm_exact_*) are held to 2e-6: rounding the activation to bf16 misses that by ~1000×. With
+// them, the forward ops the decode step shares with the op-by-op path: residual_rmsnorm,
+// steer_add/steer_delta and kv_store, held bit for bit to the sums they promise.
 // `make kernel-sim` builds and runs it after the other two harnesses.
 #include "rmsnorm.cu"
 #include "elementwise.cu"
@@ -14,6 +16,8 @@
 #include "gemm_exact.cu"
 #include "attention_backward.cu"
 #include "attribution.cu"
+#include "steer.cu"
+#include "kvcache.cu"
 #include <cstdio>
 #include <random>
 #include <string>
@@ -496,7 +500,116 @@ static void test_qk() {
     compare("atp_qk key nodes", std::vector<float>(kout.begin(), kout.end()), wk, 1e-6, 1e-5);
 }
 
+// The forward ops the decode step shares with the op-by-op path: residual_rmsnorm with the
+// steering rows (the resid update bit for bit as an add and a steer add, and rmsnorm_* over it
+// giving its output bit for bit), steer_add/steer_delta (the fma chain over terms, bit for bit),
+// kv_store into f32 and bf16 caches (rounding to nearest even, idle rows untouched).
+static int threadsFor(int d) { return d >= 2048 ? 512 : d >= 512 ? 256 : 128; }
+
+static void test_residual_rmsnorm() {
+    for (int dt = 0; dt < 3; dt++)
+        for (int d : {4096, 100, 33}) {
+            const int n = 3;
+            const float eps = 1e-5f;
+            auto resid = randf((size_t)n * d, 2), delta = randf((size_t)n * d, 1), sdelta = randf((size_t)n * d, 0.5);
+            Weights w = weights(d, dt, 0.3, 1.0);
+            for (int form = 0; form < 3; form++) {  // 0: no deltas; 1: delta; 2: delta and steering rows
+                auto r = resid;
+                std::vector<float> dst((size_t)n * d + 8, NaN), want_r((size_t)n * d);
+                for (size_t e = 0; e < want_r.size(); e++) {
+                    float v = r[e];
+                    if (form > 0) v += delta[e];
+                    if (form > 1) v += sdelta[e];
+                    want_r[e] = v;
+                }
+                const float* dp = form > 0 ? delta.data() : nullptr;
+                const float* sp = form > 1 ? sdelta.data() : nullptr;
+                sim_launch(n, 1, 1, threadsFor(d), [&] {
+                    if (dt == 0) residual_rmsnorm_f32(dst.data(), r.data(), dp, sp, w.f.data(), d, eps);
+                    if (dt == 1) residual_rmsnorm_bf16(dst.data(), r.data(), dp, sp, (const bf16*)w.h.data(), d, eps);
+                    if (dt == 2) residual_rmsnorm_f16(dst.data(), r.data(), dp, sp, (const f16*)w.h.data(), d, eps);
+                });
+                std::string what = std::string("residual_rmsnorm_") + dtName(dt) + " d=" + std::to_string(d) + " form " + std::to_string(form);
+                checks++;
+                if (memcmp(r.data(), want_r.data(), want_r.size() * 4) != 0) { fails++; printf("FAIL %s: resid is not (resid + delta) + sdelta bit for bit\n", what.c_str()); }
+                std::vector<double> want((size_t)n * d);
+                for (int i = 0; i < n; i++) {
+                    double ss = 0;
+                    for (int k = 0; k < d; k++) ss += (double)want_r[(size_t)i * d + k] * want_r[(size_t)i * d + k];
+                    double sc = 1 / sqrt(ss / d + eps);
+                    for (int k = 0; k < d; k++) want[(size_t)i * d + k] = want_r[(size_t)i * d + k] * sc * w.val[k];
+                }
+                compare(what, dst, want, 1e-5, 1e-4);
+                std::vector<float> plain((size_t)n * d, NaN);
+                sim_launch(n, 1, 1, threadsFor(d), [&] {
+                    if (dt == 0) rmsnorm_f32(plain.data(), r.data(), w.f.data(), d, eps);
+                    if (dt == 1) rmsnorm_bf16(plain.data(), r.data(), (const bf16*)w.h.data(), d, eps);
+                    if (dt == 2) rmsnorm_f16(plain.data(), r.data(), (const f16*)w.h.data(), d, eps);
+                });
+                checks++;
+                if (memcmp(plain.data(), dst.data(), plain.size() * 4) != 0) { fails++; printf("FAIL %s: rmsnorm of the updated stream differs from the fused output\n", what.c_str()); }
+            }
+        }
+}
+
+static void test_steer() {
+    const int n = 5, d = 37;
+    for (int terms = 0; terms <= 3; terms++) {
+        std::vector<std::vector<float>> vs;
+        std::vector<const float*> vecs;
+        for (int t = 0; t < terms; t++) vs.push_back(randf(d, 1));
+        for (auto& v : vs) vecs.push_back(v.data());
+        auto alpha = randf((size_t)terms * n, 3);
+        if (terms > 0) alpha[1] = 0;  // an unsteered row of the first term
+        auto x = randf((size_t)n * d, 2), x0 = x;
+        std::vector<float> delta((size_t)n * d, NaN), want_s((size_t)n * d), want_x((size_t)n * d);
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < d; k++) {
+                float s = 0;
+                for (int t = 0; t < terms; t++) s = fmaf(alpha[(size_t)t * n + i], vs[t][k], s);
+                want_s[(size_t)i * d + k] = s, want_x[(size_t)i * d + k] = x0[(size_t)i * d + k] + s;
+            }
+        sim_launch(2, 1, 1, 64, [&] { steer_add_f32(x.data(), vecs.data(), alpha.data(), n, d, terms); });
+        sim_launch(3, 1, 1, 32, [&] { steer_delta_f32(delta.data(), vecs.data(), alpha.data(), n, d, terms); });
+        checks++;
+        if (memcmp(x.data(), want_x.data(), x.size() * 4) != 0 || memcmp(delta.data(), want_s.data(), delta.size() * 4) != 0) {
+            fails++; printf("FAIL steer_add/steer_delta with %d terms: not the fma chain bit for bit\n", terms);
+        } else printf("ok   steer_add_f32, steer_delta_f32 with %d terms\n", terms);
+    }
+}
+
+static void test_kv_store() {
+    const int n = 4, width = 40, rows = 9;
+    int rowOf[n] = {5, -1, 0, 7};
+    auto k = randf((size_t)n * width, 1), v = randf((size_t)n * width, 1);
+    k[0] = 1.00390625f;  // 1 + 2^-8: a tie, rounds to even (1.0)
+    k[1] = 1.01171875f;  // 1 + 3·2^-8: a tie, rounds to even (1 + 2^-6)
+    std::vector<float> kf((size_t)rows * width, NaN), vf = kf;
+    std::vector<uint16_t> kb((size_t)rows * width, 0x7fc1), vb = kb;
+    sim_launch(n, 1, 1, 64, [&] {
+        kv_store_f32(kf.data(), vf.data(), k.data(), v.data(), rowOf, width);
+        kv_store_bf16((bf16*)kb.data(), (bf16*)vb.data(), k.data(), v.data(), rowOf, width);
+    });
+    checks++;
+    int bad = 0;
+    for (int r = 0; r < rows; r++)
+        for (int e = 0; e < width; e++) {
+            int i = -1;
+            for (int t = 0; t < n; t++) if (rowOf[t] == r) i = t;
+            size_t at = (size_t)r * width + e;
+            if (i < 0) { bad += !std::isnan(kf[at]) || kb[at] != 0x7fc1 || vb[at] != 0x7fc1; continue; }
+            size_t src = (size_t)i * width + e;
+            bad += kf[at] != k[src] || vf[at] != v[src] || kb[at] != f32_to_bf16_bits(k[src]) || vb[at] != f32_to_bf16_bits(v[src]);
+        }
+    if (kb[(size_t)5 * width] != 0x3f80 || kb[(size_t)5 * width + 1] != 0x3f82) bad++;
+    if (bad) { fails++; printf("FAIL kv_store: %d bad values\n", bad); }
+    else printf("ok   kv_store_f32, kv_store_bf16 (ties to even, idle rows untouched)\n");
+}
+
 int main() {
+    test_residual_rmsnorm();
+    test_steer();
+    test_kv_store();
     test_qk();
     test_attention_backward();
     test_pattern();

@@ -135,6 +135,7 @@ __device__ __forceinline__ float f16_hi(uint32_t w) { return f16_to_f32((unsigne
 __device__ __forceinline__ uint4 load_stream16(const void* p) { uint4 v; memcpy(&v, p, 16); return v; }
 __device__ __forceinline__ uint4 load_const16(const void* p) { uint4 v; memcpy(&v, p, 16); return v; }
 __device__ __forceinline__ float load_cg(const float* p) { return *(const volatile float*)p; }
+__device__ __forceinline__ float load_l2(const float* p) { return *(const volatile float*)p; }
 __device__ __forceinline__ unsigned short f32_to_bf16_bits(float f) {
     uint32_t u = __float_as_uint(f);  // round to nearest even; the kernels never round a NaN
     return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);

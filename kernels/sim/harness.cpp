@@ -1,7 +1,8 @@
-// The kernels of the fused decode step (matvec.cu, decode.cu) run on the CPU through the host
-// shim in common.cuh, against f64 references: every matvec form, dtype and token count at odd
-// sizes with poisoned outputs and a sentinel past their ends, the fused attention (output, the
-// cache rows it writes, a second launch), argmax + advance (ties, NaN, short last blocks).
+// The kernels of the decode step (matvec.cu, decode.cu with attention_decode.cuh) run on the CPU
+// through the host shim in common.cuh, against f64 references: every matvec form, dtype and token
+// count at odd sizes with poisoned outputs and a sentinel past their ends, the decode attention
+// with and without the fused RoPE and cache append (outputs, the cache rows it writes, a second
+// launch, each row alone against the batch), argmax + advance (ties, NaN, short last blocks).
 // `make kernel-sim` builds and runs it; it takes minutes (a std::thread per CUDA thread), and it
 // proves the indexing and the arithmetic, not what only a GPU shows (memory ordering between
 // blocks, programmatic dependent launch, speed).
@@ -146,60 +147,145 @@ static void test_matvec() {
     }
 }
 
-static void test_attention() {
-    struct C { int heads, kvh, dim, block, pos, capacity; };
-    for (C c : std::vector<C>{{8, 2, 128, 16, 100, 130}, {6, 2, 20, 3, 37, 64}, {4, 4, 64, 16, 0, 40}, {2, 1, 256, 8, 63, 64},
-                              {32, 8, 128, 16, 64, 200}, {3, 1, 48, 5, 31, 33}, {4, 2, 128, 16, 300, 300}}) {
-        int width = c.kvh * c.dim, group = c.heads / c.kvh, half = c.dim / 2;
-        int nblocks = (c.capacity + 1 + c.block - 1) / c.block + 3;
-        // table: a permutation, offset
-        std::vector<int> table;
-        for (int i = 0; i < nblocks; i++) table.push_back(nblocks - 1 - i);
-        std::shuffle(table.begin(), table.end(), rng);
-        std::vector<float> kc((size_t)nblocks * c.block * width, NaN), vc = kc;
-        auto rowOf = [&](int j) { return table[j / c.block] * c.block + j % c.block; };
-        for (int j = 0; j < c.pos; j++) for (int e = 0; e < width; e++) { kc[(size_t)rowOf(j) * width + e] = randn(); vc[(size_t)rowOf(j) * width + e] = randn(); }
-        auto q = randf(c.heads * c.dim, 1), k = randf(width, 1), v = randf(width, 1);
-        std::vector<float> inv(half);
-        for (int i = 0; i < half; i++) inv[i] = (float)pow(500000.0, -2.0 * i / c.dim);
-        // reference (f32 rope as the CPU does, then double attention)
-        std::vector<double> qr(c.heads * c.dim), kr(width);
-        auto rope = [&](const float* x, double* o) {
-            for (int i = 0; i < half; i++) { float s, co; sincosf(inv[i] * (float)c.pos, &s, &co); float a = x[i], b = x[i + half];
-                o[i] = (float)(a * co - b * s); o[i + half] = (float)(b * co + a * s); }
-        };
-        for (int h = 0; h < c.heads; h++) rope(&q[h * c.dim], &qr[h * c.dim]);
-        for (int g = 0; g < c.kvh; g++) rope(&k[g * c.dim], &kr[g * c.dim]);
-        std::vector<double> want(c.heads * c.dim);
-        double scale = 1 / sqrt((double)c.dim);
-        for (int h = 0; h < c.heads; h++) {
-            int g = h / group;
-            std::vector<double> sc(c.pos + 1);
-            double m = -INFINITY;
-            for (int j = 0; j <= c.pos; j++) {
-                double s = 0;
-                for (int e = 0; e < c.dim; e++) s += qr[h * c.dim + e] * (j == c.pos ? kr[g * c.dim + e] : kc[(size_t)rowOf(j) * width + g * c.dim + e]);
-                sc[j] = s * scale; m = std::max(m, sc[j]);
+// The decode step's attention (attention_decode.cuh, ROPE as decode.cu launches it, and without
+// as attention.cu does) for a batch of rows of different positions, one idle, over f32 and bf16
+// caches with shuffled block tables: outputs against an f64 reference on the keys and values as
+// the cache holds them; the new key and value in the cache; the counters reset; a second launch
+// identical; each row's output the same bits alone as in the batch (batch invariance).
+static uint16_t bf16_round_bits(float f) { return bf16_bits(f); }
+template <typename KV> static float kv_val(KV v);
+template <> float kv_val(float v) { return v; }
+template <> float kv_val(bf16 v) { return to_f32(v); }
+template <typename KV> static KV kv_make(float f);
+template <> float kv_make(float f) { return f; }
+template <> bf16 kv_make(float f) { return bf16{bf16_round_bits(f)}; }
+
+template <typename KV, bool ROPE>
+static void attention_case(int heads, int kvh, int dim, int block, std::vector<int> positions) {
+    int n = (int)positions.size(), width = kvh * dim, group = heads / kvh, half = dim / 2;
+    int subs = (group + 7) / 8, ys = kvh * subs;
+    int maxpos = *std::max_element(positions.begin(), positions.end());
+    int per = (maxpos + 1 + block - 1) / block + 1;           // blocks per row's table
+    int nblocks = n * per + 3;
+    std::vector<int> perm(nblocks);
+    for (int b = 0; b < nblocks; b++) perm[b] = b;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    int stride = per + 2;
+    std::vector<int> table((size_t)n * stride, -1);
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < per; b++) table[(size_t)i * stride + b] = perm[i * per + b];
+    std::vector<KV> kc((size_t)nblocks * block * width), vc = kc;
+    for (auto& x : kc) x = kv_make<KV>(NAN);
+    for (auto& x : vc) x = kv_make<KV>(NAN);
+    auto rowOf = [&](int i, int j) { return (size_t)table[(size_t)i * stride + j / block] * block + j % block; };
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < positions[i] + (ROPE ? 0 : 1); j++)  // without ROPE the cache holds pos too
+            for (int e = 0; e < width; e++) {
+                kc[rowOf(i, j) * width + e] = kv_make<KV>((float)randn());
+                vc[rowOf(i, j) * width + e] = kv_make<KV>((float)randn());
             }
-            double l = 0; for (auto& s : sc) { s = exp(s - m); l += s; }
-            for (int e = 0; e < c.dim; e++) { double a = 0; for (int j = 0; j <= c.pos; j++) a += sc[j] * (j == c.pos ? v[g * c.dim + e] : vc[(size_t)rowOf(j) * width + g * c.dim + e]); want[h * c.dim + e] = a / l; }
+    auto q = randf((size_t)n * heads * dim, 1), k = randf((size_t)n * width, 1), v = randf((size_t)n * width, 1);
+    std::vector<float> inv(half);
+    for (int e = 0; e < half; e++) inv[e] = (float)pow(500000.0, -2.0 * e / dim);
+    double scale = 1 / sqrt((double)dim);
+    // Reference: q (and the new k) rotated in f32 as rope_f32 does, the new k and v rounded as the
+    // cache stores them, then attention in f64.
+    std::vector<double> want((size_t)n * heads * dim, 0);
+    std::vector<std::vector<float>> newk(n, std::vector<float>(width)), newv(n, std::vector<float>(width));
+    for (int i = 0; i < n; i++) {
+        int pos = positions[i];
+        if (pos < 0) continue;
+        std::vector<float> qr(q.begin() + (size_t)i * heads * dim, q.begin() + (size_t)(i + 1) * heads * dim);
+        auto rope = [&](float* x) {
+            for (int e = 0; e < half; e++) {
+                float s, c; sincosf(inv[e] * (float)pos, &s, &c);
+                float a = x[e], b = x[e + half];
+                x[e] = a * c - b * s, x[e + half] = b * c + a * s;
+            }
+        };
+        for (int e = 0; e < width; e++) newk[i][e] = k[(size_t)i * width + e], newv[i][e] = v[(size_t)i * width + e];
+        if (ROPE) {
+            for (int h = 0; h < heads; h++) rope(&qr[h * dim]);
+            for (int g = 0; g < kvh; g++) rope(&newk[i][g * dim]);
+            for (int e = 0; e < width; e++) newk[i][e] = kv_val(kv_make<KV>(newk[i][e])), newv[i][e] = kv_val(kv_make<KV>(newv[i][e]));
         }
-        int parts = (c.capacity + 32) / 32;
-        std::vector<float> out(c.heads * c.dim, NaN), acc((size_t)c.heads * parts * c.dim, NaN), ml(c.heads * parts * 2, NaN);
-        std::vector<int> count(c.heads, 0);
-        int pos = c.pos;
-        char what[200]; snprintf(what, sizeof what, "attention heads=%d/%d D=%d block=%d pos=%d cap=%d", c.heads, c.kvh, c.dim, c.block, c.pos, c.capacity);
-        for (int rep = 0; rep < 2; rep++) {
-            out.assign(out.size(), NaN);
-            sim_launch(parts, c.heads, 1, 128, [&] { attention_decode_rope_f32(out.data(), acc.data(), ml.data(), count.data(), q.data(), k.data(), v.data(), kc.data(), vc.data(),
-                                                                               &pos, table.data(), inv.data(), c.block, c.heads, c.kvh, c.dim, parts, (float)scale); });
-            compare(std::string(what) + " rep " + std::to_string(rep), out.data(), want, 1e-5, 1e-4);
-            for (int h = 0; h < c.heads; h++) if (count[h] != 0) { fails++; printf("FAIL %s count not reset\n", what); break; }
+        auto key = [&](int j, int e) { return ROPE && j == pos ? (double)newk[i][e] : (double)kv_val(kc[rowOf(i, j) * width + e]); };
+        auto val = [&](int j, int e) { return ROPE && j == pos ? (double)newv[i][e] : (double)kv_val(vc[rowOf(i, j) * width + e]); };
+        for (int h = 0; h < heads; h++) {
+            int g = h / group;
+            std::vector<double> sc(pos + 1);
+            double m = -INFINITY;
+            for (int j = 0; j <= pos; j++) {
+                double s = 0;
+                for (int e = 0; e < dim; e++) s += (double)(qr[h * dim + e] * (float)scale) * key(j, g * dim + e);
+                sc[j] = s; m = std::max(m, s);
+            }
+            double l = 0;
+            for (auto& x : sc) { x = exp(x - m); l += x; }
+            for (int e = 0; e < dim; e++) {
+                double a = 0;
+                for (int j = 0; j <= pos; j++) a += sc[j] * val(j, g * dim + e);
+                want[((size_t)i * heads + h) * dim + e] = a / l;
+            }
         }
-        std::vector<double> kw(kr.begin(), kr.end()), vw(v.begin(), v.end());
-        compare(std::string(what) + " k row", &kc[(size_t)rowOf(c.pos) * width], kw, 0, 0);
-        compare(std::string(what) + " v row", &vc[(size_t)rowOf(c.pos) * width], vw, 0, 0);
     }
+    std::vector<float> acc((size_t)n * heads * 32 * dim, NAN), ml((size_t)n * heads * 32 * 2, NAN);
+    std::vector<int> count((size_t)n * ys, 0);
+    auto run = [&](int rows, int first, std::vector<float>& out) {
+        // rows consecutive rows starting at first, as a batch of their own.
+        std::vector<int> pos(positions.begin() + first, positions.begin() + first + rows);
+        const int* tab = table.data() + (size_t)first * stride;
+        const float* qq = q.data() + (size_t)first * heads * dim;
+        const float* kk = k.data() + (size_t)first * width;
+        const float* vv = v.data() + (size_t)first * width;
+        sim_launch(32, ys, rows, 128, [&] {
+            auto fn = dim <= 128 ? attention_decode_gqa<KV, ROPE, 128> : attention_decode_gqa<KV, ROPE, 256>;
+            fn(out.data() + (size_t)first * heads * dim, acc.data(), ml.data(), count.data(), qq, kk, vv,
+                                           kc.data(), vc.data(), pos.data(), tab, stride, block, inv.data(), heads, kvh, dim, (float)scale);
+        });
+    };
+    char what[240];
+    snprintf(what, sizeof what, "attention_decode_gqa %s rope=%d heads=%d/%d D=%d block=%d n=%d maxpos=%d", sizeof(KV) == 4 ? "f32" : "bf16", ROPE, heads, kvh, dim, block, n, maxpos);
+    std::vector<float> out((size_t)n * heads * dim, NAN), first;
+    for (int rep = 0; rep < 2; rep++) {
+        out.assign(out.size(), NAN);
+        run(n, 0, out);
+        compare(std::string(what) + " rep " + std::to_string(rep), out.data(), want, 1e-5, 1e-4);
+        for (int c : count) if (c != 0) { fails++; printf("FAIL %s: count not reset\n", what); break; }
+        if (rep == 0) first = out;
+        else if (memcmp(first.data(), out.data(), out.size() * 4) != 0) { fails++; printf("FAIL %s: a second launch differs\n", what); }
+    }
+    if (ROPE)
+        for (int i = 0; i < n; i++) {
+            if (positions[i] < 0) continue;
+            std::vector<double> kw(newk[i].begin(), newk[i].end()), vw(newv[i].begin(), newv[i].end());
+            std::vector<float> kg(width), vg(width);
+            for (int e = 0; e < width; e++) kg[e] = kv_val(kc[rowOf(i, positions[i]) * width + e]), vg[e] = kv_val(vc[rowOf(i, positions[i]) * width + e]);
+            compare(std::string(what) + " k row", kg.data(), kw, 0, 0);
+            compare(std::string(what) + " v row", vg.data(), vw, 0, 0);
+        }
+    // Each row alone: the same bits as in the batch.
+    checks++;
+    for (int i = 0; i < n; i++) {
+        std::vector<float> alone(out.size(), NAN);
+        run(1, i, alone);
+        if (memcmp(alone.data() + (size_t)i * heads * dim, out.data() + (size_t)i * heads * dim, (size_t)heads * dim * 4) != 0) {
+            fails++; printf("FAIL %s: row %d alone differs from the batch\n", what, i); break;
+        }
+    }
+}
+
+static void test_attention() {
+    // positions: ≤ 64 (one chunk, written directly), 65–2048 (chunks of 64), past 2048 (of 128), an idle row.
+    attention_case<float, true>(8, 2, 128, 16, {100, 0, -1, 37});
+    attention_case<bf16, true>(32, 8, 128, 16, {64, 130, 2100});
+    attention_case<float, true>(6, 2, 20, 3, {31, 5});
+    attention_case<bf16, true>(12, 1, 48, 5, {70});                 // a group of 12: two blocks of heads
+    attention_case<float, true>(2, 1, 256, 8, {63, 200});
+    attention_case<bf16, true>(4, 4, 22, 7, {9, 66});               // D % 4 ≠ 0: scalar loads
+    attention_case<float, false>(8, 2, 128, 16, {100, 3, -1});
+    attention_case<bf16, false>(6, 2, 64, 16, {500, 12});
+    attention_case<float, false>(3, 1, 18, 4, {40});
 }
 
 static void test_argmax() {

@@ -1,5 +1,5 @@
 // The tensor-core kernels (gemm.cu's gemm_bf16/f16, gemm_pipe_*, gemm_splitk_*, attention.cu's
-// attention_prefill_mma_*) on the CPU through the host shims in common.cuh and mma.cuh, against f64 references that round the
+// attention_prefill_mma_* and the pipelined attention_prefill_fa_kvbf16_*) on the CPU through the host shims in common.cuh and mma.cuh, against f64 references that round the
 // operands to 16 bits as the kernels do. gemm_bf16 and gemm_f16 passed their conformance tests on
 // an H100, so they vouch for the emulated fragment layouts; the attention kernel adds ldmatrix
 // .trans and the C-to-A reuse of P. Ragged shapes, paged caches with shuffled blocks, prefixes
@@ -234,9 +234,22 @@ static void test_attention_mma() {
         });
         // What remains after rounding q, k, v as the kernel does: p rounded to bf16, 2⁻⁹ relative
         // per weight, so at most 2⁻⁹·max |v| ≈ 8e-3 for unit-variance v (a layout slip gives O(1)).
-        compare("attention_prefill_mma n=" + std::to_string(c.n) + " p0=" + std::to_string(c.p0) + " heads=" + std::to_string(c.heads) + "/" +
-                    std::to_string(c.kvh) + " D=" + std::to_string(c.dim) + " block=" + std::to_string(c.block),
-                out, want, 8e-3, 1e-2);
+        std::string what = " n=" + std::to_string(c.n) + " p0=" + std::to_string(c.p0) + " heads=" + std::to_string(c.heads) + "/" +
+                           std::to_string(c.kvh) + " D=" + std::to_string(c.dim) + " block=" + std::to_string(c.block);
+        compare("attention_prefill_mma" + what, out, want, 8e-3, 1e-2);
+        if (c.dim % 8 != 0) continue;
+        // The pipelined kernel over the same keys and values in a bf16 cache: the same arithmetic
+        // on the same bf16 operands, so the f32-cache kernel's output bit for bit.
+        std::vector<bf16> kb(kc.size()), vb(vc.size());
+        for (size_t e = 0; e < kc.size(); e++) kb[e] = bf16{f32_to_bf16_bits(std::isnan(kc[e]) ? 0.f : kc[e])}, vb[e] = bf16{f32_to_bf16_bits(std::isnan(vc[e]) ? 0.f : vc[e])};
+        std::vector<float> fa(out.size(), NAN);
+        sim_launch(bx, c.kvh, 1, 128, [&] {
+            if (c.dim <= 64) attention_prefill_fa_kvbf16_d64(fa.data(), q.data(), kb.data(), vb.data(), ctx.data(), table.data(), c.n, maxb, c.block, c.heads, c.kvh, c.dim, scale);
+            else attention_prefill_fa_kvbf16_d128(fa.data(), q.data(), kb.data(), vb.data(), ctx.data(), table.data(), c.n, maxb, c.block, c.heads, c.kvh, c.dim, scale);
+        });
+        compare("attention_prefill_fa (bf16 cache)" + what, fa, want, 8e-3, 1e-2);
+        checks++;
+        if (memcmp(fa.data(), out.data(), want.size() * 4) != 0) { fails++; printf("FAIL attention_prefill_fa%s: not the f32-cache kernel's output bit for bit\n", what.c_str()); }
     }
 }
 
