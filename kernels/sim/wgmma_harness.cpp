@@ -1,7 +1,8 @@
 // The Hopper model of kernels/sim/wgmma.cuh (TMA tile loads with 128-byte swizzle and zero fill,
 // mbarrier phases, wgmma m64n256k16 from shared-memory descriptors) against f64 products, then
-// the kernels built on it. `make kernel-sim` builds and runs it after mma_harness.cpp.
-#include "wgmma.cuh"
+// gemm_wgmma_bf16 (kernels/gemm_wgmma.cu) on it. `make kernel-sim` builds and runs it after
+// mma_harness.cpp.
+#include "gemm_wgmma.cu"
 #include <cstdio>
 #include <random>
 #include <string>
@@ -109,8 +110,68 @@ static void test_model() {
     }
 }
 
+// gemm_wgmma_bf16 against an f64 product of the same bf16 operands (x rounded as round_bf16
+// does). Small ragged shapes run every block: rows past M and columns past N (even and odd N),
+// K with a ragged last tile, K of more than 4 tiles (the ring reused, barrier phases alternating),
+// with and without bias. The Llama-3.1-8B and Llama-3.2-1B products (out × in) run with a ragged
+// row count at the blocks of the last row tile and the first and last column slices only: the
+// rows and columns those blocks read hold random values, every other element of x and w is a
+// NaN, so a block that reads outside its tile poisons its outputs; y starts as NaN, with a
+// sentinel past its end.
+static void test_gemm_wgmma() {
+    struct C { const char* name; int M, N, K; bool bias, all; };
+    for (C c : std::vector<C>{{"", 200, 300, 200, true, true}, {"", 128, 256, 576, false, true}, {"", 9, 40, 72, true, true},
+                              {"", 130, 301, 1032, true, true}, {"", 300, 520, 328, false, true},
+                              {"8B q/o_proj", 300, 4096, 4096, false, false}, {"8B k/v_proj", 2049, 1024, 4096, false, false},
+                              {"8B gate/up_proj", 300, 14336, 4096, false, false}, {"8B down_proj", 141, 4096, 14336, false, false},
+                              {"1B q/o_proj", 77, 2048, 2048, true, false}, {"1B k/v_proj", 300, 512, 2048, false, false},
+                              {"1B gate/up_proj", 300, 8192, 2048, false, false}, {"1B down_proj", 300, 2048, 8192, false, false}}) {
+        int M = c.M, N = c.N, K = c.K, gx = (M + WG_BM - 1) / WG_BM, gy = (N + WG_BN - 1) / WG_BN;
+        auto run = [&](int bx, int by) { return c.all || (bx == gx - 1 && (by == 0 || by == gy - 1)); };
+        const uint16_t nan = 0x7fc0;
+        std::vector<uint16_t> x((size_t)M * K, nan), w((size_t)N * K, nan), bias(N);
+        std::vector<float> y((size_t)M * N + 8, NAN);
+        for (int m = 0; m < M; m++)
+            if (c.all || m / WG_BM == gx - 1)
+                for (int k = 0; k < K; k++) x[(size_t)m * K + k] = f32_to_bf16_bits((float)randn());
+        for (int n = 0; n < N; n++)
+            if (c.all || n / WG_BN == 0 || n / WG_BN == gy - 1)
+                for (int k = 0; k < K; k++) w[(size_t)n * K + k] = f32_to_bf16_bits((float)(randn() / sqrt(K)));
+        for (auto& v : bias) v = f32_to_bf16_bits((float)randn());
+        TensorMap xmap, wmap;
+        const char* why = sim_encode_tiled(&xmap, x.data(), K, M, 2ull * K, WG_BK, WG_BM);
+        if (!why) why = sim_encode_tiled(&wmap, w.data(), K, N, 2ull * K, WG_BK, WG_BN);
+        if (why) sim_fail(why);
+        const bf16* bp = c.bias ? (const bf16*)bias.data() : nullptr;
+        sim_launch(gx, gy, 1, 384, [&] {
+            if (run(blockIdx.x, blockIdx.y)) gemm_wgmma_bf16(y.data(), bp, M, N, K, xmap, wmap);
+        });
+        std::vector<float> got;
+        std::vector<double> want;
+        bool untouched = true;
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                float v = y[(size_t)m * N + n];
+                if (!run(m / WG_BM, n / WG_BN)) {
+                    untouched = untouched && std::isnan(v);
+                    continue;
+                }
+                double s = c.bias ? to_f32(bf16{bias[n]}) : 0.0;
+                for (int k = 0; k < K; k++) s += (double)to_f32(bf16{x[(size_t)m * K + k]}) * to_f32(bf16{w[(size_t)n * K + k]});
+                got.push_back(v), want.push_back(s);
+            }
+        for (size_t i = (size_t)M * N; i < y.size(); i++) untouched = untouched && std::isnan(y[i]);
+        std::string what = std::string("gemm_wgmma_bf16 ") + c.name + (c.name[0] ? " " : "") + "M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                           " K=" + std::to_string(K) + (c.bias ? " bias" : "") + (c.all ? "" : " (last row tile, first and last column slices)");
+        compare(what, got, want, 1e-5, 1e-4);
+        checks++;
+        if (!untouched) fails++, printf("FAIL %s: wrote outside its blocks' tiles or past the end of y\n", what.c_str());
+    }
+}
+
 int main() {
     test_model();
+    test_gemm_wgmma();
     printf("%d checks, %d failures\n", checks, fails);
     return fails != 0;
 }
