@@ -21,7 +21,8 @@ var gemvKernels = []struct {
 // are timed inside a CUDA graph (timeGraph); the small ones of a decode step (norms, RoPE,
 // attention) appear in context in the step profiles of model().
 func kernels(b *gpu.Backend, c *llama.Config) error {
-	defer func(splitK bool) { b.SplitK = splitK }(b.SplitK)
+	defer func(splitK, wgmma bool) { b.SplitK, b.WGMMAGEMM = splitK, wgmma }(b.SplitK, b.WGMMAGEMM)
+	b.WGMMAGEMM = false // the mma.sync GEMMs unless a row names the Hopper one
 	d, ffn, q, kvw := c.Dim, c.FFNDim, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	mats := []struct {
 		name    string
