@@ -69,6 +69,13 @@ func (b *Backend) wgmmaKernel() *kernel {
 // WGMMAError is why the Hopper GEMM could not be loaded, or nil (not tried, or loaded).
 func (b *Backend) WGMMAError() error { return b.wgmmaErr }
 
+// HasWGMMA says whether products can run gemm_wgmma_bf16 on this card, loading it if it was not
+// yet: a card of compute capability 9.0 whose driver loads its sm_90a PTX (WGMMAError says why not).
+func (b *Backend) HasWGMMA() bool {
+	defer b.enter()()
+	return b.wgmmaKernel() != nil
+}
+
 // useWGMMA says whether gemm sends a product of m rows with weights w to gemmWGMMA: WGMMAGEMM set,
 // bf16 weights, more rows than the split-K GEMM takes (or split-K turned off), rows of 16 bytes
 // (the tensor maps' strides) and not Deterministic (gemmInvariant has its own kernels; this one's
