@@ -128,6 +128,10 @@ cuda-toolchain:
 # The decode-step families (split-K GEMV, fused decode kernels) use programmatic dependent launch
 # (griddepcontrol), which needs compute_90; package gpu uses them only on such cards.
 PTX_SM90  := kernels/matvec.ptx kernels/decode.ptx
+# The Hopper prefill GEMM (wgmma, setmaxnreg) needs the architecture-specific compute_90a: its PTX
+# says .target sm_90a, which only a card of compute capability 9.0 can load; package gpu uses it
+# only there, and gemm_pipe_* elsewhere.
+PTX_SM90A := kernels/gemm_wgmma.ptx
 
 ptx: $(PTX)
 
@@ -141,6 +145,10 @@ $(PTX_SM90): kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
 	$(NVCC) -ptx -arch=compute_90 -o $@ $<
 	$(SOURCEHASH)
 
+$(PTX_SM90A): kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
+	$(NVCC) -ptx -arch=compute_90a -o $@ $<
+	$(SOURCEHASH)
+
 kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
 	$(NVCC) -ptx -arch=compute_80 -o $@ $<
 	$(SOURCEHASH)
@@ -148,7 +156,8 @@ kernels/%.ptx: kernels/%.cu $(HEADERS) | $(NVCC)
 $(NVCC):
 	scripts/cuda-toolchain.sh $(CUDA)
 
-# ptxas's resource report for sm_90 (registers, shared memory, spills), as kept in kernels/README.md.
+# ptxas's resource report for sm_90 (sm_90a for gemm_wgmma) (registers, shared memory, spills), as
+# kept in kernels/README.md.
 ptx-report: $(PTX)
 	@scripts/ptx-report.sh $(PTX)
 
@@ -156,8 +165,10 @@ ptx-report: $(PTX)
 # attention_decode.cuh), the tensor-core kernels (gemm.cu, the prefill attentions of attention.cu),
 # steering and the cache append (steer.cu, kvcache.cu) and the backward and attribution kernels
 # (gemm_exact.cu, attention_backward.cu, attribution.cu and the backward ops of rmsnorm,
-# elementwise, rope, embedding) on the CPU, against f64 references: a host simulation for changes made without a GPU
-# (kernels/sim/harness.cpp, mma_harness.cpp, backward_harness.cpp; takes minutes).
+# elementwise, rope, embedding), and a model of Hopper's TMA, mbarriers and wgmma
+# (kernels/sim/wgmma.cuh), on the CPU, against f64 references: a host simulation for changes made
+# without a GPU (kernels/sim/harness.cpp, mma_harness.cpp, backward_harness.cpp,
+# wgmma_harness.cpp; takes minutes).
 kernel-sim:
 	mkdir -p $(BUILD)/sim
 	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu kernels/attention_decode.cuh $(BUILD)/sim/
@@ -168,6 +179,8 @@ kernel-sim:
 	cp kernels/sim/backward_harness.cpp kernels/rmsnorm.cu kernels/elementwise.cu kernels/rope.cu kernels/embedding.cu \
 		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu kernels/steer.cu kernels/kvcache.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ backward_harness.cpp -o backward_harness && ./backward_harness
+	cp kernels/sim/mma.cuh kernels/sim/wgmma.cuh kernels/sim/wgmma_harness.cpp kernels/gemm_wgmma.cu $(BUILD)/sim/
+	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ wgmma_harness.cpp -o wgmma_harness && ./wgmma_harness
 
 # go vet of the whole `cuda` build against the CUDA headers and link stub of build/cuda (made once
 # by scripts/cuda-toolchain.sh; CI runs this after make test). It needs no PTX rebuilt:

@@ -47,6 +47,8 @@ type Backend struct {
 	dry       bool                        // launches are skipped: a dry run loads the modules a graph will need
 	pdl       bool                        // launch kernels that wait on their predecessor (kernel.pdl) with programmatic dependent launch
 	timing    *stepTimer                  // when set, an event is recorded before every launch (the profiler)
+	wgmma     *kernel                     // gemm_wgmma_bf16 once loaded (wgmmaKernel)
+	wgmmaErr  error                       // why it could not be loaded
 
 	// SplitK selects the split-K GEMV kernels (kernels/matvec.cu, compute_90) for products of
 	// ≤ 8 tokens; false selects the row-per-warp kernels of kernels/gemv.cu. New sets it on
@@ -58,6 +60,13 @@ type Backend struct {
 	// the double-buffered gemm_* that rounds x as it stages it. True unless the environment says
 	// TILLER_GPU_GEMM=staged.
 	PipeGEMM bool
+
+	// WGMMAGEMM selects, for products past the split-K GEMM's rows with bf16 weights, the Hopper
+	// kernel (kernels/gemm_wgmma.cu: TMA loads, warpgroup wgmma, compute_90a) on x rounded to bf16,
+	// ahead of PipeGEMM's choice. New sets it on cards of compute capability 9.0 unless the
+	// environment says TILLER_GPU_GEMM=pipe (or staged); where the driver cannot load the kernel
+	// the products fall back to PipeGEMM's choice (WGMMAError says why).
+	WGMMAGEMM bool
 
 	// NoSplitKGEMM sends products of 9–128 rows with 16-bit weights to the prefill GEMM (PipeGEMM's
 	// choice) instead of the split-K one that streams W once (kernels/gemm.cu, gemm_splitk_*): the
@@ -131,6 +140,7 @@ func New() (*Backend, error) {
 	b.ExactAttention = os.Getenv("TILLER_GPU_ATTENTION") == "f32"
 	b.ExactMatMul = os.Getenv("TILLER_GPU_MATMUL") == "exact"
 	b.PipeGEMM = os.Getenv("TILLER_GPU_GEMM") != "staged"
+	b.WGMMAGEMM = b.cc == 90 && os.Getenv("TILLER_GPU_GEMM") != "staged" && os.Getenv("TILLER_GPU_GEMM") != "pipe"
 	b.pool = newPool()
 	if err := b.stage.init(1 << 20); err != nil {
 		b.Close()

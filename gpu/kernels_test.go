@@ -77,6 +77,7 @@ func TestGEMV(t *testing.T) {
 func TestGEMMTensorCores(t *testing.T) {
 	b := newBackend(t)
 	b.NoSplitKGEMM = true // the prefill kernels, also at ≤ 128 rows where gemm would choose split-K
+	b.WGMMAGEMM = false   // the mma.sync ones (TestGEMMWGMMA takes Hopper's)
 	rng := rand.New(rand.NewPCG(12, 12))
 	for _, dt := range []tensor.DType{tensor.BF16, tensor.F16} {
 		for _, s := range [][3]int{{9, 8, 8}, {16, 16, 16}, {128, 128, 32}, {130, 136, 200}, {257, 72, 520}, {40, 1000, 264}, {300, 264, 1032}} {
@@ -148,6 +149,64 @@ func TestGEMMSmallBatch(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// The Hopper GEMM (gemm_wgmma_bf16, compute capability 9.0) through gemm, against the reference
+// with x rounded to bf16 as round_bf16 does, and against gemm_pipe_bf16 on the same problem: what
+// remains in both is the order of f32 sums, so the f32 bound holds, and a slip in the tensor maps,
+// the swizzle or the descriptors shows as a gross error. Ragged rows (the TMA's zero fill), N even
+// (paired stores) and odd, K with a ragged last tile and longer than the 4-stage ring, and 2049
+// rows at the Llama-3.1-8B input width (two column slices of k/v_proj: the f64 reference's time).
+// Then MatMulQKV past 128 rows, whose products share one
+// rounding of x (gemmShared): each equals MatMul's bit for bit.
+func TestGEMMWGMMA(t *testing.T) {
+	b := newBackend(t)
+	if b.ComputeCapability() != 90 {
+		t.Skipf("gemm_wgmma_bf16 runs on compute capability 9.0 only; this card has %d", b.ComputeCapability())
+	}
+	if !b.HasWGMMA() {
+		t.Fatalf("gemm_wgmma_bf16 did not load on a card of compute capability 9.0: %v", b.WGMMAError())
+	}
+	rng := rand.New(rand.NewPCG(16, 16))
+	for _, s := range [][3]int{{129, 40, 72}, {200, 300, 200}, {300, 301, 1032}, {257, 4096, 576}, {2049, 512, 4096}} {
+		m, n, k := s[0], s[1], s[2]
+		xh := randomT(rng, tensor.F32, 1, m, k)
+		wh, bh := randomT(rng, tensor.BF16, 1/math.Sqrt(float64(k)), n, k), randomT(rng, tensor.BF16, 1, n)
+		x, w, bias := b.Upload(xh), b.Upload(wh), b.Upload(bh)
+		want := linear(roundTo(f64s(xh), tensor.BF16), f64s(wh), f64s(bh), m, k, n)
+		ys := map[bool]*tensor.Tensor{}
+		for _, wg := range []bool{true, false} {
+			ys[wg] = poison(b, m, n)
+			b.WGMMAGEMM = wg
+			func() { defer b.enter()(); b.gemm(dev(ys[wg]), dev(x), w, bias, m, n, k) }()
+		}
+		b.WGMMAGEMM = true
+		got := back(b, ys[true])
+		shape := fmt.Sprintf("M=%d N=%d K=%d", m, n, k)
+		tensortest.Compare(t, "gemm_wgmma_bf16 "+shape+" (x rounded to bf16)", got, want, tensortest.F32)
+		pipe := back(b, ys[false])
+		ref := make([]float64, len(pipe))
+		for i, v := range pipe {
+			ref[i] = float64(v)
+		}
+		tensortest.Compare(t, "gemm_wgmma_bf16 against gemm_pipe_bf16 "+shape, got, ref, tensortest.F32)
+	}
+	const n, in, outQ, outKV = 200, 264, 300, 72
+	x := b.Upload(randomT(rng, tensor.F32, 1, n, in))
+	wq, wk, wv := b.Upload(randomT(rng, tensor.BF16, 0.1, outQ, in)), b.Upload(randomT(rng, tensor.BF16, 0.1, outKV, in)), b.Upload(randomT(rng, tensor.BF16, 0.1, outKV, in))
+	bq := b.Upload(randomT(rng, tensor.BF16, 1, outQ))
+	yq, yk, yv := poison(b, n, outQ), poison(b, n, outKV), poison(b, n, outKV)
+	b.MatMulQKV(yq, yk, yv, x, wq, bq, wk, nil, wv, nil)
+	for _, c := range []struct {
+		name    string
+		y, w, b *tensor.Tensor
+	}{{"q", yq, wq, bq}, {"k", yk, wk, nil}, {"v", yv, wv, nil}} {
+		want := poison(b, n, c.w.Rows())
+		b.MatMul(want, x, c.w, c.b)
+		if got, ref := back(b, c.y), back(b, want); !slices.Equal(got, ref) {
+			t.Errorf("n=%d: MatMulQKV's %s (gemm_wgmma_bf16, one rounding of x) differs from MatMul's", n, c.name)
 		}
 	}
 }

@@ -275,14 +275,16 @@ type gemmOut struct {
 }
 
 // gemmShared computes several products of the same x (q/k/v, gate/up). When all of them take
-// the split-K GEMM with one weight type, x is rounded once for all (one launch and M·K·6 bytes
-// instead of one per product); otherwise each is a plain gemm.
+// the split-K GEMM, or all the Hopper GEMM, with one weight type, x is rounded once for all (one
+// launch and M·K·6 bytes instead of one per product); otherwise each is a plain gemm.
 func (b *Backend) gemmShared(x uint64, m, kdim int, outs ...gemmOut) {
-	shared := true
+	split, wgmma := true, true
 	for _, o := range outs {
-		shared = shared && b.useSplitK(o.w, x, m, kdim) && o.w.DType == outs[0].w.DType && (o.bias == nil || o.bias.DType == o.w.DType)
+		same := o.w.DType == outs[0].w.DType && (o.bias == nil || o.bias.DType == o.w.DType)
+		split = split && same && b.useSplitK(o.w, x, m, kdim)
+		wgmma = wgmma && same && b.useWGMMA(o.w, x, m, kdim)
 	}
-	if !shared {
+	if !split && !wgmma {
 		for _, o := range outs {
 			b.gemm(o.y, x, o.w, o.bias, m, o.w.Rows(), kdim)
 		}
@@ -290,7 +292,11 @@ func (b *Backend) gemmShared(x uint64, m, kdim int, outs ...gemmOut) {
 	}
 	xs := b.round16(x, m, kdim, outs[0].w.DType)
 	for _, o := range outs {
-		b.gemmSplitK(o.y, dev(xs), o.w, o.bias, m, o.w.Rows(), kdim)
+		if split {
+			b.gemmSplitK(o.y, dev(xs), o.w, o.bias, m, o.w.Rows(), kdim)
+		} else {
+			b.gemmWGMMA(o.y, dev(xs), o.w, o.bias, m, o.w.Rows(), kdim)
+		}
 	}
 	b.Free(xs)
 }
@@ -323,8 +329,8 @@ func (b *Backend) gemmSplitKAs(y, xs uint64, w, bias *tensor.Tensor, m, n, kdim,
 }
 
 // gemm computes y (m, n) = x (m, k) · wᵀ + bias: for 16-bit weights whose rows allow 16-byte
-// loads, on tensor cores (gemmSplitK up to 128 rows, else PipeGEMM picks the kernel), otherwise
-// with the tiled f32 kernel.
+// loads, on tensor cores (gemmSplitK up to 128 rows, else gemmWGMMA where useWGMMA allows it,
+// else PipeGEMM picks the kernel), otherwise with the tiled f32 kernel.
 func (b *Backend) gemm(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	if bias != nil && bias.DType != w.DType {
 		panic(fmt.Sprintf("gpu: matmul with %s weights and a %s bias", w.DType, bias.DType))
@@ -332,6 +338,12 @@ func (b *Backend) gemm(y, x uint64, w, bias *tensor.Tensor, m, n, kdim int) {
 	if b.useSplitK(w, x, m, kdim) {
 		xs := b.round16(x, m, kdim, w.DType)
 		b.gemmSplitK(y, dev(xs), w, bias, m, n, kdim)
+		b.Free(xs)
+		return
+	}
+	if b.useWGMMA(w, x, m, kdim) {
+		xs := b.round16(x, m, kdim, w.DType)
+		b.gemmWGMMA(y, dev(xs), w, bias, m, n, kdim)
 		b.Free(xs)
 		return
 	}

@@ -27,25 +27,35 @@ var pdlFamilies = map[string]bool{"matvec": true, "decode": true}
 // kernel returns an entry point, loading its op family's PTX module the first time (the driver
 // JIT-compiles it for the card then; later calls are map lookups).
 func (b *Backend) kernel(family, name string) *kernel {
+	k, err := b.loadKernel(family, name)
+	if err != nil {
+		panic("gpu: " + err.Error())
+	}
+	return k
+}
+
+// loadKernel is kernel with the failure to load returned: for a family that not every card can
+// load (gemm_wgmma's sm_90a PTX), whose caller falls back to another kernel.
+func (b *Backend) loadKernel(family, name string) (*kernel, error) {
 	if k, ok := b.kernels[name]; ok {
-		return k
+		return k, nil
 	}
 	m, ok := b.modules[family]
 	if !ok {
 		src, err := kernels.PTX(family)
 		must("module", err)
 		if m, err = cu.LoadData(src); err != nil {
-			panic(fmt.Sprintf("gpu: loading the %s kernels (cuModuleLoadData, PTX JIT): %v", family, err))
+			return nil, fmt.Errorf("loading the %s kernels (cuModuleLoadData, PTX JIT): %v", family, err)
 		}
 		b.modules[family] = m
 	}
 	fn, err := m.Function(name)
 	if err != nil {
-		panic(fmt.Sprintf("gpu: kernel %s not in the %s module: %v", name, family, err))
+		return nil, fmt.Errorf("kernel %s not in the %s module: %v", name, family, err)
 	}
 	k := &kernel{name: name, fn: fn, pdl: pdlFamilies[family]}
 	b.kernels[name] = k
-	return k
+	return k, nil
 }
 
 // args holds a launch's kernel parameters, one 8-byte slot each. gorgonia/cu's Function.Launch
@@ -90,15 +100,8 @@ func (a *args) u64(v uint64) *args { return a.put(v) }
 // launch queues kernel k on the backend's stream with grid (gx, gy, gz), block threads and
 // shared bytes of dynamic shared memory, with the parameters in b.args.
 func (b *Backend) launch(k *kernel, gx, gy, gz, threads, shared int) {
-	if gx <= 0 || gy <= 0 || gz <= 0 || b.dry {
-		return // an empty problem, or a dry run that only loads modules
-	}
-	if shared > 48<<10 && shared > k.dynamic {
-		must(k.name, setMaxDynamicShared(k.fn, shared))
-		k.dynamic = shared
-	}
-	if b.timing != nil {
-		b.timing.mark(b, k.name)
+	if !b.ready(k, gx, gy, gz, shared) {
+		return
 	}
 	a := &b.args
 	if k.pdl {
@@ -114,4 +117,21 @@ func (b *Backend) launch(k *kernel, gx, gy, gz, threads, shared int) {
 	if err := k.fn.Launch(gx, gy, gz, threads, 1, 1, shared, b.stream, a.ptr[:a.n]); err != nil {
 		panic(fmt.Sprintf("gpu: launching %s (grid %d×%d×%d, %d threads, %d B shared): %v", k.name, gx, gy, gz, threads, shared, err))
 	}
+}
+
+// ready does what comes before every launch of k: false for an empty problem or a dry run (which
+// only loads modules), else it allows k shared bytes of dynamic shared memory and marks the
+// launch for the profiler.
+func (b *Backend) ready(k *kernel, gx, gy, gz, shared int) bool {
+	if gx <= 0 || gy <= 0 || gz <= 0 || b.dry {
+		return false
+	}
+	if shared > 48<<10 && shared > k.dynamic {
+		must(k.name, setMaxDynamicShared(k.fn, shared))
+		k.dynamic = shared
+	}
+	if b.timing != nil {
+		b.timing.mark(b, k.name)
+	}
+	return true
 }

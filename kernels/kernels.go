@@ -1,8 +1,9 @@
 // Package kernels holds tiller's CUDA kernels: the CUDA C sources (*.cu, one file per op family,
 // each opening with the math, shapes and memory traffic of its kernels and the CPU reference it
 // matches), and the PTX that `make ptx` generates from them for compute_80 (compute_90 for the
-// fused decode step's families, matvec and decode) — committed, so that building and running
-// need no CUDA compiler, only the driver, which JITs the PTX for the card.
+// fused decode step's families, matvec and decode; compute_90a for Hopper's prefill GEMM,
+// gemm_wgmma) — committed, so that building and running need no CUDA compiler, only the driver,
+// which JITs the PTX for the card.
 //
 // This package is plain Go with no build tag: it only embeds text. Package gpu loads a family's
 // module the first time one of its kernels runs.

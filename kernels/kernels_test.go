@@ -10,8 +10,9 @@ import (
 	"testing"
 )
 
-// Every family's PTX is there, targets what the driver can JIT for Hopper (compute_80, or
-// compute_90 for the families that use programmatic dependent launch), and declares the entry
+// Every family's PTX is there, targets what the driver can JIT for Hopper (compute_80, compute_90
+// for the families that use programmatic dependent launch, compute_90a for the wgmma GEMM), and
+// declares the entry
 // points package gpu launches (a renamed kernel fails here, not on a lent GPU).
 func TestPTX(t *testing.T) {
 	want := map[string][]string{
@@ -27,6 +28,7 @@ func TestPTX(t *testing.T) {
 		"embedding":   {"embedding_f32", "embedding_bf16", "embedding_f16", "embedding_backward_f32"},
 		"gemm": {"gemm_bf16", "gemm_f16", "gemm_tiled_f32", "gemm_tiled_bf16", "gemm_tiled_f16", "gemm_pipe_bf16", "round_bf16", "gemm_splitk_m32_bf16", "gemm_splitk_m64_bf16", "gemm_splitk_m128_bf16", "gemm_splitk_m64_f16", "splitk_reduce_f32",
 			"gemm_tiled_dx_f32", "gemm_tiled_dx_bf16", "gemm_tiled_dx_f16"},
+		"gemm_wgmma": {"gemm_wgmma_bf16"},
 		"gemm_exact": {"gemm_exact_m32_bf16", "gemm_exact_m64_bf16", "gemm_exact_dx_m32_bf16", "gemm_exact_dx_m64_bf16", "gemm_exact_reduce_f32"},
 		"gemv":       {"gemv_n1_bf16", "gemv_n8_f32", "gemv_swiglu_n1_bf16", "gemv_swiglu_n8_f16"},
 		"kvcache":    {"kv_store_f32", "kv_store_bf16"},
@@ -48,12 +50,15 @@ func TestPTX(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		target := ".target sm_80"
-		if sm90[family] {
-			target = ".target sm_90"
+		target := ".target sm_80\n"
+		switch {
+		case sm90[family]:
+			target = ".target sm_90\n"
+		case family == "gemm_wgmma":
+			target = ".target sm_90a\n"
 		}
 		if !strings.Contains(src, target) {
-			t.Errorf("%s.ptx does not say %s", family, target)
+			t.Errorf("%s.ptx does not say %q", family, target)
 		}
 		if strings.Contains(src, "griddepcontrol") != sm90[family] {
 			t.Errorf("%s.ptx: programmatic dependent launch (griddepcontrol) is for the compute_90 families only", family)

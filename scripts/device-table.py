@@ -166,6 +166,16 @@ def main():
         if r.get("what") == "kernel":
             print(f"| {r['kernel']} | {r.get('shape', '')} | {fmt(r.get('ms', 0) * 1e3, '.1f')} | {fmt(r.get('gbps'), '.0f')} | "
                   f"{fmt(r.get('tflops'), '.1f')} | {fmt(r.get('frac_copy'), '.2f')} |")
+    wg = [r for r in t if r.get("what") == "kernel" and r["kernel"].startswith("round+gemm_wgmma_bf16 ")]
+    if wg:
+        print("\n| prefill GEMM on Hopper: wgmma + TMA | shape | TFLOP/s | × round+gemm_pipe_bf16 | × dense bf16 peak (989) |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in wg:
+            if r.get("skipped"):
+                print(f"| {r['kernel']} | {r.get('shape', '')} | skipped: {r['skipped']} | | |")
+                continue
+            print(f"| {r['kernel']} | {r.get('shape', '')} | {fmt(r.get('tflops'), '.1f')} | {fmt(r.get('x_pipe'), '.2f')} | "
+                  f"{fmt(r.get('frac_dense_peak'), '.2f')} |")
     for r in t:
         if r.get("what") == "tiller_prefill":
             hp = next((x for x in base if x.get("what") == "hf_prefill" and x.get("tokens") == r.get("tokens")), {})

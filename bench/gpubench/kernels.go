@@ -10,6 +10,10 @@ import (
 	"github.com/tillerlm/tiller/tensor"
 )
 
+// denseBF16Peak is the dense bf16 tensor-core rate of an H100 or H200 SXM (TFLOP/s, NVIDIA's
+// datasheet): the ceiling the prefill GEMM rows are read against.
+const denseBF16Peak = 989.4
+
 // gemvKernels are the two GEMV layouts Backend.SplitK chooses between.
 var gemvKernels = []struct {
 	name   string
@@ -21,7 +25,8 @@ var gemvKernels = []struct {
 // are timed inside a CUDA graph (timeGraph); the small ones of a decode step (norms, RoPE,
 // attention) appear in context in the step profiles of model().
 func kernels(b *gpu.Backend, c *llama.Config) error {
-	defer func(splitK bool) { b.SplitK = splitK }(b.SplitK)
+	defer func(splitK, wgmma bool) { b.SplitK, b.WGMMAGEMM = splitK, wgmma }(b.SplitK, b.WGMMAGEMM)
+	b.WGMMAGEMM = false // the mma.sync GEMMs unless a row names the Hopper one
 	d, ffn, q, kvw := c.Dim, c.FFNDim, c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	mats := []struct {
 		name    string
@@ -71,19 +76,35 @@ func kernels(b *gpu.Backend, c *llama.Config) error {
 			n := *prefillN
 			xs := randomT(b, 8, 1, tensor.F32, n, m.in)
 			ys := b.Alloc(tensor.F32, n, m.out)
-			// The staged kernel, then round_bf16 + the pipelined one (the default; its time
-			// includes the rounding pass).
+			// The staged kernel, then round_bf16 + the pipelined one (the default before Hopper;
+			// its time includes the rounding pass), then on Hopper round_bf16 + the wgmma kernel
+			// (the default there), with its speed over the pipelined kernel's and its fraction of
+			// the card's dense bf16 rate (hf-baseline.jsonl's bf16_matmul row is cuBLAS's, measured
+			// in the same call).
+			shape, flops := fmt.Sprintf("%dx%dx%d", n, m.in, m.out), 2*float64(n)*float64(m.in)*float64(m.out)
+			var pipeMs float64
 			for _, k := range []struct {
-				name string
-				pipe bool
-			}{{"gemm_bf16 ", false}, {"round+gemm_pipe_bf16 ", true}} {
-				b.PipeGEMM = k.pipe
+				name        string
+				pipe, wgmma bool
+			}{{"gemm_bf16 ", false, false}, {"round+gemm_pipe_bf16 ", true, false}, {"round+gemm_wgmma_bf16 ", true, true}} {
+				if k.wgmma && !b.HasWGMMA() {
+					emit(map[string]any{"what": "kernel", "kernel": k.name + m.name, "shape": shape, "skipped": fmt.Sprintf("compute capability %d, %v", b.ComputeCapability(), b.WGMMAError())})
+					continue
+				}
+				b.PipeGEMM, b.WGMMAGEMM = k.pipe, k.wgmma
 				ms, err := b.Time(2, 10, func() { b.MatMul(ys, xs, ws[0], nil) })
-				b.PipeGEMM = true
+				b.PipeGEMM, b.WGMMAGEMM = true, false
 				if err != nil {
 					return err
 				}
-				flopRow(k.name+m.name, fmt.Sprintf("%dx%dx%d", n, m.in, m.out), 2*float64(n)*float64(m.in)*float64(m.out), ms)
+				if !k.wgmma {
+					flopRow(k.name+m.name, shape, flops, ms)
+					pipeMs = ms
+					continue
+				}
+				tflops := flops / (ms * 1e-3) / 1e12
+				emit(map[string]any{"what": "kernel", "kernel": k.name + m.name, "shape": shape, "ms": ms, "tflops": tflops,
+					"x_pipe": pipeMs / ms, "frac_dense_peak": tflops / denseBF16Peak})
 			}
 			b.Free(xs)
 			b.Free(ys)
