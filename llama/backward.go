@@ -28,19 +28,19 @@ type Record struct {
 	mem    *mem           // where the tensors above live
 }
 
-// Release gives the record's memory back to a device backend (on the CPU it is garbage like any
-// other). The record must not be used afterwards.
+// Release gives the record's memory back: to a device backend, or on the CPU to the runner, whose
+// next recorded or backward pass reuses it. The record must not be used afterwards.
 func (rec *Record) Release() {
-	if rec == nil || !rec.mem.onDevice() {
+	if rec == nil {
 		return
 	}
 	for _, lr := range rec.layers {
 		for _, t := range []*tensor.Tensor{lr.x, lr.mid, lr.q, lr.k, lr.v, lr.z, lr.gate, lr.up} {
-			rec.mem.dev.Free(t)
+			rec.mem.free(t)
 		}
 	}
 	if rec.final != nil {
-		rec.mem.dev.Free(rec.final)
+		rec.mem.free(rec.final)
 	}
 	rec.layers, rec.final = nil, nil
 }

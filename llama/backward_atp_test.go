@@ -266,3 +266,50 @@ func TestBackwardResume(t *testing.T) {
 		t.Error("Resume of a pass that was not Resumable: no error")
 	}
 }
+
+// A runner's second recorded and backward pass reuses the buffers the first gave back (its
+// spares) and gives the same gradients, bit for bit, as a fresh runner: no spare is handed out
+// twice or keeps the values of its last use where zeros are due.
+func TestSparesReused(t *testing.T) {
+	m, _ := tinyModel(t, tensor.BF16, nil)
+	b := Prompt(0, prompt[:9], 0, false)
+	metric := MetricFunc(func(logits []float64, rows, vocab int) (float64, []float64) {
+		g := make([]float64, len(logits))
+		g[5], g[40] = 1, -1
+		return logits[5] - logits[40], g
+	})
+	var points []hooks.Point
+	for l := 0; l < m.Config.Layers; l++ {
+		for _, k := range []hooks.Kind{hooks.ResidPre, hooks.Q, hooks.K, hooks.V, hooks.Z, hooks.AttnOut, hooks.MLPPost, hooks.MLPOut} {
+			points = append(points, hooks.Point{Layer: l, Kind: k})
+		}
+	}
+	grads := func(r *Runner, from int32) *hooks.Cache {
+		_, g, err := r.Gradients(b, metric, GradOptions{Points: points, From: map[int32]int32{0: from}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Points
+	}
+	r := newRunner(t, m, 2)
+	grads(r, 0)
+	if r.spare.bytes == 0 {
+		t.Fatal("no buffers came back to the runner after a recorded and backward pass")
+	}
+	for _, from := range []int32{3, 0} {
+		got, want := grads(r, from), grads(newRunner(t, m, 2), from)
+		for _, p := range points {
+			g, _ := got.Get(0, p.Name())
+			w, _ := want.Get(0, p.Name())
+			gv, wv := g.ToF32(), w.ToF32()
+			if maxAbs(wv) == 0 {
+				t.Fatalf("from %d, %s: zero gradient; the test checks nothing", from, p.Name())
+			}
+			for i := range wv {
+				if gv[i] != wv[i] {
+					t.Fatalf("from %d, %s element %d: %g after reuse, %g from a fresh runner", from, p.Name(), i, gv[i], wv[i])
+				}
+			}
+		}
+	}
+}

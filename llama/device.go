@@ -19,20 +19,62 @@ func (r *Runner) OnDevice() bool { return !r.Model.Embed.OnHost() }
 // mem allocates and moves activations in a backend's memory: plain host code on the CPU, backend
 // ops on a device (Embedding gathers rows, EmbeddingBackward scatters them into zeros, Copy
 // copies), so that the backward pass is written once for both. On a device it remembers the
-// temporaries it hands out, which release gives back.
+// temporaries it hands out, which release gives back; on the host, release hands them to the
+// runner's spares for the next pass to reuse.
 type mem struct {
 	be    tensor.Backend
 	dev   DeviceMemory // nil on the host
 	dt    tensor.DType
 	temps []*tensor.Tensor
+	spare *spares // on the host: the runner's recycled buffers
 }
 
 func (r *Runner) mem() *mem {
-	m := &mem{be: r.Backend, dt: r.dtype()}
+	m := &mem{be: r.Backend, dt: r.dtype(), spare: &r.spare}
 	if r.OnDevice() {
 		m.dev, _ = r.Backend.(DeviceMemory)
 	}
 	return m
+}
+
+// spares are host buffers that a recorded pass and a backward pass gave back, by size in bytes,
+// for the next pass to reuse. Analysis runs pass after pass over prompts of similar lengths, each
+// allocating the same few hundred tensors (a record of several MB per token, a layer's gradients):
+// fresh memory from the Go heap costs a page fault per 4 KiB on first touch and a clear, and
+// garbage to collect; a spare buffer is warm. At most maxSpare bytes are kept.
+type spares struct {
+	free  map[int][]*tensor.Tensor
+	bytes int
+}
+
+const maxSpare = 1 << 30
+
+// get returns a spare tensor of the given shape, its contents left as they were, or nil.
+func (s *spares) get(dt tensor.DType, shape []int) *tensor.Tensor {
+	size := dt.Size()
+	for _, d := range shape {
+		size *= d
+	}
+	list := s.free[size]
+	if len(list) == 0 {
+		return nil
+	}
+	t := list[len(list)-1]
+	s.free[size] = list[:len(list)-1]
+	s.bytes -= size
+	return &tensor.Tensor{Shape: append([]int(nil), shape...), DType: dt, Data: t.Data}
+}
+
+// put keeps host tensor t for reuse; t must not be used afterwards.
+func (s *spares) put(t *tensor.Tensor) {
+	if t == nil || !t.OnHost() || len(t.Data) == 0 || s.bytes+len(t.Data) > maxSpare {
+		return
+	}
+	if s.free == nil {
+		s.free = map[int][]*tensor.Tensor{}
+	}
+	s.free[len(t.Data)] = append(s.free[len(t.Data)], t)
+	s.bytes += len(t.Data)
 }
 
 // onDevice reports whether m allocates in a device's memory.
@@ -41,19 +83,35 @@ func (m *mem) onDevice() bool { return m.dev != nil }
 // alloc is a zeroed temporary of the activation dtype.
 func (m *mem) alloc(shape ...int) *tensor.Tensor {
 	if !m.onDevice() {
-		return tensor.New(m.dt, shape...)
+		t := m.spare.get(m.dt, shape)
+		if t == nil {
+			t = tensor.New(m.dt, shape...)
+		} else {
+			clear(t.Data)
+		}
+		m.temps = append(m.temps, t)
+		return t
 	}
 	t := m.be.Alloc(m.dt, shape...)
 	m.temps = append(m.temps, t)
 	return t
 }
 
-// release gives every temporary back (on a device).
+// release gives every temporary back: to the device, or to the runner's spares on the host.
 func (m *mem) release() {
 	for _, t := range m.temps {
-		m.dev.Free(t)
+		m.free(t)
 	}
 	m.temps = m.temps[:0]
+}
+
+// free gives back a tensor the caller owns: to the device, or to the runner's spares on the host.
+func (m *mem) free(t *tensor.Tensor) {
+	if m.onDevice() {
+		m.dev.Free(t)
+	} else {
+		m.spare.put(t)
+	}
 }
 
 // keep takes t out of the temporaries, so that release leaves it alone.
@@ -68,15 +126,16 @@ func (m *mem) keep(t *tensor.Tensor) {
 
 // track makes t a temporary again.
 func (m *mem) track(t *tensor.Tensor) {
-	if m.onDevice() {
-		m.temps = append(m.temps, t)
-	}
+	m.temps = append(m.temps, t)
 }
 
 // clone is a copy of t that is not a temporary: the caller owns it (free on a device).
 func (m *mem) clone(t *tensor.Tensor) *tensor.Tensor {
 	if !m.onDevice() {
-		c := tensor.New(t.DType, t.Shape...)
+		c := m.spare.get(t.DType, t.Shape)
+		if c == nil {
+			c = tensor.New(t.DType, t.Shape...)
+		}
 		if t.OnHost() {
 			copy(c.Data, t.Data)
 		} else {

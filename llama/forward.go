@@ -66,6 +66,8 @@ type Runner struct {
 	logit *tensor.Tensor // (m, vocab) in the backend's memory
 	host  *tensor.Tensor // (m, vocab) the logits on the host, when the backend's memory is not
 
+	spare spares // host buffers that recorded and backward passes gave back (mem)
+
 	store struct { // backing tensors the views above are cut from, in the backend's memory
 		x, xn, q, k, v, att, proj, gate, up, last, logit, host *tensor.Tensor
 		padX, padY                                             *tensor.Tensor // invariant.go's padded chunks

@@ -93,6 +93,11 @@ func (s *Sampler) Sample(logits []float32, context []int32) int32 {
 
 func (s *Sampler) sample(logits []float32, context []int32) int32 {
 	c := s.cfg
+	if c.Temperature == 0 && len(c.LogitBias) == 0 && len(s.chosen) == 0 && (c.RepetitionPenalty <= 0 || c.RepetitionPenalty == 1) {
+		// Plain greedy decoding changes no logit: the pick is their argmax, without the copy
+		// (a decode step's largest serial piece of work after the model).
+		return argmax(logits)
+	}
 	x := s.logits[:len(logits)]
 	copy(x, logits)
 	for t, b := range c.LogitBias {

@@ -80,15 +80,18 @@ type attentionJob[T float] struct {
 }
 
 func (j *attentionJob[T]) run(worker, lo, hi int) {
-	tokens, per := len(j.pos), j.per
-	for item := lo; item < hi; item++ {
-		h0, i := item/tokens*per, item%tokens // the item's first query head, and its token
-		if i%2 == 0 {
-			i /= 2
-		} else {
-			i = tokens - 1 - i/2
-		}
+	tokens := len(j.pos)
+	for item := lo; item < hi; {
+		h0, i := j.item(item) // the item's first query head, and its token
 		g := h0 / j.group
+		// Single-head items of the same token and kv head that this worker has in a row (a
+		// decode step's, ordered by head) run as one: each cached row is then read once for
+		// all of them, as for a whole group. The result is the same, bit for bit.
+		per := j.per
+		for item+per < hi && j.per == 1 && tokens == 1 && (h0+per)/j.group == g {
+			per++
+		}
+		item += per / j.per
 		n := int(j.pos[i]) + 1
 		off := j.rows.of(i, n)
 		first := i*j.heads + h0 // the item's first query: index of (token, head)
@@ -113,6 +116,16 @@ func (j *attentionJob[T]) run(worker, lo, hi int) {
 			j.ops.mix(j.dst[first*j.d:(first+per)*j.d], j.d, s, lds, j.v, g*j.d, off, n)
 		}
 	}
+}
+
+// item is the first query head and the token of item.
+func (j *attentionJob[T]) item(item int) (h0, i int) {
+	tokens := len(j.pos)
+	h0, i = item/tokens*j.per, item%tokens
+	if i%2 == 0 {
+		return h0, i / 2
+	}
+	return h0, tokens - 1 - i/2
 }
 
 // cacheRows says where the cached positions of a batch's sequences lie in a layer's K and V, seen

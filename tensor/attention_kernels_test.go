@@ -328,12 +328,20 @@ func TestSiLUMulKernel(t *testing.T) {
 
 // A token's attention is the same bits whether it runs in a large batch (items of a whole query
 // group) or alone, as a decode step does (items of one query head), over a paged cache, with a
-// head size the vector kernels take and an odd one, and with an F32 and a BF16 cache.
+// head size the vector kernels take and an odd one, and with an F32 and a BF16 cache. With 9
+// heads in 3 groups on 2 threads, a decode step's workers split a group: each runs its part of
+// the group as one item.
 func TestAttentionBatchInvariant(t *testing.T) {
 	b := NewCPU(2)
 	defer b.Close()
 	rng := rand.New(rand.NewPCG(29, 30))
-	const heads, kvHeads, n = 6, 2, 21
+	const n = 21
+	for _, shape := range [][2]int{{6, 2}, {9, 3}} {
+		testAttentionBatchInvariant(t, b, rng, shape[0], shape[1], n)
+	}
+}
+
+func testAttentionBatchInvariant(t *testing.T, b *CPU, rng *rand.Rand, heads, kvHeads, n int) {
 	for _, d := range []int{64, 10} {
 		for _, cache := range []DType{F32, BF16} {
 			kv := NewKVCacheOf(b, cache, 1, kvHeads, d, 4, 16)
@@ -353,7 +361,7 @@ func TestAttentionBatchInvariant(t *testing.T) {
 				b.Attention(one, FromF32(q[i*heads*d:(i+1)*heads*d], 1, heads, d), kv, 0, seq[i:i+1], pos[i:i+1])
 				for e, v := range one.F32() {
 					if w := all.F32()[i*heads*d+e]; math.Float32bits(v) != math.Float32bits(w) {
-						t.Fatalf("d=%d %s cache: token %d element %d is %g alone, %g in the batch", d, cache, i, e, v, w)
+						t.Fatalf("%d heads, %d kv heads, d=%d, %s cache: token %d element %d is %g alone, %g in the batch", heads, kvHeads, d, cache, i, e, v, w)
 					}
 				}
 			}

@@ -632,3 +632,40 @@ func TestBackwardAllocations(t *testing.T) {
 		}
 	}
 }
+
+// RoPE keeps the tables of its last call's angles: a call whose positions (changed in place in
+// the same slice, as a decode loop does), frequencies or direction differ gets its own angles,
+// the same bits as on a backend that never saw the earlier call.
+func TestRoPETablesFollowTheirInputs(t *testing.T) {
+	b := newCPU(t, 2)
+	rng := rand.New(rand.NewPCG(16, 1))
+	const n, heads, d = 3, 2, 8
+	pos := []int32{4, 5, 6}
+	invFreq := []float32{1, 0.1, 0.01, 0.001}
+	x := as32(randF64(rng, 1, n, heads, d))
+	rotated := func(be *tensor.CPU, back bool) []float32 {
+		y := tensor.FromF32(append([]float32(nil), x.F32()...), n, heads, d)
+		if back {
+			be.RoPEBackward(y, pos, invFreq)
+		} else {
+			be.RoPE(y, pos, invFreq)
+		}
+		return y.F32()
+	}
+	same := func(what string, back bool) {
+		t.Helper()
+		got, want := rotated(b, back), rotated(newCPU(t, 2), back)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: element %d is %g, %g on a fresh backend", what, i, got[i], want[i])
+			}
+		}
+	}
+	same("first call", false)
+	pos[1] = 9
+	same("a position changed in place", false)
+	invFreq[2] = 0.02
+	same("a frequency changed in place", false)
+	same("the backward rotation", true)
+	same("forward again", false)
+}

@@ -97,7 +97,7 @@ func run(args []string, stdout io.Writer) error {
 	if len(modes) > 0 {
 		mode = strings.Join(modes, "+")
 	}
-	m, err := llama.Load(*dir, llama.LoadOptions{Prefetch: true})
+	m, err := llama.Load(*dir, llama.LoadOptions{Resident: true})
 	if err != nil {
 		return err
 	}

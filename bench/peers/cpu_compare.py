@@ -5,7 +5,8 @@ Each repetition runs every engine once, in turn (A, B, C, D, A, B, ...), so that
 shared machine's speed hits all of them alike:
 
   tiller      bench/cpubench (built here): prefill and greedy decode, exact F32 by default;
-              --tiller-modes adds runs with other flags (a BF16 KV cache, bf16 compute)
+              --tiller-modes adds runs with other flags (a BF16 KV cache, bf16 compute), and
+              --baseline runs of a cpubench built at an earlier commit (before/after, interleaved)
   hf-f32      bench/peers/hf_cpu.py, HF transformers in float32 (sdpa)
   hf-bf16     the same in bfloat16 (oneDNN's AVX512-BF16 and AMX kernels where the CPU has them)
   llamacpp    llama-bench on a bf16 GGUF of the same weights: pp<P> for prefill, tg<G> at depth
@@ -70,8 +71,8 @@ def rows_of(out):
     return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
 
 
-def tiller(a, mode, flags):
-    cmd = [os.path.join(REPO, "build", "cpubench"), "--model", a.model, "--prompt", a.prompt,
+def tiller(a, mode, flags, binary=None):
+    cmd = [binary or os.path.join(REPO, "build", "cpubench"), "--model", a.model, "--prompt", a.prompt,
            "--decode", str(a.decode), "--threads", str(a.threads)] + flags
     out, wall, own, others = measure(cmd)
     rows = rows_of(out)
@@ -166,6 +167,10 @@ def main():
     ap.add_argument("--engines", default="tiller,hf-f32,hf-bf16,llamacpp")
     ap.add_argument("--tiller-modes", default="f32=",
                     help="semicolon-separated NAME=FLAGS tiller runs, e.g. 'f32=;kv-bf16=--kv-cache bf16'")
+    ap.add_argument("--baseline", action="append", default=[], metavar="NAME=BINARY",
+                    help="a bench/cpubench binary built at an earlier commit, run (exact mode) as tiller "
+                         "mode NAME in every repetition before the current build's modes, so that "
+                         "before and after are interleaved too; repeatable")
     ap.add_argument("--prompt", default="32,512")
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--hf-decode", type=int, default=16,
@@ -185,9 +190,14 @@ def main():
         subprocess.run(["go", "build", "-o", "build/cpubench", "./bench/cpubench"], cwd=REPO, check=True,
                        env={**os.environ, "CGO_LDFLAGS": f"-L{REPO}/build/tokenizers", "CGO_ENABLED": "1"})
     modes = []
+    for b in a.baseline:
+        name, _, binary = b.partition("=")
+        if not (name and os.access(binary, os.X_OK)):
+            raise SystemExit(f"cpu_compare: --baseline {b!r}: want NAME=BINARY, an executable cpubench")
+        modes.append((name, [], os.path.abspath(binary)))
     for m in a.tiller_modes.split(";"):
         name, _, flags = m.partition("=")
-        modes.append((name, flags.split()))
+        modes.append((name, flags.split(), None))
     os.makedirs(a.out, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -197,7 +207,7 @@ def main():
             for e in engines:
                 jobs = []
                 if e == "tiller":
-                    jobs = [(lambda m=m: tiller(a, m[0], m[1])) for m in modes]
+                    jobs = [(lambda m=m: tiller(a, *m)) for m in modes]
                 elif e == "hf-f32":
                     jobs = [lambda: hf(a, "f32")]
                 elif e == "hf-bf16":

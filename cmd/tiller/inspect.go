@@ -28,7 +28,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	m, err := loadModel(*dir, stderr)
+	m, err := loadModel(*dir, false, stderr)
 	if err != nil {
 		return err
 	}

@@ -42,9 +42,16 @@ func (l *loaded) Close() {
 // rather than leaving the first forward pass to stall on disk.
 const prefetchAbove = 1 << 30
 
-// open loads the model (a folder or a GGUF file) and its tokenizer, checking that they agree.
+// open loads the model (a folder or a GGUF file) and its tokenizer, checking that they agree,
+// for the CPU.
 func open(mf modelFlags, stderr io.Writer) (*loaded, error) {
-	m, err := loadModel(mf.dir, stderr)
+	return openFor(mf, true, stderr)
+}
+
+// openFor is open; cpu says the weights will be computed with where they are loaded, rather than
+// copied to a device.
+func openFor(mf modelFlags, cpu bool, stderr io.Writer) (*loaded, error) {
+	m, err := loadModel(mf.dir, cpu, stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -67,8 +74,9 @@ func open(mf modelFlags, stderr io.Writer) (*loaded, error) {
 }
 
 // loadModel loads a Hugging Face folder, reading large checkpoints in with progress, or a GGUF
-// file, dequantized.
-func loadModel(path string, stderr io.Writer) (*llama.Model, error) {
+// file, dequantized. For the CPU (cpu) a folder's weights are copied into huge-page memory
+// (llama.LoadOptions.Resident): decoding reads all of them for every token, faster from there.
+func loadModel(path string, cpu bool, stderr io.Writer) (*llama.Model, error) {
 	if llama.IsGGUF(path) {
 		return llama.LoadGGUF(path, llama.LoadOptions{Log: stderr})
 	}
@@ -76,7 +84,7 @@ func loadModel(path string, stderr io.Writer) (*llama.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return llama.Load(path, llama.LoadOptions{Log: stderr, Prefetch: cfg.Params()*2 > prefetchAbove})
+	return llama.Load(path, llama.LoadOptions{Log: stderr, Prefetch: cfg.Params()*2 > prefetchAbove, Resident: cpu})
 }
 
 // loadTokenizer loads a folder's tokenizer.json and tokenizer_config.json, or rebuilds a GGUF
@@ -177,7 +185,7 @@ func checkDevice(device string) error {
 // openOn opens the model as open does and moves its runner to the device --device names (cuda:
 // GPU 0, whose backend keeps its own copy of the weights); Close gives the device back.
 func openOn(mf modelFlags, device string, stderr io.Writer) (*loaded, error) {
-	l, err := open(mf, stderr)
+	l, err := openFor(mf, device != "cuda", stderr)
 	if err != nil || device != "cuda" {
 		return l, err
 	}

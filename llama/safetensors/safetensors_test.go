@@ -1,12 +1,14 @@
 package safetensors
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/tillerlm/tiller/tensor"
 )
@@ -209,4 +211,51 @@ func FuzzParseHeader(f *testing.F) {
 			end = info.End
 		}
 	})
+}
+
+// Resident swaps the mapping for a copy in the process's memory: the tensors taken afterwards
+// hold the same bytes, progress reaches the file's size, a second call does nothing, and Close
+// gives the copy back.
+func TestResident(t *testing.T) {
+	a := tensor.New(tensor.BF16, 300, 7)
+	for i := range a.U16() {
+		a.U16()[i] = tensor.BF16FromF32(float32(i%97) - 40.25)
+	}
+	path := filepath.Join(t.TempDir(), "t.safetensors")
+	if err := Save(path, []string{"a"}, []*tensor.Tensor{a}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var last int64
+	if err := f.Resident(func(done int64) { last = done }); err != nil {
+		t.Fatal(err)
+	}
+	if last != f.Size() {
+		t.Errorf("progress ended at %d bytes of %d", last, f.Size())
+	}
+	if addr := uintptr(unsafe.Pointer(&f.data[0])); addr%hugePage != 0 {
+		t.Errorf("the copy starts at %#x, not on a huge-page boundary", addr)
+	}
+	got, err := f.Tensor("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Data, a.Data) {
+		t.Error("the resident tensor differs from the file's")
+	}
+	at := &f.data[0]
+	last = -1
+	if err := f.Resident(func(done int64) { last = done }); err != nil || last != -1 || &f.data[0] != at {
+		t.Errorf("a second Resident copied again (err %v, progress %d)", err, last)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := f.Resident(nil); err != nil {
+		t.Errorf("Resident after Close: %v", err)
+	}
 }
