@@ -15,12 +15,16 @@ export GOTOOLCHAIN := go1.27.3
 export CGO_LDFLAGS := -L$(CURDIR)/$(BUILD)/tokenizers
 export CGO_ENABLED := 1
 
-.PHONY: all tiller test vet demo demo-real workbench fixtures chat-fixtures real-model bench clean screenshots
+.PHONY: all tiller cpubench test vet demo demo-real workbench fixtures chat-fixtures real-model bench clean screenshots
 
 all: tiller
 
 tiller: $(TOKLIB)
 	$(GO) build -o bin/tiller ./cmd/tiller
+
+# The CPU benchmark binary bench/peers/cpu_compare.py runs (with this Makefile's Go toolchain).
+cpubench: $(TOKLIB)
+	$(GO) build -o build/cpubench ./bench/cpubench
 
 $(TOKLIB):
 	scripts/build-tokenizers.sh $(TOKENIZERS_VERSION) $(BUILD)/tokenizers

@@ -187,8 +187,7 @@ def main():
     if "llamacpp" in engines and not (a.gguf and a.llama_bench):
         raise SystemExit("cpu_compare: llamacpp needs --gguf and --llama-bench (bench/peers/llamacpp.sh with MEASURE=0 prints both)")
     if "tiller" in engines:
-        subprocess.run(["go", "build", "-o", "build/cpubench", "./bench/cpubench"], cwd=REPO, check=True,
-                       env={**os.environ, "CGO_LDFLAGS": f"-L{REPO}/build/tokenizers", "CGO_ENABLED": "1"})
+        subprocess.run(["make", "-s", "cpubench"], cwd=REPO, check=True)
     modes = []
     for b in a.baseline:
         name, _, binary = b.partition("=")
