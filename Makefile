@@ -175,15 +175,15 @@ ptx-report: $(PTX)
 # wgmma_harness.cpp; takes minutes).
 kernel-sim:
 	mkdir -p $(BUILD)/sim
-	cp kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu kernels/attention_decode.cuh $(BUILD)/sim/
+	cp kernels/sim/check.h kernels/sim/common.cuh kernels/sim/harness.cpp kernels/matvec.cu kernels/attention_decode.cuh $(BUILD)/sim/
 	sed '/^extern "C" __global__ void hold_ns/,$$d' kernels/decode.cu >$(BUILD)/sim/decode.cu
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ harness.cpp -o harness && ./harness
-	cp kernels/sim/mma.cuh kernels/sim/mma_harness.cpp kernels/gemm.cu kernels/attention.cu $(BUILD)/sim/
+	cp kernels/sim/check.h kernels/sim/mma.cuh kernels/sim/mma_harness.cpp kernels/gemm.cu kernels/attention.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ mma_harness.cpp -o mma_harness && ./mma_harness
-	cp kernels/sim/backward_harness.cpp kernels/rmsnorm.cu kernels/elementwise.cu kernels/rope.cu kernels/embedding.cu \
+	cp kernels/sim/check.h kernels/sim/backward_harness.cpp kernels/rmsnorm.cu kernels/elementwise.cu kernels/rope.cu kernels/embedding.cu \
 		kernels/gemm_exact.cu kernels/attention_backward.cu kernels/attribution.cu kernels/steer.cu kernels/kvcache.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ backward_harness.cpp -o backward_harness && ./backward_harness
-	cp kernels/sim/mma.cuh kernels/sim/wgmma.cuh kernels/sim/wgmma_harness.cpp kernels/gemm_wgmma.cu $(BUILD)/sim/
+	cp kernels/sim/check.h kernels/sim/mma.cuh kernels/sim/wgmma.cuh kernels/sim/wgmma_harness.cpp kernels/gemm_wgmma.cu $(BUILD)/sim/
 	cd $(BUILD)/sim && $(CXX) -std=c++20 -O2 -pthread -x c++ wgmma_harness.cpp -o wgmma_harness && ./wgmma_harness
 
 # go vet of the whole `cuda` build against the CUDA headers and link stub of build/cuda (made once

@@ -23,29 +23,12 @@
 #include <string>
 #include <algorithm>
 #include <array>
+#include "check.h"
 
 static std::mt19937_64 rng(11);
 static double randn() { static std::normal_distribution<double> d; return d(rng); }
-static int fails = 0, checks = 0;
 static const float NaN = NAN;
 
-// got holds want.size() values and then a sentinel of NaNs that must stay NaN.
-static void compare(const std::string& what, const std::vector<float>& got, const std::vector<double>& want, double atol, double rtol) {
-    checks++;
-    double worst = 0;
-    size_t at = 0;
-    int bad = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        double d = fabs(got[i] - want[i]);
-        if (!(d <= atol + rtol * fabs(want[i]))) { if (!bad) at = i; bad++; }
-        if (!(d <= worst)) worst = d;
-    }
-    for (size_t i = want.size(); i < got.size(); i++)
-        if (!std::isnan(got[i])) { if (!bad) at = i; bad++; }
-    if (bad) { fails++; printf("FAIL %s: %d of %zu bad, first at %zu got %g want %g (max err %g)\n", what.c_str(), bad, want.size(), at, got[at], at < want.size() ? want[at] : NAN, worst); }
-    else printf("ok   %s (max err %.2e)\n", what.c_str(), worst);
-    fflush(stdout);
-}
 static std::vector<float> randf(size_t n, double scale = 1, size_t sentinel = 0) {
     std::vector<float> v(n + sentinel, NaN);
     for (size_t i = 0; i < n; i++) v[i] = (float)(scale * randn());

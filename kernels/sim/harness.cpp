@@ -12,6 +12,7 @@
 #include <random>
 #include <algorithm>
 #include <cstdlib>
+#include "check.h"
 
 static std::mt19937_64 rng(7);
 static double randn() { static std::normal_distribution<double> d; return d(rng); }
@@ -36,17 +37,6 @@ static Mat make(int rows, int cols, int dt, double scale, double offset = 0) {
     return m;
 }
 static std::vector<float> randf(size_t n, double scale) { std::vector<float> v(n); for (auto& x : v) x = (float)(scale * randn()); return v; }
-static int fails = 0, checks = 0;
-static void compare(const std::string& what, const float* got, const std::vector<double>& want, double atol = 1e-5, double rtol = 1e-4) {
-    checks++;
-    double worst = 0; size_t at = 0; int bad = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        double d = fabs(got[i] - want[i]);
-        if (!(d <= atol + rtol * fabs(want[i]))) { if (!bad) at = i; bad++; }
-        if (!(d <= worst)) worst = d;
-    }
-    if (bad) { fails++; printf("FAIL %s: %d of %zu bad, first at %zu got %g want %g (max err %g)\n", what.c_str(), bad, want.size(), at, got[at], want[at], worst); }
-}
 static std::vector<double> linear(const std::vector<double>& x, const Mat& w, const Mat* b, int n, int in, int out) {
     std::vector<double> y((size_t)n * out);
     for (int t = 0; t < n; t++) for (int r = 0; r < out; r++) {
@@ -310,6 +300,7 @@ static void test_argmax() {
 }
 
 int main() {
+    quiet_ok = true;
     test_argmax();
     printf("argmax done\n"); fflush(stdout);
     test_attention();

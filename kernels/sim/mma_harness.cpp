@@ -11,28 +11,11 @@
 #include <random>
 #include <string>
 #include <algorithm>
+#include "check.h"
 
 static std::mt19937_64 rng(9);
 static double randn() { static std::normal_distribution<double> d; return d(rng); }
 static double round16(float f, int dt) { return dt == 1 ? to_f32(bf16{f32_to_bf16_bits(f)}) : f16_to_f32(f32_to_f16_bits(f)); }
-static int fails = 0, checks = 0;
-
-static void compare(const std::string& what, const std::vector<float>& got, const std::vector<double>& want, double atol, double rtol) {
-    checks++;
-    double worst = 0;
-    size_t at = 0;
-    int bad = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        double d = fabs(got[i] - want[i]);
-        if (!(d <= atol + rtol * fabs(want[i]))) { if (!bad) at = i; bad++; }
-        if (!(d <= worst)) worst = d;
-    }
-    for (size_t i = want.size(); i < got.size(); i++)
-        if (!std::isnan(got[i])) { bad++; at = i; }
-    if (bad) { fails++; printf("FAIL %s: %d of %zu bad, first at %zu got %g want %g (max err %g)\n", what.c_str(), bad, want.size(), at, got[at], at < want.size() ? want[at] : NAN, worst); }
-    else printf("ok   %s (max err %.2e)\n", what.c_str(), worst);
-    fflush(stdout);
-}
 
 static void test_gemm() {
     for (int dt = 1; dt <= 2; dt++)

@@ -6,31 +6,10 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include "check.h"
 
 static std::mt19937_64 rng(16);
 static double randn() { static std::normal_distribution<double> d; return d(rng); }
-static int fails = 0, checks = 0;
-
-static void compare(const std::string& what, const std::vector<float>& got, const std::vector<double>& want, double atol, double rtol) {
-    checks++;
-    double worst = 0;
-    size_t at = 0;
-    int bad = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        double d = fabs(got[i] - want[i]);
-        if (!(d <= atol + rtol * fabs(want[i]))) {
-            if (!bad) at = i;
-            bad++;
-        }
-        if (!(d <= worst)) worst = d;
-    }
-    if (bad) {
-        fails++;
-        printf("FAIL %s: %d of %zu bad, first at %zu got %g want %g (max err %g)\n", what.c_str(), bad, want.size(), at, got[at], want[at], worst);
-    } else
-        printf("ok   %s (max err %.2e)\n", what.c_str(), worst);
-    fflush(stdout);
-}
 
 // Random bf16 values (as bits) and their f64 values.
 static void random_bf16(std::vector<uint16_t>& bits, std::vector<double>& vals, size_t n, double scale) {
