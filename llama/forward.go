@@ -357,8 +357,14 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 		r.layer(l, b, kv, &f, rec)
 	}
 	if rec != nil {
-		rec.final = rec.mem.clone(r.x)
-		rec.rows = append([]int32(nil), r.rows...)
+		n := rec.recorded()
+		rec.final = rec.mem.clone(r.x.Slice(0, n))
+		rec.rows = rec.rows[:0]
+		for _, t := range r.rows {
+			if int(t) < n {
+				rec.rows = append(rec.rows, t)
+			}
+		}
 	}
 	if f.err != nil || rows == 0 {
 		return r.host, f.err
@@ -495,6 +501,11 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	be.RoPE(r.q, b.Pos, r.Model.InvFreq)
 	be.RoPE(r.k, b.Pos, r.Model.InvFreq)
 	be.StoreKV(kv, l, r.k, r.v, b.Seq, b.Pos)
+	if rec != nil && len(rec.share.src) > 0 {
+		m := rec.mem
+		be.StoreKV(kv, l, m.rowsOf(r.k, rec.share.src), m.rowsOf(r.v, rec.share.src), rec.share.seq, rec.share.pos)
+		m.release()
+	}
 	if p := (hooks.Point{Layer: l, Kind: hooks.Pattern}); f.h.Active(p) {
 		r.explicitAttention(l, b, kv, f)
 	} else {
@@ -502,8 +513,9 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	}
 	at(hooks.Z, r.z)
 	if lr != nil {
-		m := rec.mem
-		lr.x, lr.q, lr.k, lr.v, lr.z = m.clone(r.x), m.clone(r.q), m.clone(r.k), m.clone(r.v), m.clone(r.z)
+		m, n := rec.mem, rec.recorded()
+		lr.x, lr.q, lr.k, lr.v = m.clone(r.x.Slice(0, n)), m.clone(r.q.Slice(0, n)), m.clone(r.k.Slice(0, n)), m.clone(r.v.Slice(0, n))
+		lr.z = m.clone(r.z.Slice(0, n))
 	}
 	mm(r.proj, r.att, w.WO, w.BO)
 	at(hooks.AttnOut, r.proj)
@@ -515,8 +527,8 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	r.shared(rec == nil, r.xn, tensor.Product{Dst: r.gate, W: w.WGate, Bias: w.BGate},
 		tensor.Product{Dst: r.up, W: w.WUp, Bias: w.BUp})
 	if lr != nil {
-		m := rec.mem
-		lr.mid, lr.gate, lr.up = m.clone(r.x), m.clone(r.gate), m.clone(r.up)
+		m, n := rec.mem, rec.recorded()
+		lr.mid, lr.gate, lr.up = m.clone(r.x.Slice(0, n)), m.clone(r.gate.Slice(0, n)), m.clone(r.up.Slice(0, n))
 	}
 	be.SiLUMul(r.gate, r.gate, r.up)
 	at(hooks.MLPPost, r.gate)
