@@ -39,7 +39,7 @@ func (rec *Record) Release() {
 		return
 	}
 	for _, lr := range rec.layers {
-		for _, t := range []*tensor.Tensor{lr.x, lr.mid, lr.q, lr.k, lr.v, lr.z, lr.gate, lr.up} {
+		for _, t := range lr.own {
 			rec.mem.free(t)
 		}
 	}
@@ -58,6 +58,9 @@ type layerRecord struct {
 	k, v     *tensor.Tensor // (n, kv_heads, d_head), k after RoPE
 	z        *tensor.Tensor // (n, heads, d_head)
 	gate, up *tensor.Tensor // (n, d_mlp) before SiLU
+	// own are the buffers the tensors above are cut from: those the forward pass wrote in place
+	// hold the rows of every token of the pass, of which the record keeps the first n.
+	own []*tensor.Tensor
 }
 
 // BytesPerToken is the memory a Record takes per token of the batch.
