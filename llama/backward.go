@@ -449,7 +449,9 @@ func (r *Runner) layerBackward(bb tensor.Backward, mm *mem, l int, w *Layer, lr 
 	}
 	dpost := mm.alloc(k, c.FFNDim)
 	bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dxL, post, w.WDown)
-	at(hooks.MLPPost, mm.spread(dpost, live, n))
+	if want[hooks.Point{Layer: l, Kind: hooks.MLPPost}] {
+		at(hooks.MLPPost, mm.spread(dpost, live, n))
+	}
 	dgate, dup := mm.alloc(k, c.FFNDim), mm.alloc(k, c.FFNDim)
 	bb.SiLUMulBackward(dgate, dup, dpost, gate, up)
 	n2 := mid
