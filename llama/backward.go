@@ -268,6 +268,9 @@ type GradOptions struct {
 	// sequence into host memory (Grads.Points stays empty): for consumers on the same device,
 	// such as attribution scores reduced there, so that no gradient crosses to the host.
 	Batched bool
+	// Into is the cache the gradients at Points go into, emptied by hooks.Cache.Recycle so that
+	// they reuse its memory; nil makes a new one.
+	Into *hooks.Cache
 }
 
 // Grads are the gradients of a scalar metric.
@@ -339,7 +342,10 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	mm := r.mem()
 	defer mm.release()
 	dims := c.HookDims()
-	g := &Grads{Points: hooks.NewCache(), mem: mm}
+	g := &Grads{Points: opt.Into, mem: mm}
+	if g.Points == nil {
+		g.Points = hooks.NewCache()
+	}
 	if opt.Batched {
 		g.Batch = map[hooks.Point]*tensor.Tensor{}
 	}
