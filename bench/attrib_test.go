@@ -126,6 +126,15 @@ func BenchmarkAtPReal_1PairFirstToken(b *testing.B) {
 	benchAtPOn(b, loadFolder(b, realModel(b), 2), 1, 1, false, firstToken)
 }
 
+// Four pairs in one batch (attribute's default batches eight): the passes over the weights are
+// shared by the pairs of a batch.
+func BenchmarkAtPReal_4PairsBatched(b *testing.B) {
+	benchAtPOn(b, loadFolder(b, realModel(b), 2), 4, 4, false, midPrompt)
+}
+func BenchmarkAtPReal_4PairsBatchedFirstToken(b *testing.B) {
+	benchAtPOn(b, loadFolder(b, realModel(b), 2), 4, 4, false, firstToken)
+}
+
 // BenchmarkExactPatchingLlama32_1B times exact activation patching of a sample of 24 nodes of one
 // pair (each a forward pass of the clean prompt from the patched position on, 24 to a batch)
 // and AtP of the same pair, and reports the cost of patching every node of the pair as a
