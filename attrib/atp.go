@@ -61,8 +61,9 @@ type Result struct {
 
 // Timing is where Run's time went.
 type Timing struct {
-	Corrupt  time.Duration // forward passes of the corrupt prompts alone (none: they run in the clean prompts' pass)
-	Clean    time.Duration // recorded forward passes of the clean prompts with the corrupt ones, reading the nodes, and the metrics
+	// Forward is the recorded forward passes of the clean prompts with the corrupt ones in the same
+	// batch (from their first difference), reading the nodes, and the metrics.
+	Forward  time.Duration
 	Backward time.Duration // backward passes to the nodes at and after the first difference
 	Score    time.Duration // products of differences and gradients
 	Star     time.Duration // AtP*: QK fix and GradDrop's extra backward passes
@@ -70,8 +71,8 @@ type Timing struct {
 	Patched  int           // patched forward passes run (pairs × nodes)
 }
 
-// AtP is the time attribution patching proper took: both forward passes, the backward and the products.
-func (t Timing) AtP() time.Duration { return t.Corrupt + t.Clean + t.Backward + t.Score }
+// AtP is the time attribution patching proper took: the forward pass, the backward and the products.
+func (t Timing) AtP() time.Duration { return t.Forward + t.Backward + t.Score }
 
 // analysis is one Run's state.
 type analysis struct {
@@ -392,7 +393,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 		out[i].Corrupt = value(in, kruns[i], logits)
 	}
 	t2 := time.Now()
-	a.res.Timing.Clean += t2.Sub(t0)
+	a.res.Timing.Forward += t2.Sub(t0)
 
 	grads := llama.GradOptions{Points: a.grads, From: from, Resumable: a.opt.Star, Batched: a.dev != nil}
 	if a.dev == nil {
