@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/tillerlm/tiller/hooks"
@@ -60,8 +61,9 @@ type Result struct {
 
 // Timing is where Run's time went.
 type Timing struct {
-	Corrupt  time.Duration // forward passes of the corrupt prompts from their first difference, reading the nodes
-	Clean    time.Duration // recorded forward passes of the clean prompts, reading the nodes, and the metric
+	// Forward is the recorded forward passes of the clean prompts with the corrupt ones in the same
+	// batch (from their first difference), reading the nodes, and the metrics.
+	Forward  time.Duration
 	Backward time.Duration // backward passes to the nodes at and after the first difference
 	Score    time.Duration // products of differences and gradients
 	Star     time.Duration // AtP*: QK fix and GradDrop's extra backward passes
@@ -69,8 +71,8 @@ type Timing struct {
 	Patched  int           // patched forward passes run (pairs × nodes)
 }
 
-// AtP is the time attribution patching proper took: both forward passes, the backward and the products.
-func (t Timing) AtP() time.Duration { return t.Corrupt + t.Clean + t.Backward + t.Score }
+// AtP is the time attribution patching proper took: the forward pass, the backward and the products.
+func (t Timing) AtP() time.Duration { return t.Forward + t.Backward + t.Score }
 
 // analysis is one Run's state.
 type analysis struct {
@@ -180,22 +182,47 @@ func (a *analysis) readSetOf(ps []hooks.Point) *hooks.Set {
 	h := hooks.NewSet(a.dims)
 	if a.dev != nil {
 		h.CapturePoints(ps)
-	} else {
-		h.ReadPoints(ps)
+		return h
 	}
+	h.Cache = a.cache()
+	h.ReadPoints(ps)
 	return h
 }
 
-// release gives back the device memory a hook set holds (nothing on the CPU).
+// hostCaches are the host caches of activations and gradients that earlier batches gave back,
+// emptied with their memory kept (hooks.Cache.Recycle): a batch's reads are tens of MB (35 MB for
+// a pair of 64-token prompts on SmolLM2-135M, and half that again in gradients), fresh memory
+// costs page faults and zeroing, and the garbage collector may still take them back between runs.
+var hostCaches sync.Pool
+
+// cache is a host cache for a batch's activations or gradients, recycled when there is one.
+func (a *analysis) cache() *hooks.Cache {
+	if c, ok := hostCaches.Get().(*hooks.Cache); ok {
+		return c
+	}
+	return hooks.NewCache()
+}
+
+// recycle gives a cache of cache's back once the batch is done with it.
+func (a *analysis) recycle(c *hooks.Cache) {
+	c.Recycle()
+	hostCaches.Put(c)
+}
+
+// release gives back the memory a hook set holds: to the device, or on the CPU its cache to the
+// next batch.
 func (a *analysis) release(h *hooks.Set) {
 	if a.dev != nil {
 		h.Release(a.dev)
+		return
 	}
+	a.recycle(h.Cache)
 }
 
 // run is one prompt of a batch: its tokens, and which logit rows the metric reads.
 type run struct {
 	tokens  []int32 // the prompt, then the continuation
+	seq     int32   // its sequence id in the batch
 	row, nr int     // the run's first logit row in the batch's logits, and how many
 }
 
@@ -213,7 +240,7 @@ func runs(ins []*Input, clean bool) ([]run, llama.Batch) {
 		}
 		toks := append(append([]int32(nil), p...), in.Cont...)
 		nr := max(len(in.Cont), 1)
-		out[i] = run{tokens: toks, row: row, nr: nr}
+		out[i] = run{tokens: toks, seq: int32(i), row: row, nr: nr}
 		row += nr
 		appendRun(&b, int32(i), toks, from, len(p)-1, nr)
 	}
@@ -313,7 +340,7 @@ func value(in *Input, ru run, logits *tensor.Tensor) float64 {
 // pairRun is what one pair's scoring reads: its runs' activations and gradients, by sequence.
 type pairRun struct {
 	in                    *Input
-	seq                   int32
+	seq, kseq             int32        // the clean run's sequence, and the corrupt run's
 	n                     int          // tokens of the clean run, continuation included
 	first                 int          // firstDiff: nodes before it score 0
 	clean, corrupt, grads *hooks.Cache // activations of both runs and the clean run's gradients
@@ -333,46 +360,46 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 
 	t0 := time.Now()
 	cruns, cb := runs(ins, true)
+	kruns, kb := runs(ins, false)
+	// Both prompts of every pair run in one recorded pass, one read of the weights for both: the
+	// corrupt prompts as sequences len(ins)+i, unrecorded, from the end of the prefix they share
+	// with their clean prompt; the read set keeps each run's activations under its own id.
 	clean := a.readSet()
 	defer a.release(clean)
-	rec, logits, err := r.Record(cb, clean)
+	corrupt := clean
+	shared := map[int32]llama.Shared{}
+	for i, in := range ins {
+		shared[int32(len(ins)+i)] = llama.Shared{Seq: int32(i), N: int32(prefix(in))}
+	}
+	for i := range kb.Seq {
+		kb.Seq[i] += int32(len(ins))
+	}
+	rec, logits, err := r.RecordAlong(cb, clean, kb, shared)
 	if err != nil {
 		return nil, err
 	}
 	defer rec.Release()
-	dlogits := tensor.New(logits.DType, logits.Shape...)
+	rows := 0
+	for _, ru := range cruns {
+		rows += ru.nr
+	}
+	dlogits := tensor.New(logits.DType, rows, logits.Cols())
 	for i, in := range ins {
 		if out[i].Clean, err = metric(in, cruns[i], logits, dlogits); err != nil {
 			return nil, fmt.Errorf("line %d: %v", in.Line, err)
 		}
-	}
-	t1 := time.Now()
-	a.res.Timing.Clean += t1.Sub(t0)
-
-	kruns, kb := runs(ins, false)
-	corrupt := a.readSet()
-	defer a.release(corrupt)
-	size, shared := 0, map[int32]int32{}
-	for i, in := range ins {
-		size += len(in.Corrupt) + len(in.Cont) + 16
-		shared[int32(i)] = int32(prefix(in))
-	}
-	kv := r.NewKVCache(size, 16)
-	defer r.FreeKVCache(kv)
-	if err := r.PrefixKV(rec, kv, shared); err != nil {
-		return nil, err
-	}
-	logits, err = r.Forward(kb, kv, corrupt)
-	if err != nil {
-		return nil, err
-	}
-	for i, in := range ins {
+		kruns[i].row += rows
+		kruns[i].seq += int32(len(ins))
 		out[i].Corrupt = value(in, kruns[i], logits)
 	}
 	t2 := time.Now()
-	a.res.Timing.Corrupt += t2.Sub(t1)
+	a.res.Timing.Forward += t2.Sub(t0)
 
 	grads := llama.GradOptions{Points: a.grads, From: from, Resumable: a.opt.Star, Batched: a.dev != nil}
+	if a.dev == nil {
+		grads.Into = a.cache()
+		defer a.recycle(grads.Into)
+	}
 	g, err := r.Backward(rec, dlogits, grads)
 	if err != nil {
 		return nil, err
@@ -383,7 +410,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 
 	prs := make([]*pairRun, len(ins))
 	for i, in := range ins {
-		prs[i] = &pairRun{in: in, seq: int32(i), n: len(cruns[i].tokens), first: firstDiff(in), clean: clean.Cache, corrupt: corrupt.Cache, grads: g.Points}
+		prs[i] = &pairRun{in: in, seq: int32(i), kseq: kruns[i].seq, n: len(cruns[i].tokens), first: firstDiff(in), clean: clean.Cache, corrupt: corrupt.Cache, grads: g.Points}
 	}
 	// score gives every pair's AtP scores from the gradients of one backward pass; fix rescores
 	// the q and k nodes of base with AtP*'s QK fix.
@@ -402,7 +429,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 		return est
 	}
 	if a.dev != nil {
-		d := a.newDevBatch(prs, cb, kb, clean, corrupt)
+		d := a.newDevBatch(prs, cb, kb, clean)
 		defer d.release()
 		score = func(g *llama.Grads) []Scores { return d.scores(g.Batch) }
 		fix = func(base []Scores, g *llama.Grads) []Scores { return d.qkFixed(base, g.Batch) }
@@ -418,7 +445,7 @@ func (a *analysis) batch(ins []*Input) ([]*PairResult, error) {
 		for i, s := range fix(atp, g) {
 			out[i].Scores[AtPStar] = s
 		}
-		grads.Resumable, grads.Resume = false, g
+		grads.Resumable, grads.Resume, grads.Into = false, g, nil // GradDrop's passes share g's points
 		estimate := func(g *llama.Grads) []Scores { return fix(score(g), g) }
 		if err := a.gradDrop(rec, dlogits, grads, estimate, out); err != nil {
 			return nil, err
@@ -441,7 +468,7 @@ func act(c *hooks.Cache, seq int32, p hooks.Point) []float64 {
 // the corrupt activation at q − Shift; positions before the first difference, prompt positions
 // with no counterpart and the continuation get 0.
 func (pr *pairRun) delta(p hooks.Point, width int) []float64 {
-	c, k := act(pr.clean, pr.seq, p), act(pr.corrupt, pr.seq, p)
+	c, k := act(pr.clean, pr.seq, p), act(pr.corrupt, pr.kseq, p)
 	d := make([]float64, pr.n*width)
 	nk := len(pr.in.Corrupt)
 	for q := pr.first; q < len(pr.in.Clean); q++ {
@@ -463,7 +490,7 @@ func (a *analysis) score(pr *pairRun, grads *hooks.Cache) Scores {
 	s := a.newScores(np)
 	for _, p := range a.reads {
 		set := func(q, h int, v float64) { setScore(s, p, q, h, v) }
-		ct, kt, gt := get(pr.clean, pr.seq, p), get(pr.corrupt, pr.seq, p), get(grads, pr.seq, p)
+		ct, kt, gt := get(pr.clean, pr.seq, p), get(pr.corrupt, pr.kseq, p), get(grads, pr.seq, p)
 		if ct.DType == tensor.F64 {
 			scorePoint(ct.F64(), kt.F64(), gt.F64(), a.dims.Width(p), a.chunk(p), pr.first, np, pr.in.Shift, len(pr.in.Corrupt), set)
 		} else {

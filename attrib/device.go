@@ -110,9 +110,12 @@ type nodeRow struct{ pair, pos int }
 // clean batch's rows.
 type qkRope struct{ qc, kc, qd, kd *tensor.Tensor }
 
-func (a *analysis) newDevBatch(prs []*pairRun, cb, kb llama.Batch, clean, corrupt *hooks.Set) *devBatch {
-	d := &devBatch{a: a, prs: prs, cb: cb, clean: clean, corrupt: corrupt, changed: make([]int32, len(cb.Tokens))}
+func (a *analysis) newDevBatch(prs []*pairRun, cb, kb llama.Batch, runs *hooks.Set) *devBatch {
+	d := &devBatch{a: a, prs: prs, cb: cb, clean: runs, corrupt: runs, changed: make([]int32, len(cb.Tokens))}
 	crows, krows := batchRows(cb), batchRows(kb)
+	for k := range krows { // the corrupt prompts' rows follow the clean prompts' in the pass
+		krows[k] += int32(len(cb.Tokens))
+	}
 	for i, pr := range prs {
 		for q := pr.first; q < len(pr.in.Clean); q++ {
 			src := q - pr.in.Shift
@@ -121,7 +124,7 @@ func (a *analysis) newDevBatch(prs []*pairRun, cb, kb llama.Batch, clean, corrup
 			}
 			c := crows[[2]int32{int32(i), int32(q)}]
 			d.at = append(d.at, nodeRow{i, q})
-			d.crow, d.krow = append(d.crow, c), append(d.krow, krows[[2]int32{int32(i), int32(src)}])
+			d.crow, d.krow = append(d.crow, c), append(d.krow, krows[[2]int32{pr.kseq, int32(src)}])
 			d.changed[c] = 1
 		}
 	}
@@ -169,7 +172,7 @@ func (d *devBatch) scores(grads map[hooks.Point]*tensor.Tensor) []Scores {
 	for _, p := range a.reads {
 		nodes := a.dims.Width(p) / a.chunk(p)
 		o := buf.Slice(off, off+len(d.at)*nodes).Reshape(len(d.at), nodes)
-		dev.AtPScores(o, d.captured(d.clean, p), d.captured(d.corrupt, p), flat(grads[p]), d.crow, d.krow)
+		dev.AtPScores(o, d.captured(d.clean, p).Slice(0, len(d.cb.Tokens)), d.captured(d.corrupt, p), flat(grads[p]), d.crow, d.krow)
 		off += len(d.at) * nodes
 	}
 	host := tensor.New(tensor.F64, total, 1)
@@ -201,7 +204,7 @@ func (d *devBatch) rope(l int) *qkRope {
 	dev, r := d.a.dev, d.a.r
 	prep := func(kind hooks.Kind, patched bool) *tensor.Tensor {
 		p := hooks.Point{Layer: l, Kind: kind}
-		src := d.clean.Captured[p][0].X
+		src := d.clean.Captured[p][0].X.Slice(0, len(d.cb.Tokens)) // the clean prompts' rows
 		x := dev.Alloc(src.DType, src.Shape...)
 		dev.Copy(x, src)
 		if patched {

@@ -57,7 +57,8 @@ func (a *analysis) verify() error {
 	res.Verified = v
 	switch {
 	case n == VerifyAuto:
-		perRun := a.res.Timing.Corrupt.Seconds() / float64(len(res.Pairs))
+		// A patched run is about a forward pass of one prompt; AtP's pass ran two per pair.
+		perRun := a.res.Timing.Forward.Seconds() / 2 / float64(len(res.Pairs))
 		est := time.Duration(perRun * float64(len(all)*len(res.Pairs)) * float64(time.Second))
 		if est > time.Minute {
 			v.Skipped = fmt.Sprintf("exact patching of all %d nodes in %d pairs would take about %s; ask for a sample with --verify N", len(all), len(res.Pairs), est.Round(time.Second))

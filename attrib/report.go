@@ -251,7 +251,7 @@ func (res *Result) WriteJSON(path string, meta Meta, loc *Locus) error {
 		doc.Nodes = append(doc.Nodes, k.String())
 	}
 	t := res.Timing
-	doc.Timing = map[string]float64{"corrupt_forward": t.Corrupt.Seconds(), "clean_recorded_forward": t.Clean.Seconds(),
+	doc.Timing = map[string]float64{"forward": t.Forward.Seconds(),
 		"backward": t.Backward.Seconds(), "scores": t.Score.Seconds(), "atp": t.AtP().Seconds(), "atp_star_extra": t.Star.Seconds(),
 		"exact": t.Exact.Seconds(), "patched_runs": float64(t.Patched)}
 	if v := res.Verified; v != nil {

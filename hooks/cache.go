@@ -14,7 +14,8 @@ import (
 // tensors as positions arrive.
 type Cache struct {
 	data  map[cacheKey]*tensor.Tensor
-	order []cacheKey // insertion order, which is forward order for one run
+	order []cacheKey                  // insertion order, which is forward order for one run
+	spare map[cacheKey]*tensor.Tensor // memory Recycle kept, by point and sequence
 }
 
 type cacheKey struct {
@@ -24,6 +25,21 @@ type cacheKey struct {
 
 // NewCache makes an empty cache.
 func NewCache() *Cache { return &Cache{data: map[cacheKey]*tensor.Tensor{}} }
+
+// Recycle empties the cache but keeps its tensors' memory for those the next run stores at the
+// same points and sequences: a read set used again then needs no fresh memory (tens of MB per
+// pass of a prompt, whose page faults and zeroing cost more than the copies). Tensors taken from
+// the cache before must not be used afterwards.
+func (c *Cache) Recycle() {
+	if c.spare == nil {
+		c.spare = map[cacheKey]*tensor.Tensor{}
+	}
+	for k, t := range c.data {
+		c.spare[k] = t
+	}
+	clear(c.data)
+	c.order = c.order[:0]
+}
 
 // Get returns sequence seq's tensor at the named point.
 func (c *Cache) Get(seq int32, name string) (*tensor.Tensor, bool) {
@@ -154,11 +170,28 @@ func (c *Cache) grow(seq int32, p Point, d Dims, n int, dt tensor.DType) *tensor
 		}
 	}
 	n = max(n, have)
-	t := tensor.New(dt, d.Shape(p, n)...)
+	t := c.reuse(cacheKey{seq, name}, dt, d.Shape(p, n))
 	if ok {
 		copyInto(t, old, p.Kind == Pattern)
 	}
 	c.Set(seq, name, t)
+	return t
+}
+
+// reuse is a zeroed tensor of the given shape: the memory Recycle kept for key when it is large
+// enough, else new.
+func (c *Cache) reuse(key cacheKey, dt tensor.DType, shape []int) *tensor.Tensor {
+	size := dt.Size()
+	for _, d := range shape {
+		size *= d
+	}
+	sp, ok := c.spare[key]
+	if !ok || cap(sp.Data) < size {
+		return tensor.New(dt, shape...)
+	}
+	delete(c.spare, key)
+	t := &tensor.Tensor{Shape: shape, DType: dt, Data: sp.Data[:size]}
+	clear(t.Data)
 	return t
 }
 

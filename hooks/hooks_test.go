@@ -256,3 +256,33 @@ func TestPatternReadAndCacheFile(t *testing.T) {
 		t.Error("saved an empty sequence")
 	}
 }
+
+// A recycled cache is empty, and the next run's tensors at the same points reuse its memory,
+// zeroed where the run writes nothing (positions before a run's first) and holding the new values.
+func TestCacheRecycle(t *testing.T) {
+	s := NewSet(dims)
+	p := Point{0, ResidPre}
+	s.ReadPoints([]Point{p})
+	if err := s.At(p, coded(5, 4), seq, pos); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := s.Cache.Get(7, p.Name())
+	s.Cache.Recycle()
+	if _, ok := s.Cache.Get(7, p.Name()); ok || len(s.Cache.Seqs()) != 0 {
+		t.Fatalf("a recycled cache still holds sequences %v", s.Cache.Seqs())
+	}
+	// Sequence 7 again, positions 1 and 2 only.
+	if err := s.At(p, coded(2, 4), []int32{7, 7}, []int32{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Cache.Get(7, p.Name())
+	if &got.Data[0] != &old.Data[0] {
+		t.Errorf("the recycled tensor of sequence 7 was not reused")
+	}
+	want := append(make([]float32, 4), coded(2, 4).F32()...)
+	for i, v := range got.F32() {
+		if v != want[i] {
+			t.Fatalf("after recycling: %v, want %v", got.F32(), want)
+		}
+	}
+}

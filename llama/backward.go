@@ -26,6 +26,10 @@ type Record struct {
 	final  *tensor.Tensor // (n, d_model) the residual stream after the last layer
 	rows   []int32        // the tokens whose logits the forward returned, in order
 	mem    *mem           // where the tensors above live
+	// share is, with RecordAlong, where the unrecorded sequences take their prefixes' keys and
+	// values from: after each layer stores the pass's keys and values, the recorded rows src are
+	// stored again at (seq, pos) of the sequences that share them.
+	share struct{ src, seq, pos []int32 }
 }
 
 // Release gives the record's memory back: to a device backend, or on the CPU to the runner, whose
@@ -35,7 +39,7 @@ func (rec *Record) Release() {
 		return
 	}
 	for _, lr := range rec.layers {
-		for _, t := range []*tensor.Tensor{lr.x, lr.mid, lr.q, lr.k, lr.v, lr.z, lr.gate, lr.up} {
+		for _, t := range lr.own {
 			rec.mem.free(t)
 		}
 	}
@@ -45,12 +49,18 @@ func (rec *Record) Release() {
 	rec.layers, rec.final = nil, nil
 }
 
+// recorded is how many leading tokens of the pass the record keeps: its own batch's.
+func (rec *Record) recorded() int { return len(rec.batch.Tokens) }
+
 type layerRecord struct {
 	x, mid   *tensor.Tensor // (n, d_model) resid_pre and resid_mid
 	q        *tensor.Tensor // (n, heads, d_head) after RoPE
 	k, v     *tensor.Tensor // (n, kv_heads, d_head), k after RoPE
 	z        *tensor.Tensor // (n, heads, d_head)
 	gate, up *tensor.Tensor // (n, d_mlp) before SiLU
+	// own are the buffers the tensors above are cut from: those the forward pass wrote in place
+	// hold the rows of every token of the pass, of which the record keeps the first n.
+	own []*tensor.Tensor
 }
 
 // BytesPerToken is the memory a Record takes per token of the batch.
@@ -99,19 +109,106 @@ func (r *Runner) Record(b Batch, h *hooks.Set) (*Record, *tensor.Tensor, error) 
 		}
 		next[s]++
 	}
+	return r.record(b, h, Batch{}, nil)
+}
+
+// Shared is the prefix a sequence of RecordAlong's unrecorded batch takes from a recorded one:
+// the keys and values of its positions [0, N).
+type Shared struct {
+	Seq int32 // the recorded sequence
+	N   int32 // how many leading positions
+}
+
+// RecordAlong records the batch b as Record does, and runs the batch along in the same pass
+// without recording it: one pass over the weights for both, the products of b's tokens and
+// along's in one batch. along's sequences (ids not in b) each start at a position N > 0 when they
+// share, in prefix, the keys and values of a recorded sequence's first N positions (two prompts
+// that begin alike), else at 0. The hooks h see both batches, each token under its own sequence
+// id. It returns the record of b alone and the logits of both: b's rows, then along's.
+func (r *Runner) RecordAlong(b Batch, h *hooks.Set, along Batch, prefix map[int32]Shared) (*Record, *tensor.Tensor, error) {
+	if err := r.Model.Check(b); err != nil {
+		return nil, nil, err
+	}
+	if err := r.Model.Check(along); err != nil {
+		return nil, nil, fmt.Errorf("unrecorded batch: %v", err)
+	}
+	recorded := map[int32]int32{} // sequence → its length in b
+	for i, s := range b.Seq {
+		recorded[s] = max(recorded[s], b.Pos[i]+1)
+	}
+	next := map[int32]int32{}
+	for s, sh := range prefix {
+		if n, ok := recorded[sh.Seq]; !ok || sh.N < 0 || sh.N > n {
+			return nil, nil, fmt.Errorf("unrecorded sequence %d shares %d positions of sequence %d, which the recorded batch does not hold", s, sh.N, sh.Seq)
+		}
+		next[s] = sh.N
+	}
+	for i, s := range along.Seq {
+		if _, ok := recorded[s]; ok {
+			return nil, nil, fmt.Errorf("sequence %d is in both the recorded and the unrecorded batch", s)
+		}
+		if along.Pos[i] != next[s] {
+			return nil, nil, fmt.Errorf("unrecorded sequence %d: token %d is at position %d, want %d", s, i, along.Pos[i], next[s])
+		}
+		next[s]++
+	}
+	return r.record(b, h, along, prefix)
+}
+
+// record is Record and RecordAlong: b recorded, along in the same pass.
+func (r *Runner) record(b Batch, h *hooks.Set, along Batch, prefix map[int32]Shared) (*Record, *tensor.Tensor, error) {
 	const block = 16
-	kv := r.newKVCache(r.dtype(), len(b.Tokens)+len(next)*block, block) // exact, whatever the precision
+	positions := len(b.Tokens) + len(along.Tokens)
+	for _, sh := range prefix {
+		positions += int(sh.N) + block
+	}
+	seqs := map[int32]bool{}
+	for _, s := range b.Seq {
+		seqs[s] = true
+	}
+	kv := r.newKVCache(r.dtype(), positions+len(seqs)*block, block) // exact, whatever the precision
 	rec := &Record{batch: Batch{
 		Tokens: append([]int32(nil), b.Tokens...), Seq: append([]int32(nil), b.Seq...),
-		Pos: append([]int32(nil), b.Pos...), Logits: append([]bool(nil), b.Logits...),
+		Pos: append([]int32(nil), b.Pos...), Logits: b.logitFlags(),
 	}, mem: r.mem()}
 	defer r.FreeKVCache(kv)
-	logits, err := r.forward(b, kv, h, rec)
+	all := b
+	if len(along.Tokens) > 0 {
+		all = Batch{
+			Tokens: append(append([]int32(nil), b.Tokens...), along.Tokens...),
+			Seq:    append(append([]int32(nil), b.Seq...), along.Seq...),
+			Pos:    append(append([]int32(nil), b.Pos...), along.Pos...),
+			Logits: append(b.logitFlags(), along.logitFlags()...),
+		}
+		for s, sh := range prefix {
+			for i := range b.Tokens {
+				if b.Seq[i] == sh.Seq && b.Pos[i] < sh.N {
+					rec.share.src = append(rec.share.src, int32(i))
+					rec.share.seq = append(rec.share.seq, s)
+					rec.share.pos = append(rec.share.pos, b.Pos[i])
+				}
+			}
+		}
+	}
+	logits, err := r.forward(all, kv, h, rec)
 	if err != nil {
 		rec.Release()
 		return nil, nil, err
 	}
 	return rec, logits, nil
+}
+
+// logitFlags is b.Logits spelled out: nil (the last token only) made explicit, so that batches
+// can be joined.
+func (b Batch) logitFlags() []bool {
+	if b.Logits != nil {
+		return append([]bool(nil), b.Logits...)
+	}
+	out := make([]bool, len(b.Tokens))
+	if len(out) > 0 {
+		out[len(out)-1] = true
+	}
+	return out
 }
 
 // PrefixKV stores the recorded keys and values of each sequence at positions below upto[seq]
@@ -171,6 +268,9 @@ type GradOptions struct {
 	// sequence into host memory (Grads.Points stays empty): for consumers on the same device,
 	// such as attribution scores reduced there, so that no gradient crosses to the host.
 	Batched bool
+	// Into is the cache the gradients at Points go into, emptied by hooks.Cache.Recycle so that
+	// they reuse its memory; nil makes a new one.
+	Into *hooks.Cache
 }
 
 // Grads are the gradients of a scalar metric.
@@ -242,7 +342,10 @@ func (r *Runner) Backward(rec *Record, dlogits *tensor.Tensor, opt GradOptions) 
 	mm := r.mem()
 	defer mm.release()
 	dims := c.HookDims()
-	g := &Grads{Points: hooks.NewCache(), mem: mm}
+	g := &Grads{Points: opt.Into, mem: mm}
+	if g.Points == nil {
+		g.Points = hooks.NewCache()
+	}
 	if opt.Batched {
 		g.Batch = map[hooks.Point]*tensor.Tensor{}
 	}
@@ -352,7 +455,9 @@ func (r *Runner) layerBackward(bb tensor.Backward, mm *mem, l int, w *Layer, lr 
 	}
 	dpost := mm.alloc(k, c.FFNDim)
 	bb.MatMulBackward(dpost, wg.of(w.WDown), wg.of(w.BDown), dxL, post, w.WDown)
-	at(hooks.MLPPost, mm.spread(dpost, live, n))
+	if want[hooks.Point{Layer: l, Kind: hooks.MLPPost}] {
+		at(hooks.MLPPost, mm.spread(dpost, live, n))
+	}
 	dgate, dup := mm.alloc(k, c.FFNDim), mm.alloc(k, c.FFNDim)
 	bb.SiLUMulBackward(dgate, dup, dpost, gate, up)
 	n2 := mid

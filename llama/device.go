@@ -148,6 +148,18 @@ func (m *mem) clone(t *tensor.Tensor) *tensor.Tensor {
 	return c
 }
 
+// scratch is a tensor of t's dtype and shape beside it (in a device's memory when t is there),
+// its contents undefined, that is not a temporary: the caller owns it, as clone's.
+func (m *mem) scratch(t *tensor.Tensor) *tensor.Tensor {
+	if m.onDevice() {
+		return m.be.Alloc(t.DType, t.Shape...)
+	}
+	if c := m.spare.get(t.DType, t.Shape); c != nil {
+		return c
+	}
+	return tensor.New(t.DType, t.Shape...)
+}
+
 // host is t in host memory: t itself there, a downloaded copy from a device.
 func (m *mem) host(t *tensor.Tensor) *tensor.Tensor {
 	if t.OnHost() {

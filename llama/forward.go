@@ -357,8 +357,14 @@ func (r *Runner) pass(b Batch, kv *tensor.KVCache, h *hooks.Set, rec *Record) (*
 		r.layer(l, b, kv, &f, rec)
 	}
 	if rec != nil {
-		rec.final = rec.mem.clone(r.x)
-		rec.rows = append([]int32(nil), r.rows...)
+		n := rec.recorded()
+		rec.final = rec.mem.clone(r.x.Slice(0, n))
+		rec.rows = rec.rows[:0]
+		for _, t := range r.rows {
+			if int(t) < n {
+				rec.rows = append(rec.rows, t)
+			}
+		}
 	}
 	if f.err != nil || rows == 0 {
 		return r.host, f.err
@@ -479,46 +485,64 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	at := func(k hooks.Kind, x *tensor.Tensor) { f.at(hooks.Point{Layer: l, Kind: k}, x) }
 	mm := func(dst, x, w, b *tensor.Tensor) { r.matMul(rec == nil, dst, x, w, b) }
 	var lr *layerRecord
+	// q, k and v, the attention output and the gate and up projections are the runner's, or with a
+	// record the record's own buffers, which the layer writes in place of copying them afterwards.
+	q, k, v, att, gate, up := r.q, r.k, r.v, r.att, r.gate, r.up
+	q2, k2, v2, z := r.q2, r.k2, r.v2, r.z
+	inPlace := false
 	if rec != nil {
 		rec.layers = append(rec.layers, layerRecord{})
 		lr = &rec.layers[l]
+		// In place where the record lives beside the runner's buffers (both on the host, or both
+		// on a device); else keep copies.
+		if m := rec.mem; m.onDevice() != r.x.OnHost() {
+			inPlace = true
+			q, k, v, att, gate, up = m.scratch(q), m.scratch(k), m.scratch(v), m.scratch(att), m.scratch(gate), m.scratch(up)
+			n := r.n
+			q2, k2, v2 = q.Reshape(n, c.Heads*c.HeadDim), k.Reshape(n, c.KVHeads*c.HeadDim), v.Reshape(n, c.KVHeads*c.HeadDim)
+			z = att.Reshape(n, c.Heads, c.HeadDim)
+		}
 	}
 
 	// Attention block.
 	at(hooks.ResidPre, r.x)
 	be.RMSNorm(r.xn, r.x, w.AttnNorm, c.NormEps)
-	r.shared(rec == nil, r.xn, tensor.Product{Dst: r.q2, W: w.WQ, Bias: w.BQ},
-		tensor.Product{Dst: r.k2, W: w.WK, Bias: w.BK}, tensor.Product{Dst: r.v2, W: w.WV, Bias: w.BV})
-	at(hooks.Q, r.q)
-	at(hooks.K, r.k)
-	at(hooks.V, r.v)
-	be.RoPE(r.q, b.Pos, r.Model.InvFreq)
-	be.RoPE(r.k, b.Pos, r.Model.InvFreq)
-	be.StoreKV(kv, l, r.k, r.v, b.Seq, b.Pos)
-	if p := (hooks.Point{Layer: l, Kind: hooks.Pattern}); f.h.Active(p) {
-		r.explicitAttention(l, b, kv, f)
-	} else {
-		be.Attention(r.att, r.q, kv, l, b.Seq, b.Pos)
-	}
-	at(hooks.Z, r.z)
-	if lr != nil {
+	r.shared(rec == nil, r.xn, tensor.Product{Dst: q2, W: w.WQ, Bias: w.BQ},
+		tensor.Product{Dst: k2, W: w.WK, Bias: w.BK}, tensor.Product{Dst: v2, W: w.WV, Bias: w.BV})
+	at(hooks.Q, q)
+	at(hooks.K, k)
+	at(hooks.V, v)
+	be.RoPE(q, b.Pos, r.Model.InvFreq)
+	be.RoPE(k, b.Pos, r.Model.InvFreq)
+	be.StoreKV(kv, l, k, v, b.Seq, b.Pos)
+	if rec != nil && len(rec.share.src) > 0 {
 		m := rec.mem
-		lr.x, lr.q, lr.k, lr.v, lr.z = m.clone(r.x), m.clone(r.q), m.clone(r.k), m.clone(r.v), m.clone(r.z)
+		be.StoreKV(kv, l, m.rowsOf(k, rec.share.src), m.rowsOf(v, rec.share.src), rec.share.seq, rec.share.pos)
+		m.release()
 	}
-	mm(r.proj, r.att, w.WO, w.BO)
+	if p := (hooks.Point{Layer: l, Kind: hooks.Pattern}); f.h.Active(p) {
+		r.explicitAttention(l, b, kv, f, att, q)
+	} else {
+		be.Attention(att, q, kv, l, b.Seq, b.Pos)
+	}
+	at(hooks.Z, z)
+	if lr != nil {
+		lr.x = rec.keep(lr, r.x, false)
+		lr.q, lr.k, lr.v, lr.z = rec.keep(lr, q, inPlace), rec.keep(lr, k, inPlace), rec.keep(lr, v, inPlace), rec.keep(lr, z, inPlace)
+	}
+	mm(r.proj, att, w.WO, w.BO)
 	at(hooks.AttnOut, r.proj)
 	be.Add(r.x, r.x, r.proj)
 
 	// MLP block.
 	at(hooks.ResidMid, r.x)
 	be.RMSNorm(r.xn, r.x, w.MLPNorm, c.NormEps)
-	r.shared(rec == nil, r.xn, tensor.Product{Dst: r.gate, W: w.WGate, Bias: w.BGate},
-		tensor.Product{Dst: r.up, W: w.WUp, Bias: w.BUp})
+	r.shared(rec == nil, r.xn, tensor.Product{Dst: gate, W: w.WGate, Bias: w.BGate},
+		tensor.Product{Dst: up, W: w.WUp, Bias: w.BUp})
 	if lr != nil {
-		m := rec.mem
-		lr.mid, lr.gate, lr.up = m.clone(r.x), m.clone(r.gate), m.clone(r.up)
+		lr.mid, lr.gate, lr.up = rec.keep(lr, r.x, false), rec.keep(lr, gate, inPlace), rec.keep(lr, up, inPlace)
 	}
-	be.SiLUMul(r.gate, r.gate, r.up)
+	be.SiLUMul(r.gate, gate, up) // into the runner's buffer: a record keeps gate before SiLU
 	at(hooks.MLPPost, r.gate)
 	mm(r.proj, r.gate, w.WDown, w.BDown)
 	at(hooks.MLPOut, r.proj)
@@ -526,13 +550,26 @@ func (r *Runner) layer(l int, b Batch, kv *tensor.KVCache, f *firing, rec *Recor
 	at(hooks.ResidPost, r.x)
 }
 
+// keep is what the layer record lr holds of t, a tensor of the whole pass: its first
+// rec.recorded() rows, a view of t when the layer wrote t in place into the record's own buffer
+// (which lr then gives back), else a copy.
+func (rec *Record) keep(lr *layerRecord, t *tensor.Tensor, inPlace bool) *tensor.Tensor {
+	if inPlace {
+		lr.own = append(lr.own, t)
+		return t.Slice(0, rec.recorded())
+	}
+	c := rec.mem.clone(t.Slice(0, rec.recorded()))
+	lr.own = append(lr.own, c)
+	return c
+}
+
 // explicitAttention forms the attention probabilities (n, heads, ctx), lets the pattern hook see
 // or replace them, then applies them to the values.
-func (r *Runner) explicitAttention(l int, b Batch, kv *tensor.KVCache, f *firing) {
+func (r *Runner) explicitAttention(l int, b Batch, kv *tensor.KVCache, f *firing, att, q *tensor.Tensor) {
 	pb, ok := r.Backend.(patternBackend)
 	if !ok {
 		f.err = fmt.Errorf("blocks.%d.attn.hook_pattern: this backend cannot form attention probabilities", l)
-		r.Backend.Attention(r.att, r.q, kv, l, b.Seq, b.Pos)
+		r.Backend.Attention(att, q, kv, l, b.Seq, b.Pos)
 		return
 	}
 	ctx := int32(0)
@@ -540,9 +577,9 @@ func (r *Runner) explicitAttention(l int, b Batch, kv *tensor.KVCache, f *firing
 		ctx = max(ctx, p+1)
 	}
 	p := r.Backend.Alloc(r.dtype(), r.n, r.Model.Config.Heads, int(ctx))
-	pb.AttentionPattern(p, r.q, kv, l, b.Seq, b.Pos)
+	pb.AttentionPattern(p, q, kv, l, b.Seq, b.Pos)
 	f.at(hooks.Point{Layer: l, Kind: hooks.Pattern}, p)
-	pb.AttentionApply(r.att, p, kv, l, b.Seq, b.Pos)
+	pb.AttentionApply(att, p, kv, l, b.Seq, b.Pos)
 	if d, ok := r.Backend.(DeviceMemory); ok && !p.OnHost() {
 		d.Free(p) // hooks copied what they keep
 	}

@@ -362,7 +362,7 @@ func atpBench(b *gpu.Backend, c *llama.Config, pairs, n int) error {
 		emit(map[string]any{"what": "atp_bench", "layers": c.Layers, "tokens": n, "pairs": pairs, "batch": batch,
 			"s": s, "ms_per_pair": perPair, "pairs_per_s": float64(pairs) / s,
 			"x_forward": perPair / fwdMs, "x_inference_forward": perPair / inferMs,
-			"clean_ms_per_pair": t.Clean.Seconds() * 1e3 / float64(pairs), "corrupt_ms_per_pair": t.Corrupt.Seconds() * 1e3 / float64(pairs),
+			"forward_ms_per_pair":  t.Forward.Seconds() * 1e3 / float64(pairs),
 			"backward_ms_per_pair": t.Backward.Seconds() * 1e3 / float64(pairs), "score_ms_per_pair": t.Score.Seconds() * 1e3 / float64(pairs)})
 	}
 	return nil

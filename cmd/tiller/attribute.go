@@ -167,9 +167,9 @@ assistant's message continues that message; one ending with the user's opens the
 	}
 	res.Summary(stdout, loc, *top)
 	t := res.Timing
-	fmt.Fprintf(stdout, "time: AtP %.2f s (%.3f s per pair: corrupt forward %.3f, recorded clean forward %.3f, backward %.3f)",
-		t.AtP().Seconds(), t.AtP().Seconds()/float64(len(inputs)), t.Corrupt.Seconds()/float64(len(inputs)),
-		t.Clean.Seconds()/float64(len(inputs)), t.Backward.Seconds()/float64(len(inputs)))
+	fmt.Fprintf(stdout, "time: AtP %.2f s (%.3f s per pair: forward of both prompts %.3f, backward %.3f)",
+		t.AtP().Seconds(), t.AtP().Seconds()/float64(len(inputs)), t.Forward.Seconds()/float64(len(inputs)),
+		t.Backward.Seconds()/float64(len(inputs)))
 	if t.Star > 0 {
 		fmt.Fprintf(stdout, "; AtP* extra %.2f s", t.Star.Seconds())
 	}
