@@ -27,25 +27,28 @@ type device interface {
 	FreeMemory() int64 // bytes allocations can still get
 }
 
-// batchBytes estimates the device memory one batch of pairs takes beyond the weights: the clean
-// run's record and backward pass (llama.Config.AnalysisBytes), both runs' captures at the scored
-// points, the gradients there, the corrupt run's KV cache and the logit rows; with AtP*, also the
-// pattern gradients, a GradDrop pass's gradients beside AtP's, every layer's output gradient kept
-// for resuming, and the QK fix's rotated q and k.
+// batchBytes estimates the device memory one batch of pairs takes beyond the weights: the one
+// recorded pass that runs the clean prompts and the corrupt ones beside them, with its KV cache,
+// and the backward pass (llama.Config.AnalysisBytes over the tokens of both, which counts the
+// corrupt rows' share of the backward too: an estimate on the safe side), both runs' captures at
+// the scored points, the gradients there and the logit rows; with AtP*, also the pattern
+// gradients, a GradDrop pass's gradients beside AtP's, every layer's output gradient kept for
+// resuming, and the QK fix's rotated q and k.
 func (a *analysis) batchBytes(ins []*Input) int64 {
 	c := a.cfg
-	clean, corrupt, ctx, rows := 0, 0, 0, 0
+	clean, corrupt, whole, ctx, rows := 0, 0, 0, 0, 0
 	for _, in := range ins {
 		n := len(in.Clean) + len(in.Cont)
-		clean, corrupt, ctx, rows = clean+n, corrupt+len(in.Corrupt)+len(in.Cont)-prefix(in), max(ctx, n), rows+max(len(in.Cont), 1)
+		k := len(in.Corrupt) + len(in.Cont)
+		clean, corrupt, whole = clean+n, corrupt+k-prefix(in), whole+k // whole: with the shared prefix its cache holds
+		ctx, rows = max(ctx, n), rows+max(len(in.Cont), 1)
 	}
 	width := 0
 	for _, p := range a.reads {
 		width += a.dims.Width(p)
 	}
 	grads := int64(4 * width * clean)
-	bytes := c.AnalysisBytes(clean, len(ins)) + int64(4*width*(clean+corrupt)) + grads
-	bytes += int64(8*c.Layers*c.KVHeads*c.HeadDim*(corrupt+16*len(ins))) + int64(8*rows*c.Vocab)
+	bytes := c.AnalysisBytes(clean+whole, 2*len(ins)) + int64(4*width*(clean+corrupt)) + grads + int64(8*rows*c.Vocab)
 	if a.opt.Star {
 		pattern := int64(4*c.Layers*c.Heads*ctx) * int64(clean)
 		bytes += 2*pattern + grads + int64(4*c.Layers*c.Dim*clean) + int64(8*c.Layers*(c.Heads+c.KVHeads)*c.HeadDim*clean) + int64(8*c.Heads*ctx*clean)

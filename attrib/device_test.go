@@ -142,3 +142,40 @@ type limited struct {
 }
 
 func (l limited) MaxQKContext() int { return l.n }
+
+// The memory estimate that sizes batches on a device holds what a batch really takes there: the
+// recorded pass with the corrupt prompts beside the clean ones, its backward, the captures and
+// gradients, plain and with AtP*.
+func TestDeviceMemoryEstimateHolds(t *testing.T) {
+	m := tinyModel(t, 7, map[string]any{"intermediate_size": 168}) // the 8B shape's 3.5× FFN
+	ins := threePairs(nearTokens(m, swapPairs, 0.25))
+	for _, star := range []bool{false, true} {
+		dev := tensortest.NewDevice(2)
+		t.Cleanup(dev.Close)
+		r := llama.NewRunner(m, dev)
+		opt := Options{Batch: 2, Star: star}
+		if _, err := Run(r, ins[:1], Options{Batch: 1}); err != nil { // the weights and the runner's state
+			t.Fatal(err)
+		}
+		a := &analysis{opt: opt, cfg: m.Config, dims: m.Config.HookDims(), kinds: append([]Kind(nil), DefaultKinds...)}
+		if star {
+			a.kinds = append(a.kinds, Query, Key)
+		}
+		for l := 0; l < m.Config.Layers; l++ {
+			for _, k := range a.kinds {
+				a.reads = append(a.reads, k.Point(l))
+			}
+		}
+		estimate := max(a.batchBytes(ins[:2]), a.batchBytes(ins[2:]))
+		base := dev.Used()
+		dev.Peak = base
+		if _, err := Run(r, ins, opt); err != nil {
+			t.Fatal(err)
+		}
+		if took := dev.Peak - base; took > estimate {
+			t.Errorf("AtP* %v: a batch took %d bytes on the device, the estimate that sized it %d", star, took, estimate)
+		} else if took < estimate/8 {
+			t.Errorf("AtP* %v: a batch took %d bytes on the device, the estimate %d is far from it", star, took, estimate)
+		}
+	}
+}

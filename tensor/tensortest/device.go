@@ -22,9 +22,16 @@ type Device struct {
 	Live   int // allocations not freed: a test can check that a pass gives back what it takes
 	// Memory, when not 0, is the device's size in bytes: FreeMemory reports it less what is
 	// allocated, so that code sizing its work by free memory can be tested (allocations are not
-	// refused).
+	// refused: Peak shows whether the work stayed within it).
 	Memory int64
+	used   int64 // bytes allocated now
+	// Peak is the most bytes allocated at once since it was last set; a test may set it to the
+	// bytes allocated now (Used) before the work it measures.
+	Peak int64
 }
+
+// Used is the bytes allocated now.
+func (d *Device) Used() int64 { return d.used }
 
 type devAlloc struct {
 	base uint64
@@ -75,6 +82,8 @@ func (d *Device) Alloc(dtype tensor.DType, shape ...int) *tensor.Tensor {
 	d.next += (size + 4096) &^ 255 // a gap after each allocation: an overrun is not another's memory
 	d.allocs = append(d.allocs, devAlloc{base, t.Data})
 	d.Live++
+	d.used += int64(size)
+	d.Peak = max(d.Peak, d.used)
 	return &tensor.Tensor{Shape: t.Shape, DType: dtype, Dev: base}
 }
 
@@ -83,11 +92,7 @@ func (d *Device) FreeMemory() int64 {
 	if d.Memory == 0 {
 		return 1 << 40
 	}
-	used := int64(0)
-	for _, a := range d.allocs {
-		used += int64(len(a.data))
-	}
-	return d.Memory - used
+	return d.Memory - d.used
 }
 
 // MaxQKContext is the longest sequence AtPQK takes: any.
@@ -102,6 +107,7 @@ func (d *Device) Free(t *tensor.Tensor) {
 	if i == len(d.allocs) || d.allocs[i].base != t.Dev {
 		panic(fmt.Sprintf("tensortest: free of %#x, which no allocation starts at", t.Dev))
 	}
+	d.used -= int64(len(d.allocs[i].data))
 	d.allocs = append(d.allocs[:i], d.allocs[i+1:]...)
 	d.Live--
 	t.Dev = 0
