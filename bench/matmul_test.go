@@ -206,3 +206,11 @@ func benchPrefillShapes(b *testing.B, kind matmulPass) {
 		}
 	}
 }
+
+// The decode GEMVs of the Llama-3.2-1B shape (d_model 2048, d_mlp 8192, 8 kv heads of 64,
+// vocabulary 128256): one token against the read bandwidth, as above.
+func BenchmarkMatMul1B_QProj1(b *testing.B)  { benchMatMul(b, 2048, 2048, 1) }
+func BenchmarkMatMul1B_KVProj1(b *testing.B) { benchMatMul(b, 512, 2048, 1) }
+func BenchmarkMatMul1B_GateUp1(b *testing.B) { benchMatMul(b, 8192, 2048, 1) }
+func BenchmarkMatMul1B_Down1(b *testing.B)   { benchMatMul(b, 2048, 8192, 1) }
+func BenchmarkMatMul1B_LMHead1(b *testing.B) { benchMatMul(b, vocab, 2048, 1) }

@@ -43,6 +43,12 @@ var avx512 = &kernels{
 	dot4F32:  func(out *[4]float32, x, w []float32, ldw int) { dot4Z(out, x, w, ldw, dot4F32AVX512) },
 	dot4BF16: func(out *[4]float32, x []float32, w []uint16, ldw int) { dot4Z(out, x, w, ldw, dot4BF16AVX512) },
 	dot4F16:  func(out *[4]float32, x []float32, w []uint16, ldw int) { dot4Z(out, x, w, ldw, dot4F16AVX512) },
+	dot4BF16EvenOdd: func(out *[4]float32, x []float32, w []uint16, ldw int) {
+		if len(x)%32 != 0 {
+			panic("tensor: dot4BF16EvenOdd of a length not a multiple of 32")
+		}
+		dot4Z(out, x, w, ldw, dot4BF16EvenOddAVX512)
+	},
 	dot4x4F32: func(out *[16]float32, x []float32, ldx int, w []float32, ldw, n int) {
 		dot4x4Z(out, x, ldx, w, ldw, n, dot4x4F32AVX512)
 	},
@@ -336,6 +342,9 @@ func dot4BF16AVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
 
 //go:noescape
 func dot4F16AVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
+
+//go:noescape
+func dot4BF16EvenOddAVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
 
 //go:noescape
 func dot4x4F32AVX512(x *float32, ldx int, w *float32, ldw, n int, out *[16]float32)

@@ -15,6 +15,7 @@
 //
 //	dot       one row · x                           attention, the rows left over by dot4
 //	dot4      four rows · x, sharing each x load    decode GEMV
+//	dot4BF16EvenOdd  dot4 on an even/odd-permuted x   decode GEMV, bf16 (AVX-512 only)
 //	dot4x4    four rows · four tokens               small batches (AVX-512 only)
 //	widenBlock rows of weights → F32 tile           GEMM
 //	gemm      12 (6 on AVX2) rows × 32 or 16 tokens  GEMM micro-kernel
@@ -1296,3 +1297,110 @@ store:
 	JNZ  pass
 	VZEROUPPER
 	RET
+
+// ---- the decode GEMV's bf16 kernel on an even/odd x --------------------------------------------
+
+// dot4BF16EvenOdd is dot4BF16 with fewer instructions per weight: the decode GEMV is bound by
+// the bytes of w, and a core that spends fewer cycles per line keeps its loads in flight more of
+// the time. A 64-byte load of 32 bf16 holds, in dword lane j, the weights 2j (low word) and 2j+1
+// (high word): VPSLLD $16 widens the even ones and VPANDD with 0xffff0000 the odd ones, two
+// instructions and no shuffle where dot4BF16 spends two zero-extending shuffles and two shifts.
+// x comes permuted to match (each block of 32: its 16 even elements, then its 16 odd ones), so
+// lane j of the even accumulator sums element 2j of every block, lane j of the odd one element
+// 2j+1, each in block order: exactly the sums that lane 2j, 2j+1 (mod 16) of dot4BF16's two
+// accumulators form. The epilogue puts the lanes back in dot4BF16's places (VPERMT2PS) and
+// reduces them as it does, so both kernels return the same bits. n is a multiple of 32.
+//
+// It issues no software prefetches: the hardware prefetcher follows its four sequential streams,
+// and the decode GEMV of the Llama-3.2-1B shape's layers read its weights at 0.84-1.0 of the
+// machine's read bandwidth without them against 0.70-0.92 with dot4BF16's (AMD Zen 4, 2 threads).
+//
+// SI = the permuted x, R8..R11 = the rows, CX = n, DI = out; Z0..Z3 the even sums, Z4..Z7 the
+// odd ones, Z31 the mask.
+#define DOT4_EVENODD_ROW(r, even, odd) \
+	VPSLLD      $16, (r), Z20     \
+	VPANDD      (r), Z31, Z21     \
+	VFMADD231PS Z16, Z20, even    \
+	VFMADD231PS Z17, Z21, odd
+
+// Lanes j < 8 of even and odd into lanes 2j, 2j+1 of even, lanes j ≥ 8 into lanes 2j-16, 2j-15
+// of odd (Z28, Z29: the two index vectors; Z30 scratch).
+#define DOT4_EVENODD_UNDO(even, odd) \
+	VMOVAPS   even, Z30             \
+	VPERMT2PS odd, Z28, even        \
+	VPERMT2PS odd, Z29, Z30         \
+	VMOVAPS   Z30, odd
+
+// func dot4BF16EvenOddAVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
+TEXT ·dot4BF16EvenOddAVX512(SB), NOSPLIT, $0-40
+	DOT4_ARGS(1)
+	ZERO_Z0_Z7
+	MOVL         $0xffff0000, AX
+	VPBROADCASTD AX, Z31
+loop:
+	VMOVUPS    (SI), Z16
+	VMOVUPS    64(SI), Z17
+	DOT4_EVENODD_ROW(R8, Z0, Z4)
+	DOT4_EVENODD_ROW(R9, Z1, Z5)
+	DOT4_EVENODD_ROW(R10, Z2, Z6)
+	DOT4_EVENODD_ROW(R11, Z3, Z7)
+	ADDQ       $128, SI
+	ADDQ       $64, R8
+	ADDQ       $64, R9
+	ADDQ       $64, R10
+	ADDQ       $64, R11
+	SUBQ       $32, CX
+	JNZ        loop
+	VMOVDQU32  evenOddLow<>(SB), Z28
+	VMOVDQU32  evenOddHigh<>(SB), Z29
+	DOT4_EVENODD_UNDO(Z0, Z4)
+	DOT4_EVENODD_UNDO(Z1, Z5)
+	DOT4_EVENODD_UNDO(Z2, Z6)
+	DOT4_EVENODD_UNDO(Z3, Z7)
+	VADDPS     Z4, Z0, Z0
+	VADDPS     Z5, Z1, Z1
+	VADDPS     Z6, Z2, Z2
+	VADDPS     Z7, Z3, Z3
+	HSUM4_Z0_Z3
+	VMOVUPS    X0, (DI)
+	VZEROUPPER
+	RET
+
+// evenOddLow and evenOddHigh are VPERMT2PS's indices for DOT4_EVENODD_UNDO: lane 2j takes lane j
+// of the even sums (index j), lane 2j+1 lane j of the odd ones (index 16+j); High the same from
+// lane 8 on.
+DATA evenOddLow<>+0(SB)/4, $0
+DATA evenOddLow<>+4(SB)/4, $16
+DATA evenOddLow<>+8(SB)/4, $1
+DATA evenOddLow<>+12(SB)/4, $17
+DATA evenOddLow<>+16(SB)/4, $2
+DATA evenOddLow<>+20(SB)/4, $18
+DATA evenOddLow<>+24(SB)/4, $3
+DATA evenOddLow<>+28(SB)/4, $19
+DATA evenOddLow<>+32(SB)/4, $4
+DATA evenOddLow<>+36(SB)/4, $20
+DATA evenOddLow<>+40(SB)/4, $5
+DATA evenOddLow<>+44(SB)/4, $21
+DATA evenOddLow<>+48(SB)/4, $6
+DATA evenOddLow<>+52(SB)/4, $22
+DATA evenOddLow<>+56(SB)/4, $7
+DATA evenOddLow<>+60(SB)/4, $23
+GLOBL evenOddLow<>(SB), RODATA|NOPTR, $64
+
+DATA evenOddHigh<>+0(SB)/4, $8
+DATA evenOddHigh<>+4(SB)/4, $24
+DATA evenOddHigh<>+8(SB)/4, $9
+DATA evenOddHigh<>+12(SB)/4, $25
+DATA evenOddHigh<>+16(SB)/4, $10
+DATA evenOddHigh<>+20(SB)/4, $26
+DATA evenOddHigh<>+24(SB)/4, $11
+DATA evenOddHigh<>+28(SB)/4, $27
+DATA evenOddHigh<>+32(SB)/4, $12
+DATA evenOddHigh<>+36(SB)/4, $28
+DATA evenOddHigh<>+40(SB)/4, $13
+DATA evenOddHigh<>+44(SB)/4, $29
+DATA evenOddHigh<>+48(SB)/4, $14
+DATA evenOddHigh<>+52(SB)/4, $30
+DATA evenOddHigh<>+56(SB)/4, $15
+DATA evenOddHigh<>+60(SB)/4, $31
+GLOBL evenOddHigh<>(SB), RODATA|NOPTR, $64

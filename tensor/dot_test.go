@@ -323,6 +323,50 @@ func TestDot4(t *testing.T) {
 	})
 }
 
+// TestDot4BF16EvenOdd checks the decode GEMV's bf16 kernel on a permuted x against dot4BF16 on x
+// itself, bit for bit: reals of every magnitude, where any change in the order of the F32
+// additions would show, at every length it takes and with misaligned rows; and evenOdd's layout.
+func TestDot4BF16EvenOdd(t *testing.T) {
+	x := make([]float32, 64)
+	for i := range x {
+		x[i] = float32(i)
+	}
+	perm := make([]float32, 64)
+	evenOdd(perm, x)
+	for b := range 2 {
+		for j := range 16 {
+			if perm[32*b+j] != float32(32*b+2*j) || perm[32*b+16+j] != float32(32*b+2*j+1) {
+				t.Fatalf("evenOdd: block %d: %v", b, perm[32*b:32*b+32])
+			}
+		}
+	}
+	forKernels(t, func(t *testing.T, k *kernels) {
+		if k.dot4BF16EvenOdd == nil {
+			t.Skipf("%s has no dot4BF16EvenOdd (the GEMV uses dot4BF16)", k.name)
+		}
+		r := rand.New(rand.NewPCG(7, 8))
+		for _, n := range []int{32, 64, 96, 576, 2048, 8192} {
+			for _, pad := range []int{0, 1, 7} {
+				ldw := n + pad
+				xr := realValues(r, n, 3)
+				for i := range xr {
+					xr[i] *= float32(math.Ldexp(1, r.IntN(40)-20))
+				}
+				w := newWeights(BF16, realValues(r, 1+3*ldw+n, 1)).from(1)
+				xp := make([]float32, n)
+				evenOdd(xp, xr)
+				var got, want [4]float32
+				k.dot4BF16EvenOdd(&got, xp, w.u16, ldw)
+				k.dot4BF16(&want, xr, w.u16, ldw)
+				for row := range got {
+					if math.Float32bits(got[row]) != math.Float32bits(want[row]) {
+						t.Fatalf("n=%d ldw=%d row %d: got %v, dot4BF16 %v", n, ldw, row, got[row], want[row])
+					}
+				}
+			}
+		}
+	})
+}
 func (w *weights) dot4x4(k *kernels, out *[16]float32, x []float32, ldx, ldw, n int) {
 	switch w.dt {
 	case F32:
