@@ -342,10 +342,7 @@ func (j *matmulJob) runGEMM(p *matmulPart, worker, lo, hi int) {
 	in, k := j.in, j.k
 	mr := k.gemmRows
 	width, panels, blockRows, depth := j.blocking()
-	if need := blockRows * (matmulDepth + width); len(j.scratch[worker]) < need {
-		j.scratch[worker] = make([]float32, need)
-	}
-	scratch := j.scratch[worker]
+	scratch := grow(&j.scratch[worker], blockRows*(matmulDepth+width))
 	ablock := scratch[:blockRows*depth]                                  // (rows, kc) widened weights
 	cblock := scratch[blockRows*depth : blockRows*depth+blockRows*width] // (rows, width) transposed output
 
