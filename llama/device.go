@@ -253,10 +253,10 @@ func (m *mem) copyOf(t *tensor.Tensor) *tensor.Tensor {
 }
 
 // FreeKVCache gives a cache's memory back to a device backend (on the CPU it is garbage like any
-// other). The cache must not be used afterwards.
+// other); a nil cache is nothing to free. The cache must not be used afterwards.
 func (r *Runner) FreeKVCache(kv *tensor.KVCache) {
 	d, ok := r.Backend.(DeviceMemory)
-	if !ok || !r.OnDevice() {
+	if kv == nil || !ok || !r.OnDevice() {
 		return
 	}
 	for l := range kv.K {
@@ -264,4 +264,14 @@ func (r *Runner) FreeKVCache(kv *tensor.KVCache) {
 		d.Free(kv.V[l])
 	}
 	kv.K, kv.V = nil, nil
+}
+
+// ReuseKVCache is kv when it holds at least need positions, else a new cache of size positions
+// (NewKVCache) with kv freed: for passes one after another that each start from an empty cache.
+func (r *Runner) ReuseKVCache(kv *tensor.KVCache, need, size, blockSize int) *tensor.KVCache {
+	if kv != nil && kv.Blocks()*kv.BlockSize >= need {
+		return kv
+	}
+	r.FreeKVCache(kv)
+	return r.NewKVCache(size, blockSize)
 }

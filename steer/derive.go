@@ -218,11 +218,7 @@ func collect(r *llama.Runner, texts []span, layers []int, opts DeriveOptions) (*
 	}
 	acts := &activations{reduced: make([][][]float64, len(texts)), normSum: make([]float64, len(layers))}
 	var kv *tensor.KVCache
-	defer func() {
-		if kv != nil {
-			r.FreeKVCache(kv)
-		}
-	}()
+	defer func() { r.FreeKVCache(kv) }() // a device's memory is not the garbage collector's
 	passes, tokens := 0, 0
 	start := time.Now()
 	said := start
@@ -233,12 +229,7 @@ func collect(r *llama.Runner, texts []span, layers []int, opts DeriveOptions) (*
 			room += (len(texts[hi].ids) + 15) / 16 * 16
 			hi++
 		}
-		if kv == nil || kv.Blocks()*kv.BlockSize < room {
-			if kv != nil {
-				r.FreeKVCache(kv) // a device's memory is not the garbage collector's
-			}
-			kv = r.NewKVCache(max(room, limit+16*(hi-lo)), 16)
-		}
+		kv = r.ReuseKVCache(kv, room, max(room, limit+16*(hi-lo)), 16)
 		var b llama.Batch
 		for i := lo; i < hi; i++ {
 			p := llama.Prompt(int32(i-lo), texts[i].ids, 0, false)

@@ -20,11 +20,7 @@ func Perplexities(r *llama.Runner, prompts, conts [][]int32, passTokens int) ([]
 	out := make([]float64, len(prompts))
 	vocab := r.Model.Config.Vocab
 	var kv *tensor.KVCache
-	defer func() {
-		if kv != nil {
-			r.FreeKVCache(kv)
-		}
-	}()
+	defer func() { r.FreeKVCache(kv) }() // a device's memory is not the garbage collector's
 	for lo := 0; lo < len(prompts); {
 		hi, n, rows, room := lo, 0, 0, 0
 		for hi < len(prompts) {
@@ -35,12 +31,7 @@ func Perplexities(r *llama.Runner, prompts, conts [][]int32, passTokens int) ([]
 			n, rows, room = n+ln, rows+len(conts[hi]), room+(ln+15)/16*16
 			hi++
 		}
-		if kv == nil || kv.Blocks()*kv.BlockSize < room {
-			if kv != nil {
-				r.FreeKVCache(kv) // a device's memory is not the garbage collector's
-			}
-			kv = r.NewKVCache(max(room, passTokens+16*(hi-lo)), 16)
-		}
+		kv = r.ReuseKVCache(kv, room, max(room, passTokens+16*(hi-lo)), 16)
 		var b llama.Batch
 		for i := lo; i < hi; i++ {
 			p, c := prompts[i], conts[i]
