@@ -28,6 +28,12 @@ type kernels struct {
 	// dot4BF16EvenOdd, where a set has one, is dot4BF16 on x permuted by evenOdd, len(x) a multiple
 	// of 32: the same bits for fewer instructions per weight (the decode GEMV).
 	dot4BF16EvenOdd func(out *[4]float32, x []float32, w []uint16, ldw int)
+	// gemvBF16EvenOdd, where a set has one, is dot4BF16EvenOdd over the rows [0, 4q) of w (rows of
+	// len(x) elements) in one call: out[r] for r < 4q, rows i, i+q, i+2q and i+3q together as
+	// runGEMV takes them, each sum with the bits dot4BF16EvenOdd gives it. One token's GEMV makes
+	// a call per worker instead of one per four rows, whose overhead is that of a short kernel
+	// (four rows of 576 bf16 are 4.5 KB).
+	gemvBF16EvenOdd func(out, x []float32, w []uint16, q int)
 
 	// dot4x4*: out[t·4 + r] = Σ_k x[t·ldx + k]·w[r·ldw + k] over n elements, for four tokens t and
 	// four weight rows r: a small batch widens each weight once for four tokens.

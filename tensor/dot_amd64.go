@@ -49,6 +49,18 @@ var avx512 = &kernels{
 		}
 		dot4Z(out, x, w, ldw, dot4BF16EvenOddAVX512)
 	},
+	gemvBF16EvenOdd: func(out, x []float32, w []uint16, q int) {
+		if len(x)%32 != 0 {
+			panic("tensor: gemvBF16EvenOdd of a length not a multiple of 32")
+		}
+		out = out[:4*q]
+		if len(x) == 0 || q == 0 {
+			clear(out)
+			return
+		}
+		w = w[:4*q*len(x)]
+		gemvBF16EvenOddAVX512(&x[0], &w[0], len(x), q, &out[0])
+	},
 	dot4x4F32: func(out *[16]float32, x []float32, ldx int, w []float32, ldw, n int) {
 		dot4x4Z(out, x, ldx, w, ldw, n, dot4x4F32AVX512)
 	},
@@ -345,6 +357,9 @@ func dot4F16AVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
 
 //go:noescape
 func dot4BF16EvenOddAVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
+
+//go:noescape
+func gemvBF16EvenOddAVX512(x *float32, w *uint16, n, q int, out *float32)
 
 //go:noescape
 func dot4x4F32AVX512(x *float32, ldx int, w *float32, ldw, n int, out *[16]float32)

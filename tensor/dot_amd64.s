@@ -1366,6 +1366,71 @@ loop:
 	VZEROUPPER
 	RET
 
+// func gemvBF16EvenOddAVX512(x *float32, w *uint16, n, q int, out *float32)
+//
+// dot4BF16EvenOddAVX512 for the rows [0, 4q) of w (rows of n elements, n a multiple of 32), quad
+// i taking rows i, i+q, i+2q and i+3q, their sums written to out[i], out[i+q], out[i+2q] and
+// out[i+3q]: each quad's loop and epilogue are that kernel's, so every sum has its bits, but the
+// whole range is one call. R12 = x, R13 = n, BX = row i, DX = the quad's row stride in bytes
+// (q·n·2), AX = the output stride in bytes (q·4), R14 = quads left.
+TEXT ·gemvBF16EvenOddAVX512(SB), NOSPLIT, $0-40
+	MOVQ         x+0(FP), R12
+	MOVQ         w+8(FP), BX
+	MOVQ         n+16(FP), R13
+	MOVQ         q+24(FP), R14
+	MOVQ         out+32(FP), DI
+	MOVQ         R14, AX
+	SHLQ         $2, AX
+	MOVQ         R14, DX
+	IMULQ        R13, DX
+	SHLQ         $1, DX
+	MOVL         $0xffff0000, CX
+	VPBROADCASTD CX, Z31
+	VMOVDQU32    evenOddLow<>(SB), Z28
+	VMOVDQU32    evenOddHigh<>(SB), Z29
+quad:
+	MOVQ       R12, SI
+	MOVQ       R13, CX
+	MOVQ       BX, R8
+	LEAQ       (R8)(DX*1), R9
+	LEAQ       (R9)(DX*1), R10
+	LEAQ       (R10)(DX*1), R11
+	ZERO_Z0_Z7
+row:
+	VMOVUPS    (SI), Z16
+	VMOVUPS    64(SI), Z17
+	DOT4_EVENODD_ROW(R8, Z0, Z4)
+	DOT4_EVENODD_ROW(R9, Z1, Z5)
+	DOT4_EVENODD_ROW(R10, Z2, Z6)
+	DOT4_EVENODD_ROW(R11, Z3, Z7)
+	ADDQ       $128, SI
+	ADDQ       $64, R8
+	ADDQ       $64, R9
+	ADDQ       $64, R10
+	ADDQ       $64, R11
+	SUBQ       $32, CX
+	JNZ        row
+	DOT4_EVENODD_UNDO(Z0, Z4)
+	DOT4_EVENODD_UNDO(Z1, Z5)
+	DOT4_EVENODD_UNDO(Z2, Z6)
+	DOT4_EVENODD_UNDO(Z3, Z7)
+	VADDPS     Z4, Z0, Z0
+	VADDPS     Z5, Z1, Z1
+	VADDPS     Z6, Z2, Z2
+	VADDPS     Z7, Z3, Z3
+	HSUM4_Z0_Z3
+	VMOVSS     X0, (DI)
+	VEXTRACTPS $1, X0, (DI)(AX*1)
+	VEXTRACTPS $2, X0, (DI)(AX*2)
+	LEAQ       (DI)(AX*2), R8
+	VEXTRACTPS $3, X0, (R8)(AX*1)
+	ADDQ       $4, DI
+	LEAQ       (BX)(R13*2), BX
+	DECQ       R14
+	JNZ        quad
+	VZEROUPPER
+	RET
+
 // evenOddLow and evenOddHigh are VPERMT2PS's indices for DOT4_EVENODD_UNDO: lane 2j takes lane j
 // of the even sums (index j), lane 2j+1 lane j of the odd ones (index 16+j); High the same from
 // lane 8 on.

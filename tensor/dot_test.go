@@ -367,6 +367,43 @@ func TestDot4BF16EvenOdd(t *testing.T) {
 		}
 	})
 }
+
+// TestGEMVBF16EvenOdd checks the one-call decode GEMV against dot4BF16EvenOdd quad by quad, bit for
+// bit, over widths and quarter sizes (q = 1 is four rows), with every output outside [0, 4q)
+// left untouched.
+func TestGEMVBF16EvenOdd(t *testing.T) {
+	forKernels(t, func(t *testing.T, k *kernels) {
+		if k.gemvBF16EvenOdd == nil {
+			t.Skipf("%s has no gemvBF16EvenOdd (the GEMV calls dot4BF16EvenOdd a quad at a time)", k.name)
+		}
+		r := rand.New(rand.NewPCG(9, 10))
+		for _, n := range []int{32, 96, 576, 2048} {
+			for _, q := range []int{1, 2, 5, 36} {
+				xr := realValues(r, n, 3)
+				for i := range xr {
+					xr[i] *= float32(math.Ldexp(1, r.IntN(40)-20))
+				}
+				xp := make([]float32, n)
+				evenOdd(xp, xr)
+				w := newWeights(BF16, realValues(r, 4*q*n, 1))
+				got := poisoned(4*q + 1)
+				k.gemvBF16EvenOdd(got[:4*q], xp, w.u16, q)
+				for i := range q {
+					var want [4]float32
+					k.dot4BF16EvenOdd(&want, xp, w.u16[i*n:], q*n)
+					for row := range 4 {
+						if g := got[i+row*q]; math.Float32bits(g) != math.Float32bits(want[row]) {
+							t.Fatalf("n=%d q=%d: row %d = %v, dot4BF16EvenOdd %v", n, q, i+row*q, g, want[row])
+						}
+					}
+				}
+				if last := got[4*q]; !math.IsNaN(float64(last)) {
+					t.Fatalf("n=%d q=%d: wrote past row 4q (%v)", n, q, last)
+				}
+			}
+		}
+	})
+}
 func (w *weights) dot4x4(k *kernels, out *[16]float32, x []float32, ldx, ldw, n int) {
 	switch w.dt {
 	case F32:

@@ -267,10 +267,18 @@ type gemvSums struct {
 // prefetcher restarts every row. The rows past the quarters run through the same kernels as a
 // quad of one row four times (stride 0), so that every row's sum is formed in the same order
 // whichever rows a worker gets: the result does not depend on the number of threads.
+//
+// One token with bf16 rows (decode) runs the quarters in a single gemvBF16EvenOdd call, where the
+// kernel set has it: the same kernel loop and sums as a call per quad.
 func (j *matmulJob) runGEMV(p *matmulPart, sums *gemvSums, lo, hi int) {
 	q := (hi - lo) / 4
-	for r := lo; r < lo+q; r++ {
-		j.gemvQuad(p, sums, r, q)
+	if gemv := j.k.gemvBF16EvenOdd; gemv != nil && j.nt == 1 && j.evenOddOK && p.w.DType == BF16 {
+		t, in := j.t0, j.in
+		gemv(p.dst[t*p.out+lo:], j.xEvenOdd[(t-j.t1)*in:(t-j.t1+1)*in], p.w.U16()[lo*in:], q)
+	} else {
+		for r := lo; r < lo+q; r++ {
+			j.gemvQuad(p, sums, r, q)
+		}
 	}
 	for r := lo + 4*q; r < hi; r++ {
 		j.gemvQuad(p, sums, r, 0)
