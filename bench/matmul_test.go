@@ -214,3 +214,11 @@ func BenchmarkMatMul1B_KVProj1(b *testing.B) { benchMatMul(b, 512, 2048, 1) }
 func BenchmarkMatMul1B_GateUp1(b *testing.B) { benchMatMul(b, 8192, 2048, 1) }
 func BenchmarkMatMul1B_Down1(b *testing.B)   { benchMatMul(b, 2048, 8192, 1) }
 func BenchmarkMatMul1B_LMHead1(b *testing.B) { benchMatMul(b, vocab, 2048, 1) }
+
+// The decode GEMVs of SmolLM2-135M (d_model 576, d_mlp 1536, 3 kv heads of 64, vocabulary
+// 49152): rows of 1,152 bytes, where what a kernel call costs besides its loads shows most.
+func BenchmarkMatMulSmol_QProj1(b *testing.B)  { benchMatMul(b, 576, 576, 1) }
+func BenchmarkMatMulSmol_KVProj1(b *testing.B) { benchMatMul(b, 192, 576, 1) }
+func BenchmarkMatMulSmol_GateUp1(b *testing.B) { benchMatMul(b, 1536, 576, 1) }
+func BenchmarkMatMulSmol_Down1(b *testing.B)   { benchMatMul(b, 576, 1536, 1) }
+func BenchmarkMatMulSmol_LMHead1(b *testing.B) { benchMatMul(b, 49152, 576, 1) }

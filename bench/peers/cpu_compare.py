@@ -11,6 +11,11 @@ shared machine's speed hits all of them alike:
   hf-bf16     the same in bfloat16 (oneDNN's AVX512-BF16 and AMX kernels where the CPU has them)
   llamacpp    llama-bench on a bf16 GGUF of the same weights: pp<P> for prefill, tg<G> at depth
               P for decode after a prompt of P tokens (bench/peers/llamacpp.sh builds both)
+  read        the machine's read ceiling (BenchmarkMemoryRead of a bench test binary, --read-bench:
+              one pass over 1 GiB, four streams per core), so that every decode rate can be
+              stated as the weights it streams a second against what the memory gave in the same
+              repetition: decode reads every weight once a step, so on a shared host whose
+              bandwidth moves from minute to minute this fraction is what an engine controls
 
 Every engine prefills P tokens (prompt lengths --prompt) and decodes G tokens after them (HF:
 --hf-decode, fewer, since it is compared on prefill and its bf16 decode can be very slow); tok/s
@@ -109,6 +114,58 @@ def llamacpp(a):
     return rows, wall, own, others
 
 
+def read_ceiling(a):
+    """GB/s of BenchmarkMemoryRead, the read ceiling, as one run."""
+    cmd = [a.read_bench, "-test.run", "X", "-test.bench", "MemoryRead$", "-test.benchtime", "5x"]
+    out, wall, own, others = measure(cmd)
+    gbs = [float(f[f.index("GB/s") - 1]) for f in (l.split() for l in out.splitlines()) if "GB/s" in f]
+    if not gbs:
+        raise SystemExit(f"cpu_compare: no GB/s in the output of {' '.join(cmd)}")
+    return [{"engine": "read", "mode": "4 streams/core", "prompt": 0, "read_gb_s": gbs[0]}], wall, own, others
+
+
+def streamed_bytes(folder):
+    """The bytes of weights a decode step reads: every tensor of the folder's safetensors files,
+    less the embedding when the model has a separate lm_head (an untied embedding is read one row
+    a token; a tied one is the LM head)."""
+    sizes = {}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".safetensors"):
+            continue
+        with open(os.path.join(folder, name), "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            for k, v in json.loads(f.read(n)).items():
+                if k != "__metadata__":
+                    sizes[k] = v["data_offsets"][1] - v["data_offsets"][0]
+    if not sizes:
+        raise SystemExit(f"cpu_compare: no safetensors weights in {folder}")
+    total = sum(sizes.values())
+    if "lm_head.weight" in sizes:
+        total -= sizes.get("model.embed_tokens.weight", 0)
+    return total
+
+
+def stream_table(runs, weight_bytes):
+    """Per engine, mode and prompt: the weights streamed a second in decode (decode tok/s times
+    the bytes of a step) and that as a fraction of the read ceiling measured in the same
+    repetition, medians over repetitions."""
+    reads = {r["rep_all"]: r["read_gb_s"] for r in runs if r["engine"] == "read"}
+    lines = [f"Decode against the read ceiling ({weight_bytes / 1e6:.0f} MB of weights a step; the KV cache "
+             "is not counted): weights GB/s, and GB/s over the ceiling of the same repetition. "
+             f"Read ceiling: median {fmt(median(reads.values()))} GB/s, "
+             f"{fmt(min(reads.values(), default=None))}–{fmt(max(reads.values(), default=None))}.", "",
+             "| engine | mode | prompt | weights GB/s | × read ceiling (min–max) |", "| --- | --- | --- | --- | --- |"]
+    keys = sorted({(r["engine"], r["mode"], r["prompt"]) for r in runs if r["engine"] != "read" and r.get("decode_tok_s")},
+                  key=lambda k: (k[2], k[0] != "tiller", k[0], k[1]))
+    for e, m, p in keys:
+        rs = [r for r in runs if (r["engine"], r["mode"], r["prompt"]) == (e, m, p) and r.get("decode_tok_s")]
+        gbs = [r["decode_tok_s"] * weight_bytes / 1e9 for r in rs]
+        frac = [g / reads[r["rep_all"]] for g, r in zip(gbs, rs) if r["rep_all"] in reads]
+        span = f" ({min(frac):.2f}–{max(frac):.2f})" if frac else ""
+        lines.append(f"| {e} | {m} | {p} | {fmt(median(gbs))} | {fmt(median(frac), 2)}{span} |")
+    return "\n".join(lines)
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -122,7 +179,7 @@ def summarize(runs, quiet):
     """A markdown table: per (engine, mode, prompt) the median prefill and decode rates over all
     runs and over the quiet ones, the median background load, and tiller's ratios to each peer,
     taken pair by pair within a repetition."""
-    keys = sorted({(r["engine"], r["mode"], r["prompt"]) for r in runs},
+    keys = sorted({(r["engine"], r["mode"], r["prompt"]) for r in runs if r["engine"] != "read"},
                   key=lambda k: (k[2], k[0] != "tiller", k[0], k[1]))
     lines = ["| engine | mode | prompt | prefill tok/s (quiet) | decode tok/s (quiet) | others_busy (median, max) | runs (quiet) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -137,10 +194,10 @@ def summarize(runs, quiet):
               "| tiller mode | peer | prompt | prefill ratio (quiet) | decode ratio (quiet) | pairs (quiet) |",
               "| --- | --- | --- | --- | --- | --- |"]
     tmodes = sorted({r["mode"] for r in runs if r["engine"] == "tiller"})
-    peers = sorted({(r["engine"], r["mode"]) for r in runs if r["engine"] != "tiller"})
+    peers = sorted({(r["engine"], r["mode"]) for r in runs if r["engine"] not in ("tiller", "read")})
     for tm in tmodes:
         for pe, pm in peers:
-            for p in sorted({r["prompt"] for r in runs}):
+            for p in sorted({r["prompt"] for r in runs if r["engine"] != "read"}):
                 pr, dr, qpr, qdr = [], [], [], []
                 for rep in sorted({r["rep_all"] for r in runs}):
                     t = [r for r in runs if r["engine"] == "tiller" and r["mode"] == tm and r["prompt"] == p and r["rep_all"] == rep]
@@ -164,6 +221,7 @@ def main():
     ap.add_argument("--model", default=os.environ.get("TILLER_BENCH_MODEL"), help="HF model folder (tiller and HF)")
     ap.add_argument("--gguf", help="bf16 GGUF of the same weights (llama.cpp)")
     ap.add_argument("--llama-bench", help="llama-bench binary")
+    ap.add_argument("--read-bench", help="bench test binary (go test -c -o FILE ./bench) for the read engine")
     ap.add_argument("--engines", default="tiller,hf-f32,hf-bf16,llamacpp")
     ap.add_argument("--tiller-modes", default="f32=",
                     help="semicolon-separated NAME=FLAGS tiller runs, e.g. 'f32=;kv-bf16=--kv-cache bf16'")
@@ -186,6 +244,8 @@ def main():
     engines = a.engines.split(",")
     if "llamacpp" in engines and not (a.gguf and a.llama_bench):
         raise SystemExit("cpu_compare: llamacpp needs --gguf and --llama-bench (bench/peers/llamacpp.sh with MEASURE=0 prints both)")
+    if "read" in engines and not (a.read_bench and os.access(a.read_bench, os.X_OK)):
+        raise SystemExit("cpu_compare: read needs --read-bench, a bench test binary (go test -c -o FILE ./bench)")
     if "tiller" in engines:
         subprocess.run(["make", "-s", "cpubench"], cwd=REPO, check=True)
     modes = []
@@ -213,6 +273,8 @@ def main():
                     jobs = [lambda: hf(a, "bf16")]
                 elif e == "llamacpp":
                     jobs = [lambda: llamacpp(a)]
+                elif e == "read":
+                    jobs = [lambda: read_ceiling(a)]
                 else:
                     raise SystemExit(f"cpu_compare: unknown engine {e}")
                 for job in jobs:
@@ -224,10 +286,15 @@ def main():
                         raw.write(json.dumps(r) + "\n")
                         raw.flush()
                         runs.append(r)
+                        if e == "read":
+                            print(f"rep {rep} read ceiling {r['read_gb_s']:.1f} GB/s, others {others:.2f}", flush=True)
+                            continue
                         print(f"rep {rep} {r['engine']:8} {r['mode']:10} prompt {r['prompt']:4}: prefill "
                               f"{fmt(r.get('prefill_tok_s'))} tok/s, decode {fmt(r.get('decode_tok_s'))} tok/s, "
                               f"others {others:.2f}", flush=True)
     table = summarize(runs, a.quiet)
+    if "read" in engines:
+        table += "\n\n" + stream_table(runs, streamed_bytes(a.model))
     head = (f"{time.strftime('%Y-%m-%d')} tiller {commit}, {cpu}, {os.cpu_count()} cores, {a.threads} threads, "
             f"prompt {a.prompt}, decode {a.decode}, {a.reps} repetitions, quiet: others_busy < {a.quiet}\n\n")
     with open(os.path.join(a.out, "summary.md"), "w") as f:
