@@ -3,6 +3,7 @@ package tensor
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 func (c *CPU) StoreKV(kv *KVCache, layer int, k, v *Tensor, seq, pos []int32) {
@@ -178,6 +179,9 @@ func (c *cacheRows) build(kv *KVCache, seq, pos []int32) {
 	}
 }
 
+// longest is the most positions any token of the batch reads.
+func (c *cacheRows) longest() int { return int(slices.Max(c.ctx)) }
+
 // of is the offsets of the first n positions of token i's sequence, padded as the kernels read them.
 func (c *cacheRows) of(i, n int) []int {
 	return c.off[c.start[i] : c.start[i]+roundKeys(n)]
@@ -272,8 +276,110 @@ func attention[T float](jobs *cpuJobs[T], mode attentionMode, dst, q, p *Tensor,
 	j.per = j.group
 	if len(seq)*kv.KVHeads < 4*jobs.pool.threads {
 		j.per = 1
+		if mode == attend && jobs.pool.threads > 1 && j.d%16 == 0 && j.rows.longest() >= splitMin {
+			jobs.attnSplit.attend(jobs.pool, j)
+			return
+		}
 	}
 	jobs.pool.parallel(len(seq)*j.heads/j.per, 1, j)
+}
+
+// splitKeys is the keys of one scores item of a split attention, and splitMin the longest
+// context from which a decode step's attention splits: below it the two extra hand-offs cost
+// more than the balance wins.
+const (
+	splitKeys = 128
+	splitMin  = 256
+)
+
+// attentionSplit runs a decode step's attention (a few tokens, each kv head's group a unit) in
+// three steps whose work every worker shares evenly, where attentionJob would deal out query heads
+// (SmolLM2: 9 heads, 3 kv heads, 2 workers: 5 heads against 4, and the kv head they share read
+// by both): the scores of every group against blocks of splitKeys keys, the softmax of each
+// query's whole row on the caller, and the mix of each group's values in slices of the head's
+// elements. Each score is one key's dot product, each softmax runs over the whole row, and each
+// output element sums over the keys in order with one accumulator whichever slice holds it, so
+// the result is attentionJob's, bit for bit: only the split of the work differs.
+type attentionSplit[T float] struct {
+	j        *attentionJob[T]
+	mixing   bool
+	s        []T   // (tokens, heads, lds): scores, then probabilities
+	lds      int   // roundKeys of the longest context
+	first    []int // per token: its first scores item; first[tokens] is the count
+	width    int   // elements of a head's output that one mix item computes
+	out      [][]T // per worker: a mix item's (group, width) output
+	perGroup int   // mix items per token and kv head
+}
+
+func (a *attentionSplit[T]) attend(p *pool, j *attentionJob[T]) {
+	tokens, groups := len(j.pos), j.heads/j.group
+	a.j, a.mixing = j, false
+	a.lds = roundKeys(j.rows.longest())
+	a.s = grow(&a.s, tokens*j.heads*a.lds)
+	a.first = grow(&a.first, tokens+1)
+	items := 0
+	for i, pos := range j.pos {
+		a.first[i] = items
+		items += groups * ((int(pos) + splitKeys) / splitKeys)
+	}
+	a.first[tokens] = items
+	p.parallel(items, 1, a)
+	for i, pos := range j.pos {
+		n := int(pos) + 1
+		for h := range j.heads {
+			row := (i*j.heads + h) * a.lds
+			j.ops.softmax(a.s[row : row+n])
+		}
+	}
+	// Slices of 16 elements or more, enough of them for every worker twice over.
+	a.width = j.d
+	for a.width%32 == 0 && tokens*groups*(j.d/a.width) < 2*p.threads {
+		a.width /= 2
+	}
+	a.perGroup = j.d / a.width
+	if len(a.out) < p.threads {
+		a.out = make([][]T, p.threads)
+	}
+	a.mixing = true
+	p.parallel(tokens*groups*a.perGroup, 1, a)
+}
+
+func (a *attentionSplit[T]) run(worker, lo, hi int) {
+	j := a.j
+	for item := lo; item < hi; item++ {
+		if a.mixing {
+			a.mix(worker, item)
+			continue
+		}
+		i := 0
+		for a.first[i+1] <= item {
+			i++
+		}
+		n := int(j.pos[i]) + 1
+		chunks := (n + splitKeys - 1) / splitKeys
+		g, c := (item-a.first[i])/chunks, (item-a.first[i])%chunks
+		k0 := c * splitKeys
+		keys := min(n-k0, splitKeys)
+		h0 := g * j.group
+		off := j.rows.of(i, n)[k0 : k0+roundKeys(keys)]
+		first := i*j.heads + h0
+		j.ops.scores(a.s[first*a.lds+k0:], a.lds, j.q[first*j.d:(first+j.group)*j.d], j.d, j.k, g*j.d, off, keys, j.scale)
+	}
+}
+
+// mix computes item's slice of its group's outputs: item = (token, kv head, slice).
+func (a *attentionSplit[T]) mix(worker, item int) {
+	j := a.j
+	groups := j.heads / j.group
+	slice, g, i := item%a.perGroup, item/a.perGroup%groups, item/a.perGroup/groups
+	n := int(j.pos[i]) + 1
+	first := i*j.heads + g*j.group
+	out := perWorker(a.out, worker, j.group*a.width)
+	e0 := slice * a.width
+	j.ops.mix(out, a.width, a.s[first*a.lds:], a.lds, j.v, g*j.d+e0, j.rows.of(i, n), n)
+	for h := range j.group {
+		copy(j.dst[(first+h)*j.d+e0:(first+h)*j.d+e0+a.width], out[h*a.width:(h+1)*a.width])
+	}
 }
 
 // attentionGo is the portable form of the attention steps, on a cache of the activations' own

@@ -368,3 +368,90 @@ func testAttentionBatchInvariant(t *testing.T, b *CPU, rng *rand.Rand, heads, kv
 		}
 	}
 }
+
+// A decode step over a long context splits its attention across the workers (attentionSplit):
+// scores in blocks of keys, each softmax whole, the mix in slices of the head's elements. Its
+// result must be the bits of the same token's row in a batch large enough to run unsplit, for
+// one token and for two tokens of different sequences (one of them under splitMin), on 2 and 3
+// threads, GQA groups of 1 to 4, head sizes whose mix slices are 64, 32 and 16 elements, and an
+// F32, a BF16 and an F64 cache (F64 activations).
+func TestAttentionSplitInvariant(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	const n = 700
+	// of makes a tensor of the activations' dtype (F64 with an F64 cache, else F32).
+	of := func(cache DType, v []float32, shape ...int) *Tensor {
+		if cache != F64 {
+			return FromF32(v, shape...)
+		}
+		w := make([]float64, len(v))
+		for i, x := range v {
+			w[i] = float64(x)
+		}
+		return FromF64(w, shape...)
+	}
+	values := func(x *Tensor) []float64 {
+		if x.DType == F64 {
+			return x.F64()
+		}
+		out := make([]float64, x.Numel())
+		for i, v := range x.F32() {
+			out[i] = float64(v)
+		}
+		return out
+	}
+	for _, threads := range []int{2, 3} {
+		b := NewCPU(threads)
+		for _, shape := range [][3]int{{9, 3, 64}, {8, 2, 128}, {4, 4, 32}, {8, 1, 64}} {
+			heads, kvHeads, d := shape[0], shape[1], shape[2]
+			for _, cache := range []DType{F32, BF16, F64} {
+				act := F32
+				if cache == F64 {
+					act = F64
+				}
+				kv := NewKVCacheOf(b, cache, 1, kvHeads, d, 16, 2*n/16+2)
+				q := make([][]float32, 2)
+				full := make([][]float64, 2) // each sequence's rows from a batch of all its positions
+				for s := range 2 {
+					if err := kv.Reserve(s, n); err != nil {
+						t.Fatal(err)
+					}
+					seq, pos := make([]int32, n), make([]int32, n)
+					for i := range pos {
+						seq[i], pos[i] = int32(s), int32(i)
+					}
+					b.StoreKV(kv, 0, of(cache, randomF32(rng, n*kvHeads*d), n, kvHeads, d), of(cache, randomF32(rng, n*kvHeads*d), n, kvHeads, d), seq, pos)
+					q[s] = randomF32(rng, n*heads*d)
+					all := New(act, n, heads*d)
+					b.Attention(all, of(cache, q[s], n, heads, d), kv, 0, seq, pos)
+					full[s] = values(all)
+				}
+				row := func(s, p int) []float32 { return q[s][p*heads*d : (p+1)*heads*d] }
+				for _, step := range [][2]int{{255, -1}, {256, -1}, {300, -1}, {699, -1}, {511, 100}, {640, 699}} {
+					toks := []int{step[0]}
+					if step[1] >= 0 {
+						toks = append(toks, step[1])
+					}
+					var qs []float32
+					var seq, pos []int32
+					for s, p := range toks {
+						qs = append(qs, row(s, p)...)
+						seq, pos = append(seq, int32(s)), append(pos, int32(p))
+					}
+					out := New(act, len(toks), heads*d)
+					b.Attention(out, of(cache, qs, len(toks), heads, d), kv, 0, seq, pos)
+					got := values(out)
+					for s, p := range toks {
+						want := full[s][p*heads*d : (p+1)*heads*d]
+						for e, w := range want {
+							if v := got[s*heads*d+e]; math.Float64bits(v) != math.Float64bits(w) {
+								t.Fatalf("%d threads, %d heads, %d kv heads, d=%d, %s cache, step %v: sequence %d position %d element %d is %g, unsplit %g",
+									threads, heads, kvHeads, d, cache, toks, s, p, e, v, w)
+							}
+						}
+					}
+				}
+			}
+		}
+		b.Close()
+	}
+}

@@ -37,6 +37,7 @@ type cpuJobs[T float] struct {
 	cols       colJob[T]
 	rope       ropeJob[T]
 	attention  attentionJob[T]
+	attnSplit  attentionSplit[T]
 	attnGrad   attentionGradJob[T]
 	matmul     matmulPlainJob[T]
 	mmGrad     matmulGradJob[T]
