@@ -2,7 +2,7 @@
 // prefill of a prompt of P tokens, then greedy decode of G tokens, each timed on its own, and
 // prints one JSON line per (prompt length, repetition).
 //
-//	go run ./bench/cpubench --model DIR [--prompt 32,512] [--decode 64] [--reps 1] [--threads 2]
+//	go run ./bench/cpubench --model DIR|FILE.gguf [--prompt 32,512] [--decode 64] [--reps 1] [--threads 2]
 //
 // The prompt is fixed pseudo-random token ids (the same formula in every engine's script), so
 // every engine runs the same number of tokens whatever its tokenizer. Prefill is one forward pass
@@ -52,7 +52,7 @@ type result struct {
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("cpubench", flag.ContinueOnError)
-	dir := fs.String("model", os.Getenv("TILLER_BENCH_MODEL"), "model folder in Hugging Face layout (default $TILLER_BENCH_MODEL)")
+	dir := fs.String("model", os.Getenv("TILLER_BENCH_MODEL"), "model folder in Hugging Face layout or a GGUF file (default $TILLER_BENCH_MODEL)")
 	prompts := fs.String("prompt", "32,512", "comma-separated prompt lengths in tokens")
 	decode := fs.Int("decode", 64, "greedy decode steps after each prompt")
 	reps := fs.Int("reps", 1, "repetitions of each prompt length")
@@ -97,7 +97,13 @@ func run(args []string, stdout io.Writer) error {
 	if len(modes) > 0 {
 		mode = strings.Join(modes, "+")
 	}
-	m, err := llama.Load(*dir, llama.LoadOptions{Resident: true})
+	var m *llama.Model
+	var err error
+	if llama.IsGGUF(*dir) {
+		m, err = llama.LoadGGUF(*dir, llama.LoadOptions{})
+	} else {
+		m, err = llama.Load(*dir, llama.LoadOptions{Resident: true})
+	}
 	if err != nil {
 		return err
 	}

@@ -128,6 +128,8 @@ def streamed_bytes(folder):
     """The bytes of weights a decode step reads: every tensor of the folder's safetensors files,
     less the embedding when the model has a separate lm_head (an untied embedding is read one row
     a token; a tied one is the LM head)."""
+    if not os.path.isdir(folder):
+        raise SystemExit(f"cpu_compare: the read engine counts the weights of a model folder; {folder} is not one")
     sizes = {}
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".safetensors"):
