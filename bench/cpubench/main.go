@@ -18,11 +18,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tillerlm/tiller/bench"
 	"github.com/tillerlm/tiller/llama"
 	"github.com/tillerlm/tiller/tensor"
 )
@@ -119,17 +119,11 @@ func run(args []string, stdout io.Writer) error {
 	if _, err := pass(r, promptIDs(8, m.Config.Vocab), 2); err != nil {
 		return err
 	}
-	if *profile != "" {
-		f, err := os.Create(*profile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := bench.StartCPUProfile(*profile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	enc := json.NewEncoder(stdout)
 	for rep := 1; rep <= *reps; rep++ {
 		for _, n := range lengths {

@@ -4,11 +4,10 @@ package main
 
 import (
 	"math/rand/v2"
-	"os"
-	"runtime/pprof"
 	"sort"
 	"time"
 
+	"github.com/tillerlm/tiller/bench"
 	"github.com/tillerlm/tiller/gpu"
 	"github.com/tillerlm/tiller/hooks"
 	"github.com/tillerlm/tiller/llama"
@@ -47,17 +46,11 @@ func batched(b *gpu.Backend, r *llama.Runner, rows, newTokens int) error {
 		return set, set.Add(name, hooks.Steer{Vector: vec, SeqAlpha: alpha})
 	}
 
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := bench.StartCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	for _, steered := range []bool{false, true} {
 		var opts llama.BatchOptions
 		if steered {

@@ -1,0 +1,27 @@
+package bench
+
+import (
+	"os"
+	"runtime/pprof"
+)
+
+// StartCPUProfile starts a CPU profile written to path, for the benchmark commands' -cpuprofile
+// (bench/cpubench, bench/gpubench); the returned stop ends it and closes the file. An empty path
+// profiles nothing.
+func StartCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
