@@ -1331,38 +1331,44 @@ store:
 	VPERMT2PS odd, Z29, Z30         \
 	VMOVAPS   Z30, odd
 
+// The four sums of a quad of bf16 rows at R8–R11 with the permuted x at SI over CX elements, into
+// X0, from accumulators Z0–Z7 zeroed by the caller (Z31: the odd-weight mask; Z28, Z29: the
+// UNDO indices). One function may use it once (its label).
+#define DOT4_EVENODD_SUMS \
+evenOddStep:                          \
+	VMOVUPS    (SI), Z16              \
+	VMOVUPS    64(SI), Z17            \
+	DOT4_EVENODD_ROW(R8, Z0, Z4)      \
+	DOT4_EVENODD_ROW(R9, Z1, Z5)      \
+	DOT4_EVENODD_ROW(R10, Z2, Z6)     \
+	DOT4_EVENODD_ROW(R11, Z3, Z7)     \
+	ADDQ       $128, SI               \
+	ADDQ       $64, R8                \
+	ADDQ       $64, R9                \
+	ADDQ       $64, R10               \
+	ADDQ       $64, R11               \
+	SUBQ       $32, CX                \
+	JNZ        evenOddStep            \
+	DOT4_EVENODD_UNDO(Z0, Z4)         \
+	DOT4_EVENODD_UNDO(Z1, Z5)         \
+	DOT4_EVENODD_UNDO(Z2, Z6)         \
+	DOT4_EVENODD_UNDO(Z3, Z7)         \
+	VADDPS     Z4, Z0, Z0             \
+	VADDPS     Z5, Z1, Z1             \
+	VADDPS     Z6, Z2, Z2             \
+	VADDPS     Z7, Z3, Z3             \
+	HSUM4_Z0_Z3
+
 // func dot4BF16EvenOddAVX512(x *float32, w *uint16, ldw, n int, out *[4]float32)
 TEXT ·dot4BF16EvenOddAVX512(SB), NOSPLIT, $0-40
 	DOT4_ARGS(1)
 	ZERO_Z0_Z7
 	MOVL         $0xffff0000, AX
 	VPBROADCASTD AX, Z31
-loop:
-	VMOVUPS    (SI), Z16
-	VMOVUPS    64(SI), Z17
-	DOT4_EVENODD_ROW(R8, Z0, Z4)
-	DOT4_EVENODD_ROW(R9, Z1, Z5)
-	DOT4_EVENODD_ROW(R10, Z2, Z6)
-	DOT4_EVENODD_ROW(R11, Z3, Z7)
-	ADDQ       $128, SI
-	ADDQ       $64, R8
-	ADDQ       $64, R9
-	ADDQ       $64, R10
-	ADDQ       $64, R11
-	SUBQ       $32, CX
-	JNZ        loop
-	VMOVDQU32  evenOddLow<>(SB), Z28
-	VMOVDQU32  evenOddHigh<>(SB), Z29
-	DOT4_EVENODD_UNDO(Z0, Z4)
-	DOT4_EVENODD_UNDO(Z1, Z5)
-	DOT4_EVENODD_UNDO(Z2, Z6)
-	DOT4_EVENODD_UNDO(Z3, Z7)
-	VADDPS     Z4, Z0, Z0
-	VADDPS     Z5, Z1, Z1
-	VADDPS     Z6, Z2, Z2
-	VADDPS     Z7, Z3, Z3
-	HSUM4_Z0_Z3
-	VMOVUPS    X0, (DI)
+	VMOVDQU32    evenOddLow<>(SB), Z28
+	VMOVDQU32    evenOddHigh<>(SB), Z29
+	DOT4_EVENODD_SUMS
+	VMOVUPS      X0, (DI)
 	VZEROUPPER
 	RET
 
@@ -1396,29 +1402,7 @@ quad:
 	LEAQ       (R9)(DX*1), R10
 	LEAQ       (R10)(DX*1), R11
 	ZERO_Z0_Z7
-row:
-	VMOVUPS    (SI), Z16
-	VMOVUPS    64(SI), Z17
-	DOT4_EVENODD_ROW(R8, Z0, Z4)
-	DOT4_EVENODD_ROW(R9, Z1, Z5)
-	DOT4_EVENODD_ROW(R10, Z2, Z6)
-	DOT4_EVENODD_ROW(R11, Z3, Z7)
-	ADDQ       $128, SI
-	ADDQ       $64, R8
-	ADDQ       $64, R9
-	ADDQ       $64, R10
-	ADDQ       $64, R11
-	SUBQ       $32, CX
-	JNZ        row
-	DOT4_EVENODD_UNDO(Z0, Z4)
-	DOT4_EVENODD_UNDO(Z1, Z5)
-	DOT4_EVENODD_UNDO(Z2, Z6)
-	DOT4_EVENODD_UNDO(Z3, Z7)
-	VADDPS     Z4, Z0, Z0
-	VADDPS     Z5, Z1, Z1
-	VADDPS     Z6, Z2, Z2
-	VADDPS     Z7, Z3, Z3
-	HSUM4_Z0_Z3
+	DOT4_EVENODD_SUMS
 	VMOVSS     X0, (DI)
 	VEXTRACTPS $1, X0, (DI)(AX*1)
 	VEXTRACTPS $2, X0, (DI)(AX*2)
