@@ -301,14 +301,13 @@ const (
 // output element sums over the keys in order with one accumulator whichever slice holds it, so
 // the result is attentionJob's, bit for bit: only the split of the work differs.
 type attentionSplit[T float] struct {
-	j        *attentionJob[T]
-	mixing   bool
-	s        []T   // (tokens, heads, lds): scores, then probabilities
-	lds      int   // roundKeys of the longest context
-	first    []int // per token: its first scores item; first[tokens] is the count
-	width    int   // elements of a head's output that one mix item computes
-	out      [][]T // per worker: a mix item's (group, width) output
-	perGroup int   // mix items per token and kv head
+	j      *attentionJob[T]
+	mixing bool
+	s      []T   // (tokens, heads, lds): scores, then probabilities
+	lds    int   // roundKeys of the longest context
+	first  []int // per token: its first scores item; first[tokens] is the count
+	width  int   // elements of a head's output that one mix item computes
+	out    [][]T // per worker: a mix item's (group, width) output
 }
 
 func (a *attentionSplit[T]) attend(p *pool, j *attentionJob[T]) {
@@ -336,12 +335,8 @@ func (a *attentionSplit[T]) attend(p *pool, j *attentionJob[T]) {
 	for a.width%32 == 0 && tokens*groups*(j.d/a.width) < 2*p.threads {
 		a.width /= 2
 	}
-	a.perGroup = j.d / a.width
-	if len(a.out) < p.threads {
-		a.out = make([][]T, p.threads)
-	}
 	a.mixing = true
-	p.parallel(tokens*groups*a.perGroup, 1, a)
+	p.parallel(tokens*groups*(j.d/a.width), 1, a)
 }
 
 func (a *attentionSplit[T]) run(worker, lo, hi int) {
@@ -370,8 +365,8 @@ func (a *attentionSplit[T]) run(worker, lo, hi int) {
 // mix computes item's slice of its group's outputs: item = (token, kv head, slice).
 func (a *attentionSplit[T]) mix(worker, item int) {
 	j := a.j
-	groups := j.heads / j.group
-	slice, g, i := item%a.perGroup, item/a.perGroup%groups, item/a.perGroup/groups
+	groups, parts := j.heads/j.group, j.d/a.width
+	slice, g, i := item%parts, item/parts%groups, item/parts/groups
 	n := int(j.pos[i]) + 1
 	first := i*j.heads + g*j.group
 	out := perWorker(a.out, worker, j.group*a.width)

@@ -52,6 +52,7 @@ type cpuJobs[T float] struct {
 func (j *cpuJobs[T]) init(p *pool, dot func(x, y []T) T, load func(dst []T, t *Tensor, off int)) {
 	j.pool, j.dot, j.load = p, dot, load
 	j.attention.scores = make([][]T, p.threads)
+	j.attnSplit.out = make([][]T, p.threads)
 	j.attnGrad.scores = make([][]T, p.threads)
 	j.attnGrad.dprobs = make([][]T, p.threads)
 	j.rowScratch = make([][]T, p.threads)
